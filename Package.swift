@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, bottom to top (see docs/architecture.md):
+//   CFerryLinux  – C shim for what Swift cannot call directly (futex, shm_open, OFD locks)
+//   FerryCore    – message format, shared-memory channel, client and worker (no Foundation)
+//   FerryC       – the C ABI: @_cdecl exports that only convert and check arguments → libferry.so
+//   ferry        – the command-line tool
+let package = Package(
+    name: "Ferry",
+    products: [
+        .library(name: "FerryCore", targets: ["FerryCore"]),
+        .library(name: "ferry", type: .dynamic, targets: ["FerryC"]),
+        .executable(name: "ferry-cli", targets: ["ferry"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        .target(name: "CFerryLinux"),
+        .target(name: "CFerryABI"),
+        .target(
+            name: "FerryCore",
+            dependencies: [
+                "CFerryLinux",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ]
+        ),
+        .target(
+            name: "FerryC",
+            dependencies: ["FerryCore", "CFerryABI", "CFerryLinux"],
+            linkerSettings: [
+                .unsafeFlags([
+                    "-static-stdlib",
+                    "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/FerryC/exports.map",
+                    "-Xlinker", "-soname=libferry.so.0",
+                ])
+            ]
+        ),
+        .executableTarget(
+            name: "ferry",
+            dependencies: [
+                "FerryCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
+    ]
+)

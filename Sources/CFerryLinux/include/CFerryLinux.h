@@ -1,0 +1,54 @@
+// C shim for the few Linux calls Swift cannot make directly.
+// Every symbol is prefixed `cferry_`; each says why it exists.
+#ifndef CFERRY_LINUX_H
+#define CFERRY_LINUX_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/// futex(2) FUTEX_WAIT on a shared (not process-private) word. glibc has no wrapper and
+/// `syscall` is variadic, which Swift cannot call. Returns 0 or -1 with errno set.
+/// `timeout_ns` < 0 waits without a deadline.
+int cferry_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns);
+
+/// futex(2) FUTEX_WAKE on a shared word. Returns the number woken or -1 with errno set.
+int cferry_futex_wake(uint32_t *addr, int count);
+
+/// shm_open(3) is variadic in glibc's headers (mode is optional), so Swift cannot import it.
+int cferry_shm_open(const char *name, int oflag, mode_t mode);
+
+/// shm_unlink(3), next to shm_open for symmetry.
+int cferry_shm_unlink(const char *name);
+
+/// fcntl(2) open-file-description byte-range lock (F_OFD_SETLK / F_OFD_SETLKW).
+/// fcntl is variadic. `type` is F_RDLCK, F_WRLCK or F_UNLCK. Returns 0 or -1 with errno.
+int cferry_ofd_lock(int fd, short type, int64_t start, int64_t len, int wait);
+
+/// fcntl(2) F_OFD_GETLK: 1 if a conflicting lock of `type` is held by someone, 0 if not, -1 on error.
+int cferry_ofd_test(int fd, short type, int64_t start, int64_t len);
+
+/// The x86 `pause` (or arm `yield`) instruction for spin loops; no Swift spelling exists.
+static inline void cferry_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/// prctl(2) PR_SET_PDEATHSIG: prctl is variadic.
+int cferry_set_parent_death_signal(int sig);
+
+/// errno constants used by FerryCore, exported as functions so Swift sees stable values.
+int cferry_errno_eagain(void);
+int cferry_errno_etimedout(void);
+int cferry_errno_eintr(void);
+
+
+
+/// Thread-local "last error" text for the C ABI (ferry_last_error). Swift has no
+/// thread-local globals, so the storage lives here. The text is truncated to 1023 bytes.
+void cferry_set_error(const char *text);
+const char *cferry_get_error(void);
+#endif

@@ -1,0 +1,378 @@
+// The exported C functions, one per declaration in include/ferry.h, in the same order.
+import CFerryABI
+import CFerryLinux
+import FerryCore
+
+// MARK: library
+
+private let versionString: StaticString = "0.1.0"
+
+@_cdecl("ferry_version")
+public func ferry_version() -> UnsafePointer<CChar> {
+    UnsafeRawPointer(versionString.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@_cdecl("ferry_version_number")
+public func ferry_version_number() -> Int32 { FERRY_VERSION_MAJOR * 10000 + FERRY_VERSION_MINOR * 100 + FERRY_VERSION_PATCH }
+
+@_cdecl("ferry_last_error")
+public func ferry_last_error() -> UnsafePointer<CChar> { cferry_get_error() }
+
+private let statusNames: [StaticString] = [
+    "FERRY_OK", "FERRY_EINVAL", "FERRY_EMALFORMED", "FERRY_ETOOBIG", "FERRY_ETIMEDOUT", "FERRY_EPEERDIED",
+    "FERRY_ENOSERVER", "FERRY_EBUSY", "FERRY_ECLOSED", "FERRY_ESYSTEM", "FERRY_EREMOTE", "FERRY_EPERM", "FERRY_EVERSION",
+]
+private let unknownStatus: StaticString = "FERRY_E?"
+
+@_cdecl("ferry_status_name")
+public func ferry_status_name(_ s: Int32) -> UnsafePointer<CChar> {
+    let name = (s >= 0 && Int(s) < statusNames.count) ? statusNames[Int(s)] : unknownStatus
+    return UnsafeRawPointer(name.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@_cdecl("ferry_options_init")
+public func ferry_options_init(_ opts: UnsafeMutablePointer<ferry_options>?) {
+    guard let opts else { return }
+    opts.pointee = ferry_options()
+    opts.pointee.struct_size = MemoryLayout<ferry_options>.size
+}
+
+// MARK: client
+
+@_cdecl("ferry_client_new")
+public func ferry_client_new(_ url: UnsafePointer<CChar>?, _ opts: UnsafePointer<ferry_options>?,
+                             _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        guard let out else { throw invalid("out is NULL") }
+        out.pointee = nil
+        let client = try Client(try endpointURL(try string(url, "url"), opts))
+        out.pointee = retain(ClientHandle(client))
+    }
+}
+
+@_cdecl("ferry_client_free")
+public func ferry_client_free(_ client: OpaquePointer?) {
+    if let c = try? borrow(client, ClientHandle.self, "client") { c.client.close() }
+    release(client, ClientHandle.self)
+}
+
+@_cdecl("ferry_call_begin")
+public func ferry_call_begin(_ client: OpaquePointer?, _ timeoutMs: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        guard let out else { throw invalid("out is NULL") }
+        out.pointee = nil
+        let c = try borrow(client, ClientHandle.self, "client")
+        out.pointee = retain(CallHandle(try c.client.begin(timeout: timeout(timeoutMs))))
+    }
+}
+
+@_cdecl("ferry_call_writer")
+public func ferry_call_writer(_ call: OpaquePointer?) -> OpaquePointer? {
+    guard let c = try? borrow(call, CallHandle.self, "call") else { return nil }
+    return OpaquePointer(Unmanaged.passUnretained(c.writer).toOpaque())
+}
+
+@_cdecl("ferry_call_send")
+public func ferry_call_send(_ call: OpaquePointer?) -> Int32 {
+    status { try borrow(call, CallHandle.self, "call").call.send() }
+}
+
+@_cdecl("ferry_call_wait")
+public func ferry_call_wait(_ call: OpaquePointer?, _ timeoutMs: Int64, _ reply: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        let c = try borrow(call, CallHandle.self, "call")
+        reply?.pointee = nil
+        let view = try c.call.wait(timeout: timeout(timeoutMs))
+        let m = MessageHandle(view, owner: c.call)
+        c.reply = m
+        reply?.pointee = OpaquePointer(Unmanaged.passUnretained(m).toOpaque())
+    }
+}
+
+@_cdecl("ferry_call_free")
+public func ferry_call_free(_ call: OpaquePointer?) {
+    if let c = try? borrow(call, CallHandle.self, "call") { c.reply = nil; c.call.close() }
+    release(call, CallHandle.self)
+}
+
+// MARK: worker
+
+@_cdecl("ferry_worker_new")
+public func ferry_worker_new(_ url: UnsafePointer<CChar>?, _ opts: UnsafePointer<ferry_options>?,
+                             _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        guard let out else { throw invalid("out is NULL") }
+        out.pointee = nil
+        let worker = try Worker(try endpointURL(try string(url, "url"), opts))
+        out.pointee = retain(WorkerHandle(worker))
+    }
+}
+
+@_cdecl("ferry_worker_free")
+public func ferry_worker_free(_ worker: OpaquePointer?) {
+    if let w = try? borrow(worker, WorkerHandle.self, "worker") { w.worker.close() }
+    release(worker, WorkerHandle.self)
+}
+
+@_cdecl("ferry_worker_mapping")
+public func ferry_worker_mapping(_ worker: OpaquePointer?, _ base: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                 _ size: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let w = try borrow(worker, WorkerHandle.self, "worker")
+        guard let base, let size else { throw invalid("base or size is NULL") }
+        base.pointee = UnsafeMutableRawPointer(mutating: w.worker.mapping.baseAddress)
+        size.pointee = w.worker.mapping.count
+    }
+}
+
+@_cdecl("ferry_worker_recv")
+public func ferry_worker_recv(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        guard let out else { throw invalid("job is NULL") }
+        out.pointee = nil
+        let w = try borrow(worker, WorkerHandle.self, "worker")
+        guard let job = try w.worker.receive(timeout: timeout(timeoutMs)) else {
+            cferry_set_error("no request before the deadline")
+            throw FerryError(.timedOut, "no request before the deadline")
+        }
+        out.pointee = retain(JobHandle(job))
+    }
+}
+
+@_cdecl("ferry_job_request")
+public func ferry_job_request(_ job: OpaquePointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        guard let out else { throw invalid("request is NULL") }
+        let j = try borrow(job, JobHandle.self, "job")
+        if j.request == nil { j.request = MessageHandle(try j.job.request(), owner: j.job) }
+        out.pointee = OpaquePointer(Unmanaged.passUnretained(j.request!).toOpaque())
+    }
+}
+
+@_cdecl("ferry_job_writer")
+public func ferry_job_writer(_ job: OpaquePointer?) -> OpaquePointer? {
+    guard let j = try? borrow(job, JobHandle.self, "job") else { return nil }
+    return OpaquePointer(Unmanaged.passUnretained(j.writer).toOpaque())
+}
+
+@_cdecl("ferry_job_reply")
+public func ferry_job_reply(_ job: OpaquePointer?) -> Int32 {
+    let rc = status {
+        let j = try borrow(job, JobHandle.self, "job")
+        do { try j.job.reply() } catch let e as FerryError { j.job.fail(e); throw e }
+    }
+    release(job, JobHandle.self)
+    return rc
+}
+
+@_cdecl("ferry_job_fail")
+public func ferry_job_fail(_ job: OpaquePointer?, _ code: Int32, _ message: UnsafePointer<CChar>?) -> Int32 {
+    let rc = status {
+        let j = try borrow(job, JobHandle.self, "job")
+        let c = FerryError.Code(rawValue: code) ?? .remote
+        j.job.fail(FerryError(c == .invalidArgument ? .remote : c, message.map { String(cString: $0) } ?? "the model failed"))
+    }
+    release(job, JobHandle.self)
+    return rc
+}
+
+// MARK: writing
+
+@_cdecl("ferry_writer_add_tensor")
+public func ferry_writer_add_tensor(_ w: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32,
+                                    _ shape: UnsafePointer<Int64>?, _ data: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
+                                    _ nbytes: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let h = try borrow(w, WriterHandle.self, "writer")
+        let n = try string(name, "name"), d = try dtype(dt), s = try shapeArray(ndim, shape)
+        guard d != .string else { throw invalid("use ferry_writer_put_strings for string tensors") }
+        let buf = try h.mutate { try $0.addTensor(name: n, dtype: d, shape: s) }
+        data?.pointee = buf.baseAddress
+        nbytes?.pointee = buf.count
+    }
+}
+
+@_cdecl("ferry_writer_put_tensor")
+public func ferry_writer_put_tensor(_ w: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32,
+                                    _ shape: UnsafePointer<Int64>?, _ data: UnsafeRawPointer?, _ nbytes: Int) -> Int32 {
+    status {
+        let h = try borrow(w, WriterHandle.self, "writer")
+        let n = try string(name, "name"), d = try dtype(dt), s = try shapeArray(ndim, shape)
+        guard d != .string else { throw invalid("use ferry_writer_put_strings for string tensors") }
+        guard nbytes >= 0, data != nil || nbytes == 0 else { throw invalid("data is NULL") }
+        try h.mutate { try $0.addTensor(name: n, dtype: d, shape: s, bytes: UnsafeRawBufferPointer(start: data, count: nbytes)) }
+    }
+}
+
+@_cdecl("ferry_writer_put_strings")
+public func ferry_writer_put_strings(_ w: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ ndim: Int32, _ shape: UnsafePointer<Int64>?,
+                                     _ strings: UnsafePointer<UnsafePointer<CChar>?>?, _ lengths: UnsafePointer<Int>?, _ count: Int) -> Int32 {
+    status {
+        let h = try borrow(w, WriterHandle.self, "writer")
+        let n = try string(name, "name"), s = try shapeArray(ndim, shape)
+        guard count >= 0, count == 0 || (strings != nil && lengths != nil) else { throw invalid("strings or lengths is NULL") }
+        var values: [String] = []
+        values.reserveCapacity(count)
+        for i in 0..<count {
+            guard let p = strings![i] else { throw invalid("strings[\(i)] is NULL") }
+            let bytes = UnsafeRawBufferPointer(start: p, count: lengths![i])
+            guard let text = String(validating: bytes, as: UTF8.self) else { throw invalid("strings[\(i)] is not valid UTF-8") }
+            values.append(text)
+        }
+        try h.mutate { try $0.addStrings(name: n, shape: s, strings: values) }
+    }
+}
+
+@_cdecl("ferry_writer_set_meta")
+public func ferry_writer_set_meta(_ w: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ value: UnsafePointer<CChar>?) -> Int32 {
+    status {
+        let h = try borrow(w, WriterHandle.self, "writer")
+        let k = try string(key, "key"), v = try string(value, "value")
+        h.mutate { $0.setMetadata(k, v) }
+    }
+}
+
+@_cdecl("ferry_encoder_new")
+public func ferry_encoder_new(_ capacity: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        guard let out else { throw invalid("out is NULL") }
+        guard capacity > 0 && capacity <= 1 << 40 else { throw invalid("capacity \(capacity) out of range") }
+        out.pointee = retain(EncoderHandle(capacity: capacity))
+    }
+}
+
+@_cdecl("ferry_encoder_writer")
+public func ferry_encoder_writer(_ enc: OpaquePointer?) -> OpaquePointer? {
+    guard let e = try? borrow(enc, EncoderHandle.self, "encoder") else { return nil }
+    return OpaquePointer(Unmanaged.passUnretained(e.writerHandle).toOpaque())
+}
+
+@_cdecl("ferry_encoder_finish")
+public func ferry_encoder_finish(_ enc: OpaquePointer?, _ data: UnsafeMutablePointer<UnsafeRawPointer?>?, _ len: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let e = try borrow(enc, EncoderHandle.self, "encoder")
+        e.length = try e.writer.finish()
+        data?.pointee = UnsafeRawPointer(e.buffer.baseAddress)
+        len?.pointee = e.length
+    }
+}
+
+@_cdecl("ferry_encoder_free")
+public func ferry_encoder_free(_ enc: OpaquePointer?) { release(enc, EncoderHandle.self) }
+
+// MARK: reading
+
+@_cdecl("ferry_message_decode")
+public func ferry_message_decode(_ data: UnsafeRawPointer?, _ len: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    status {
+        guard let out else { throw invalid("out is NULL") }
+        out.pointee = nil
+        guard len >= 0, data != nil || len == 0 else { throw invalid("data is NULL") }
+        let view = try MessageView(validating: UnsafeRawBufferPointer(start: data, count: len))
+        out.pointee = retain(MessageHandle(view, owner: nil))
+    }
+}
+
+@_cdecl("ferry_message_free")
+public func ferry_message_free(_ msg: OpaquePointer?) { release(msg, MessageHandle.self) }
+
+@_cdecl("ferry_message_tensor_count")
+public func ferry_message_tensor_count(_ msg: OpaquePointer?) -> Int {
+    (try? borrow(msg, MessageHandle.self, "message"))?.view.tensorCount ?? 0
+}
+
+func fill(_ out: UnsafeMutablePointer<ferry_tensor>, _ t: RawTensor) {
+    out.pointee.name = t.name.assumingMemoryBound(to: CChar.self)
+    out.pointee.name_len = t.nameLength
+    out.pointee.dtype = Int32(t.dtype.rawValue)
+    out.pointee.ndim = Int32(t.ndim)
+    out.pointee.shape = t.shape
+    out.pointee.data = t.data
+    out.pointee.nbytes = t.dataLength
+}
+
+@_cdecl("ferry_message_tensor")
+public func ferry_message_tensor(_ msg: OpaquePointer?, _ index: Int, _ out: UnsafeMutablePointer<ferry_tensor>?) -> Int32 {
+    status {
+        let m = try borrow(msg, MessageHandle.self, "message")
+        guard let out else { throw invalid("out is NULL") }
+        guard index >= 0 && index < m.view.tensorCount else { throw invalid("tensor index \(index) out of range 0..<\(m.view.tensorCount)") }
+        fill(out, m.view.rawTensor(at: index))
+    }
+}
+
+@_cdecl("ferry_message_tensors")
+public func ferry_message_tensors(_ msg: OpaquePointer?, _ out: UnsafeMutablePointer<ferry_tensor>?, _ cap: Int,
+                                  _ count: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let m = try borrow(msg, MessageHandle.self, "message")
+        let n = m.view.tensorCount
+        count?.pointee = n
+        guard n <= cap else { throw invalid("\(n) tensors but room for \(cap)") }
+        guard let out else { if n == 0 { return }; throw invalid("out is NULL") }
+        for i in 0..<n { fill(out + i, m.view.rawTensor(at: i)) }
+    }
+}
+
+@_cdecl("ferry_message_find")
+public func ferry_message_find(_ msg: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<ferry_tensor>?) -> Int32 {
+    status {
+        let m = try borrow(msg, MessageHandle.self, "message")
+        let wanted = Array(try string(name, "name").utf8)
+        guard let out else { throw invalid("out is NULL") }
+        for i in 0..<m.view.tensorCount {
+            let t = m.view.rawTensor(at: i)
+            if t.nameLength == wanted.count && wanted.withUnsafeBytes({ memcmpEqual($0.baseAddress, t.name, t.nameLength) }) {
+                fill(out, t)
+                return
+            }
+        }
+        throw invalid("no tensor named \"\(String(decoding: wanted, as: UTF8.self))\"")
+    }
+}
+
+func memcmpEqual(_ a: UnsafeRawPointer?, _ b: UnsafeRawPointer, _ n: Int) -> Bool {
+    guard n > 0, let a else { return true }
+    return UnsafeRawBufferPointer(start: a, count: n).elementsEqual(UnsafeRawBufferPointer(start: b, count: n))
+}
+
+@_cdecl("ferry_message_meta_count")
+public func ferry_message_meta_count(_ msg: OpaquePointer?) -> Int {
+    (try? borrow(msg, MessageHandle.self, "message"))?.view.metadataCount ?? 0
+}
+
+@_cdecl("ferry_message_meta")
+public func ferry_message_meta(_ msg: OpaquePointer?, _ index: Int,
+                               _ key: UnsafeMutablePointer<UnsafePointer<CChar>?>?, _ keyLen: UnsafeMutablePointer<Int>?,
+                               _ value: UnsafeMutablePointer<UnsafePointer<CChar>?>?, _ valueLen: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let m = try borrow(msg, MessageHandle.self, "message")
+        guard let e = m.view.rawMetadata(at: index) else { throw invalid("metadata index \(index) out of range") }
+        key?.pointee = e.key.assumingMemoryBound(to: CChar.self)
+        keyLen?.pointee = e.keyLength
+        value?.pointee = e.value.assumingMemoryBound(to: CChar.self)
+        valueLen?.pointee = e.valueLength
+    }
+}
+
+@_cdecl("ferry_message_status")
+public func ferry_message_status(_ msg: OpaquePointer?) -> Int32 {
+    (try? borrow(msg, MessageHandle.self, "message"))?.view.status ?? FERRY_EINVAL
+}
+
+@_cdecl("ferry_message_bytes")
+public func ferry_message_bytes(_ msg: OpaquePointer?, _ data: UnsafeMutablePointer<UnsafeRawPointer?>?, _ len: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let m = try borrow(msg, MessageHandle.self, "message")
+        data?.pointee = m.view.base
+        len?.pointee = m.view.length
+    }
+}
+
+@_cdecl("ferry_segment_validate")
+public func ferry_segment_validate(_ header: UnsafeRawPointer?, _ len: Int, _ fileSize: Int) -> Int32 {
+    status {
+        guard len >= 0, header != nil || len == 0 else { throw invalid("header is NULL") }
+        _ = try SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: len), fileSize: fileSize)
+    }
+}

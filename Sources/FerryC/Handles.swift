@@ -1,0 +1,137 @@
+// The C ABI layer: converts and checks arguments, calls FerryCore, maps errors to status
+// codes. No logic of its own. Handles are retained Swift objects passed as opaque pointers.
+import CFerryABI
+import CFerryLinux
+import FerryCore
+
+/// Runs `body`, turning a thrown error into a status code and the thread's last error.
+@inline(__always)
+func status(_ body: () throws -> Void) -> Int32 {
+    do {
+        try body()
+        return FERRY_OK
+    } catch let e as FerryError {
+        cferry_set_error(e.message)
+        return e.code.rawValue
+    } catch {
+        cferry_set_error("\(error)")
+        return FERRY_EINVAL
+    }
+}
+
+func invalid(_ what: String) -> FerryError { FerryError(.invalidArgument, what) }
+
+/// Moves a Swift object into a handle (+1).
+func retain<T: AnyObject>(_ object: T) -> OpaquePointer { OpaquePointer(Unmanaged.passRetained(object).toOpaque()) }
+
+/// Borrows the object behind a handle, or throws for NULL.
+func borrow<T: AnyObject>(_ handle: OpaquePointer?, _ type: T.Type, _ name: String) throws -> T {
+    guard let h = handle else { throw invalid("\(name) is NULL") }
+    return Unmanaged<T>.fromOpaque(UnsafeRawPointer(h)).takeUnretainedValue()
+}
+
+/// Ends a handle (-1).
+func release<T: AnyObject>(_ handle: OpaquePointer?, _ type: T.Type) {
+    guard let h = handle else { return }
+    Unmanaged<T>.fromOpaque(UnsafeRawPointer(h)).release()
+}
+
+/// Converts a required C string.
+func string(_ p: UnsafePointer<CChar>?, _ name: String) throws -> String {
+    guard let p else { throw invalid("\(name) is NULL") }
+    return String(cString: p)
+}
+
+/// Converts ndim + shape into [Int].
+func shapeArray(_ ndim: Int32, _ shape: UnsafePointer<Int64>?) throws -> [Int] {
+    guard ndim >= 0 && ndim <= FERRY_MAX_DIMS else { throw invalid("ndim \(ndim) outside 0...\(FERRY_MAX_DIMS)") }
+    if ndim == 0 { return [] }
+    guard let shape else { throw invalid("shape is NULL with ndim \(ndim)") }
+    return try (0..<Int(ndim)).map {
+        guard shape[$0] >= 0 else { throw invalid("shape[\($0)] is negative (\(shape[$0]))") }
+        return Int(shape[$0])
+    }
+}
+
+func dtype(_ code: Int32) throws -> DType {
+    guard code > 0 && code < 256, let d = DType(rawValue: UInt8(code)) else { throw invalid("unknown dtype code \(code)") }
+    return d
+}
+
+/// Applies a `ferry_options` over the URL's settings.
+func endpointURL(_ url: String, _ opts: UnsafePointer<ferry_options>?) throws -> String {
+    guard let o = opts?.pointee else { return url }
+    guard o.struct_size >= MemoryLayout<Int>.size else { throw invalid("ferry_options.struct_size not set (use ferry_options_init)") }
+    // Only read fields the caller's struct has.
+    func has(_ offset: Int, _ size: Int) -> Bool { o.struct_size >= offset + size }
+    var extra: [String] = []
+    if has(MemoryLayout<ferry_options>.offset(of: \.slots)!, 4), o.slots != 0 { extra.append("slots=\(o.slots)") }
+    if has(MemoryLayout<ferry_options>.offset(of: \.slot_size)!, 8), o.slot_size != 0 { extra.append("slot_size=\(o.slot_size)") }
+    if has(MemoryLayout<ferry_options>.offset(of: \.wait)!, 4), o.wait != 0 {
+        switch o.wait {
+        case FERRY_WAIT_SPIN: extra.append("wait=spin")
+        case FERRY_WAIT_FUTEX: extra.append("wait=futex")
+        case FERRY_WAIT_SPIN_FUTEX: extra.append("wait=hybrid")
+        default: throw invalid("unknown wait strategy \(o.wait)")
+        }
+    }
+    if has(MemoryLayout<ferry_options>.offset(of: \.spin_us)!, 8), o.spin_us > 0 { extra.append("spin_us=\(o.spin_us)") }
+    if has(MemoryLayout<ferry_options>.offset(of: \.timeout_ms)!, 8), o.timeout_ms > 0 { extra.append("timeout_ms=\(o.timeout_ms)") }
+    if extra.isEmpty { return url }
+    return url + (url.contains("?") ? "&" : "?") + extra.joined(separator: "&")
+}
+
+func timeout(_ ms: Int64) -> Duration? { ms < 0 ? nil : .milliseconds(ms) }
+
+// MARK: handle classes
+
+final class ClientHandle { let client: Client; init(_ c: Client) { client = c } }
+final class WorkerHandle { let worker: Worker; init(_ w: Worker) { worker = w } }
+
+/// A message view and whatever keeps its bytes alive.
+final class MessageHandle {
+    let view: MessageView
+    let owner: AnyObject?
+    init(_ v: MessageView, owner: AnyObject?) { view = v; self.owner = owner }
+}
+
+/// Where a writer writes: a call's slot, a job's slot or an encoder's buffer.
+final class WriterHandle {
+    enum Target { case call(PendingCall), job(Job), encoder(EncoderHandle) }
+    let target: Target
+    init(_ t: Target) { target = t }
+    func mutate<R>(_ body: (inout MessageWriter) throws -> R) rethrows -> R {
+        switch target {
+        case .call(let c): return try body(&c.writer)
+        case .job(let j): return try body(&j.writer)
+        case .encoder(let e): return try body(&e.writer)
+        }
+    }
+}
+
+final class CallHandle {
+    let call: PendingCall
+    var reply: MessageHandle?
+    lazy var writer = WriterHandle(.call(call))
+    init(_ c: PendingCall) { call = c }
+}
+
+final class JobHandle {
+    let job: Job
+    var request: MessageHandle?
+    lazy var writer = WriterHandle(.job(job))
+    init(_ j: Job) { job = j }
+}
+
+final class EncoderHandle {
+    let buffer: UnsafeMutableRawBufferPointer
+    var writer: MessageWriter
+    var length = 0
+    lazy var writerHandle = WriterHandle(.encoder(self))
+    init(capacity: Int) {
+        buffer = .allocate(byteCount: max(capacity, MessageLayout.headerSize), alignment: 64)
+        buffer.initializeMemory(as: UInt8.self, repeating: 0)
+        writer = MessageWriter(base: buffer.baseAddress!, capacity: buffer.count, limitHint: "raise the encoder capacity")
+    }
+    deinit { buffer.deallocate() }
+}

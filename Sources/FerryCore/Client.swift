@@ -1,0 +1,138 @@
+/// Calls a model served on a channel. One client may have several calls in flight; it is not
+/// thread-safe (use one client per thread).
+///
+///     let client = try Client("shm://digits")
+///     let reply = try client.call(Message([("image", Tensor(pixels, shape: [9, 28, 28]))]))
+public final class Client {
+    /// The parsed URL.
+    public let endpoint: Endpoint
+    var channel: ShmChannel?
+
+    /// Connects to the channel at `url` (it must be served already).
+    public init(_ url: String) throws {
+        endpoint = try Endpoint(url)
+        channel = ShmChannel(try ShmSegment.attach(channel: endpoint.name))
+    }
+
+    /// The attached channel, re-attaching when the old one was closed or reclaimed
+    /// (a restarted server serves the same name on a new segment).
+    func attached() throws -> ShmChannel {
+        if let c = channel, !c.segment.isClosed { return c }
+        channel = nil
+        let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name))
+        channel = c
+        return c
+    }
+
+    /// Slot capacity in bytes (request and reply share it).
+    public var slotSize: Int { channel?.slotSize ?? endpoint.slotSize }
+
+    func deadline(_ timeout: Duration?) -> UInt64 {
+        let ns: UInt64
+        if let t = timeout {
+            let c = t.components
+            ns = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
+        } else {
+            ns = endpoint.timeoutNanos
+        }
+        return System.nowNanos() &+ ns
+    }
+
+    /// Starts a call: claims a slot and returns it for writing the request in place.
+    public func begin(timeout: Duration? = nil) throws -> PendingCall {
+        let d = deadline(timeout)
+        let c = try attached()
+        let (slot, gen) = try c.claim(deadline: d, strategy: endpoint.wait)
+        return PendingCall(client: self, channel: c, slot: slot, gen: gen, deadline: d)
+    }
+
+    /// Sends `message` and waits for the reply (copied out of shared memory).
+    /// An error reply from the model throws `.remote`.
+    public func call(_ message: Message, timeout: Duration? = nil) throws -> Message {
+        try withCall(timeout: timeout, write: { w in _ = try message.write(to: &w) }, read: { Message($0) })
+    }
+
+    /// Sends named tensors and waits for the reply.
+    public func call(_ tensors: [(String, Tensor)], timeout: Duration? = nil) throws -> Message {
+        try call(Message(tensors), timeout: timeout)
+    }
+
+    /// Zero-copy call: `write` fills the request directly in the slot, `read` sees the reply
+    /// in place. The slot is freed when `read` returns.
+    public func withCall<R>(timeout: Duration? = nil, write: (inout MessageWriter) throws -> Void,
+                            read: (MessageView) throws -> R) throws -> R {
+        let call = try begin(timeout: timeout)
+        defer { call.close() }
+        try write(&call.writer)
+        try call.send()
+        return try read(try call.wait())
+    }
+
+    /// Detaches from the channel.
+    public func close() {
+        channel?.segment.leave()
+        channel = nil
+    }
+}
+
+/// One call in flight: a claimed slot, its request writer and, later, its reply.
+/// Free it with `close()` (also done on deinit).
+public final class PendingCall {
+    let client: Client
+    let channel: ShmChannel
+    let slot: Int
+    let gen: UInt32
+    let deadline: UInt64
+    var owned = true
+    var sent = false
+    var requestLength = 0
+    /// Writes the request in place in the slot.
+    public var writer: MessageWriter
+
+    init(client: Client, channel: ShmChannel, slot: Int, gen: UInt32, deadline: UInt64) {
+        self.client = client
+        self.channel = channel
+        self.slot = slot
+        self.gen = gen
+        self.deadline = deadline
+        self.writer = MessageWriter(base: channel.data(slot), capacity: channel.slotSize,
+                                    limitHint: "raise the channel's slot_size (e.g. shm://\(channel.segment.channel)?slot_size=64M where the server creates it, or ferry serve --slot-size 64M)")
+    }
+
+    /// Finishes the request and hands it to a worker.
+    public func send(metadata: [String: String] = [:]) throws {
+        guard owned, !sent else { throw FerryError(.invalidArgument, "call already sent or closed") }
+        for (k, v) in metadata { writer.setMetadata(k, v) }
+        requestLength = try writer.finish()
+        // Leave a page-aligned remainder for the reply, which the worker writes after the request.
+        sent = true
+        channel.publish(slot: slot, gen: gen, length: requestLength)
+    }
+
+    /// Waits for the reply and returns a view of it in the slot (valid until `close`).
+    /// Throws `.remote` when the model failed, with its message.
+    public func wait(timeout: Duration? = nil) throws -> MessageView {
+        guard owned, sent else { throw FerryError(.invalidArgument, "call not sent or already closed") }
+        let d = timeout.map { client.deadline($0) } ?? deadline
+        let pos: (offset: Int, length: Int)
+        do {
+            pos = try channel.awaitReply(slot: slot, gen: gen, deadline: d, strategy: client.endpoint.wait)
+        } catch let e as ShmChannel.AbandonedSlot {
+            owned = false
+            throw e.error
+        }
+        let view = try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot) + pos.offset, count: pos.length))
+        if view.status != 0 {
+            let code = FerryError.Code(rawValue: view.status) ?? .remote
+            throw FerryError(code, view.metadata("error") ?? "the worker failed with status \(view.status)")
+        }
+        return view
+    }
+
+    /// Frees the slot. Safe to call twice.
+    public func close() {
+        if owned { owned = false; channel.release(slot: slot, gen: gen) }
+    }
+
+    deinit { close() }
+}

@@ -1,0 +1,74 @@
+/// Byte layout of a Ferry message, version 1 (docs/protocol.md). All integers little-endian.
+///
+///     header (64) | tensor data, each block 64-byte aligned | tensor table (96 per tensor)
+///                 | tensor names | metadata entries
+///
+/// The table comes after the data so a writer can place tensor data in order, in place,
+/// without knowing the number of tensors in advance.
+public enum MessageLayout {
+    /// "FRYM" read as a little-endian u32.
+    public static let magic: UInt32 = 0x4D59_5246
+    /// The format version this build writes and accepts.
+    public static let version: UInt16 = 1
+    /// Size of the fixed header.
+    public static let headerSize = 64
+    /// Size of one tensor table entry.
+    public static let tensorEntrySize = 96
+    /// Alignment of every tensor's data, from the message start.
+    public static let dataAlignment = 64
+    /// Most dimensions a tensor may have.
+    public static let maxDims = 8
+    /// Most tensors in one message.
+    public static let maxTensors = 65_536
+    /// Most metadata entries in one message.
+    public static let maxMetadata = 65_536
+    /// Longest tensor name in bytes.
+    public static let maxNameLength = 1024
+
+    // Header field offsets.
+    static let oMagic = 0, oVersion = 4, oHeaderSize = 6, oTotal = 8, oTensorCount = 16
+    static let oMetaCount = 20, oTable = 24, oMeta = 32, oMetaLength = 40, oStatus = 48, oFlags = 52
+    // Tensor entry field offsets.
+    static let eData = 0, eDataLength = 8, eName = 16, eNameLength = 24, eDType = 28, eNDim = 29, eShape = 32
+
+    /// Rounds `n` up to a multiple of `a` (a power of two).
+    @inline(__always)
+    static func align(_ n: Int, _ a: Int) -> Int { (n + a - 1) & ~(a - 1) }
+}
+
+/// Checks that `bytes` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
+func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    var i = 0
+    let n = bytes.count
+    while i < n {
+        let b0 = bytes[i]
+        if b0 < 0x80 { i += 1; continue }
+        var need = 0
+        var minCode: UInt32 = 0
+        var code: UInt32
+        if b0 & 0xE0 == 0xC0 { need = 1; code = UInt32(b0 & 0x1F); minCode = 0x80 }
+        else if b0 & 0xF0 == 0xE0 { need = 2; code = UInt32(b0 & 0x0F); minCode = 0x800 }
+        else if b0 & 0xF8 == 0xF0 { need = 3; code = UInt32(b0 & 0x07); minCode = 0x10000 }
+        else { return false }
+        if i + need >= n { return false }
+        for k in 1...need {
+            let b = bytes[i + k]
+            if b & 0xC0 != 0x80 { return false }
+            code = (code << 6) | UInt32(b & 0x3F)
+        }
+        if code < minCode || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF) { return false }
+        i += need + 1
+    }
+    return true
+}
+
+extension UnsafeRawPointer {
+    @inline(__always) func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+    @inline(__always) func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+    @inline(__always) func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+    @inline(__always) func i64(_ o: Int) -> Int64 { Int64(littleEndian: loadUnaligned(fromByteOffset: o, as: Int64.self)) }
+}
+
+extension UnsafeMutableRawPointer {
+    @inline(__always) func put<T: FixedWidthInteger>(_ v: T, at o: Int) { storeBytes(of: v.littleEndian, toByteOffset: o, as: T.self) }
+}

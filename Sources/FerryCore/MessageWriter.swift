@@ -1,0 +1,152 @@
+/// Writes a message in place into memory it does not own (a shared-memory slot, a buffer).
+/// Tensor data is placed first, in the order added, so callers can fill each tensor's
+/// bytes directly (decode a frame straight into the slot); `finish` writes the table,
+/// names, metadata and header.
+public struct MessageWriter {
+    let base: UnsafeMutableRawPointer
+    /// Bytes available.
+    public let capacity: Int
+    let limitHint: String
+    var cursor = MessageLayout.headerSize
+    var entries: [(name: [UInt8], dtype: DType, shape: [Int], offset: Int, length: Int)] = []
+    var meta: [(key: [UInt8], value: [UInt8])] = []
+
+    /// Prepares to write at most `capacity` bytes at `base`. `limitHint` completes the
+    /// error raised when the message does not fit (which setting to raise).
+    public init(base: UnsafeMutableRawPointer, capacity: Int, limitHint: String = "") {
+        self.base = base
+        self.capacity = capacity
+        self.limitHint = limitHint
+        entries.reserveCapacity(4)
+    }
+
+    /// Bytes written so far (data only; `finish` adds the table).
+    public var bytesUsed: Int { cursor }
+
+    func tooLarge(_ needed: Int) -> FerryError {
+        FerryError(.tooLarge, "message needs at least \(needed) bytes but only \(capacity) fit\(limitHint.isEmpty ? "" : "; \(limitHint)")")
+    }
+
+    mutating func reserve(name: String, dtype: DType, shape: [Int], length: Int) throws -> UnsafeMutableRawBufferPointer {
+        guard shape.count <= MessageLayout.maxDims else {
+            throw FerryError(.invalidArgument, "tensor \"\(name)\" has \(shape.count) dimensions; at most \(MessageLayout.maxDims) are allowed")
+        }
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw FerryError(.invalidArgument, "tensor \"\(name)\" has a negative dimension in \(shape)") }
+        let nameBytes = Array(name.utf8)
+        guard nameBytes.count <= MessageLayout.maxNameLength else {
+            throw FerryError(.invalidArgument, "tensor name longer than \(MessageLayout.maxNameLength) bytes")
+        }
+        guard !entries.contains(where: { $0.name == nameBytes }) else {
+            throw FerryError(.invalidArgument, "duplicate tensor name \"\(name)\"")
+        }
+        guard entries.count < MessageLayout.maxTensors else { throw FerryError(.invalidArgument, "too many tensors") }
+        let offset = MessageLayout.align(cursor, MessageLayout.dataAlignment)
+        guard length <= capacity, offset <= capacity - length else { throw tooLarge(offset + length) }
+        entries.append((nameBytes, dtype, shape, offset, length))
+        cursor = offset + length
+        return UnsafeMutableRawBufferPointer(start: base + offset, count: length)
+    }
+
+    /// Reserves room for a fixed-size tensor and returns its bytes to fill in place.
+    public mutating func addTensor(name: String, dtype: DType, shape: [Int]) throws -> UnsafeMutableRawBufferPointer {
+        guard let item = dtype.itemSize else {
+            throw FerryError(.invalidArgument, "use addStrings for string tensors")
+        }
+        if dtype == .bytes && shape.count != 1 { throw FerryError(.invalidArgument, "a bytes tensor must have 1 dimension") }
+        var count = 1
+        for d in shape {
+            let (m, o) = count.multipliedReportingOverflow(by: max(d, 0))
+            guard !o else { throw FerryError(.invalidArgument, "tensor \"\(name)\" shape \(shape) overflows") }
+            count = m
+        }
+        let (length, o) = count.multipliedReportingOverflow(by: item)
+        guard !o else { throw FerryError(.invalidArgument, "tensor \"\(name)\" shape \(shape) overflows") }
+        return try reserve(name: name, dtype: dtype, shape: shape, length: length)
+    }
+
+    /// Adds a tensor by copying `bytes` (which must match dtype and shape).
+    public mutating func addTensor(name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
+        let dst = try addTensor(name: name, dtype: dtype, shape: shape)
+        guard dst.count == bytes.count else {
+            cursor = entries.removeLast().offset
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": \(bytes.count) bytes given, \(dst.count) expected for \(dtype.name) \(shape)")
+        }
+        if !bytes.isEmpty { dst.copyMemory(from: bytes) }
+    }
+
+    /// Adds a `string` tensor of `shape` holding `strings` in row-major order.
+    public mutating func addStrings(name: String, shape: [Int], strings: [String]) throws {
+        let expected = shape.reduce(1, *)
+        guard expected == strings.count else {
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": \(strings.count) strings for shape \(shape)")
+        }
+        let text = strings.reduce(0) { $0 + $1.utf8.count }
+        let dst = try reserve(name: name, dtype: .string, shape: shape, length: 8 * (strings.count + 1) + text)
+        Tensor.encodeStrings(strings, into: dst)
+    }
+
+    /// Adds an owned tensor by copying it.
+    public mutating func add(name: String, _ tensor: Tensor) throws {
+        let dst = try reserve(name: name, dtype: tensor.dtype, shape: tensor.shape, length: tensor.bytes.count)
+        tensor.bytes.withUnsafeBytes { if !$0.isEmpty { dst.copyMemory(from: $0) } }
+    }
+
+    /// Adds or replaces a metadata entry.
+    public mutating func setMetadata(_ key: String, _ value: String) {
+        let k = Array(key.utf8)
+        meta.removeAll(where: { $0.key == k })
+        meta.append((k, Array(value.utf8)))
+    }
+
+    /// Writes table, names, metadata and header. Returns the total message length.
+    public mutating func finish(status: Int32 = 0) throws -> Int {
+        typealias L = MessageLayout
+        let table = L.align(cursor, 8)
+        var end = table + entries.count * L.tensorEntrySize
+        let namesStart = end
+        end += entries.reduce(0) { $0 + $1.name.count }
+        let metaStart = end
+        let metaLength = meta.reduce(0) { $0 + 8 + $1.key.count + $1.value.count }
+        end += metaLength
+        guard end <= capacity else { throw tooLarge(end) }
+        var nameAt = namesStart
+        for (i, e) in entries.enumerated() {
+            let o = table + i * L.tensorEntrySize
+            base.put(UInt64(e.offset), at: o + L.eData)
+            base.put(UInt64(e.length), at: o + L.eDataLength)
+            base.put(UInt64(nameAt), at: o + L.eName)
+            base.put(UInt32(e.name.count), at: o + L.eNameLength)
+            base.put(e.dtype.rawValue, at: o + L.eDType)
+            base.put(UInt8(e.shape.count), at: o + L.eNDim)
+            base.put(UInt16(0), at: o + 30)
+            for d in 0..<L.maxDims { base.put(Int64(d < e.shape.count ? e.shape[d] : 0), at: o + L.eShape + 8 * d) }
+            e.name.withUnsafeBytes { if !$0.isEmpty { (base + nameAt).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            nameAt += e.name.count
+        }
+        var m = metaStart
+        for (k, v) in meta {
+            base.put(UInt32(k.count), at: m)
+            base.put(UInt32(v.count), at: m + 4)
+            m += 8
+            k.withUnsafeBytes { if !$0.isEmpty { (base + m).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            m += k.count
+            v.withUnsafeBytes { if !$0.isEmpty { (base + m).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+            m += v.count
+        }
+        base.put(L.magic, at: L.oMagic)
+        base.put(L.version, at: L.oVersion)
+        base.put(UInt16(L.headerSize), at: L.oHeaderSize)
+        base.put(UInt64(end), at: L.oTotal)
+        base.put(UInt32(entries.count), at: L.oTensorCount)
+        base.put(UInt32(meta.count), at: L.oMetaCount)
+        base.put(UInt64(table), at: L.oTable)
+        base.put(UInt64(metaStart), at: L.oMeta)
+        base.put(UInt64(metaLength), at: L.oMetaLength)
+        base.put(UInt32(bitPattern: status), at: L.oStatus)
+        base.put(UInt32(0), at: L.oFlags)
+        base.put(UInt64(0), at: 56)
+        // Zero the alignment padding in the table gap so no stale bytes leak between messages.
+        if table > cursor { (base + cursor).initializeMemory(as: UInt8.self, repeating: 0, count: table - cursor) }
+        return end
+    }
+}

@@ -1,0 +1,334 @@
+import Atomics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Byte layout of a shared-memory segment (docs/protocol.md, "Segment").
+public enum SegmentLayout {
+    /// "FERRYSEG" read as a little-endian u64.
+    public static let magic: UInt64 = 0x4745_5359_5252_4546
+    /// Segment layout version.
+    public static let version: UInt32 = 1
+    /// Size of the header page.
+    public static let headerSize = 4096
+    /// Size of one slot descriptor.
+    public static let slotEntrySize = 64
+    /// Most slots in a segment.
+    public static let maxSlots = 1024
+    /// Largest slot.
+    public static let maxSlotSize = 1 << 36
+    /// Page size used for alignment.
+    public static let page = 4096
+
+    static let oMagic = 0, oVersion = 8, oHeaderSize = 12, oSlotCount = 16, oState = 20
+    static let oSlotSize = 24, oSlotsOffset = 32, oTotal = 40, oCreator = 48, oInstance = 52
+    // Each hot counter on its own cache line.
+    static let oRequestSeq = 64, oSleepingWorkers = 128, oFreeSeq = 192, oFreeWaiters = 256, oWorkers = 320
+
+    // Slot descriptor fields.
+    static let sWord = 0, sClientWaiting = 4, sClientPid = 8, sWorkerPid = 12
+    static let sRequestLength = 16, sResponseOffset = 24, sResponseLength = 32
+
+    static let stateInit: UInt32 = 0, stateReady: UInt32 = 1, stateClosed: UInt32 = 2
+
+    /// Offset of the first slot's data for `slots` slots.
+    public static func slotsOffset(slots: Int) -> Int {
+        MessageLayout.align(headerSize + slots * slotEntrySize, page)
+    }
+
+    /// Geometry of a segment, validated.
+    public struct Geometry: Equatable, Sendable {
+        /// Number of slots.
+        public var slots: Int
+        /// Bytes per slot (request and response share a slot).
+        public var slotSize: Int
+        /// Offset of slot 0's data.
+        public var slotsOffset: Int
+        /// Total segment size.
+        public var totalSize: Int
+    }
+
+    /// Checks a segment header found in `header` for a file of `fileSize` bytes.
+    /// This is what a process runs before trusting any other field of a segment.
+    public static func validate(_ header: UnsafeRawBufferPointer, fileSize: Int) throws -> Geometry {
+        func bad(_ why: String) -> FerryError { FerryError(.malformed, "invalid shared-memory segment: \(why)") }
+        guard let p = header.baseAddress, header.count >= 64 else { throw bad("header shorter than 64 bytes") }
+        guard p.u64(oMagic) == magic else { throw bad("bad magic (not a Ferry segment)") }
+        let v = p.u32(oVersion)
+        guard v == version else { throw FerryError(.version, "segment layout version \(v) is not supported (this build uses \(version))") }
+        guard Int(p.u32(oHeaderSize)) == headerSize else { throw bad("header size \(p.u32(oHeaderSize))") }
+        let slots = Int(p.u32(oSlotCount))
+        guard slots >= 1 && slots <= maxSlots else { throw bad("slot count \(slots) outside 1...\(maxSlots)") }
+        let slotSize64 = p.u64(oSlotSize)
+        guard slotSize64 >= UInt64(page), slotSize64 <= UInt64(maxSlotSize), slotSize64 % UInt64(page) == 0 else {
+            throw bad("slot size \(slotSize64) is not a page multiple in 4096...\(maxSlotSize)")
+        }
+        let slotSize = Int(slotSize64)
+        let expectedOffset = slotsOffset(slots: slots)
+        guard p.u64(oSlotsOffset) == UInt64(expectedOffset) else { throw bad("slot area offset \(p.u64(oSlotsOffset)) != \(expectedOffset)") }
+        let total = expectedOffset + slots * slotSize
+        guard p.u64(oTotal) == UInt64(total) else { throw bad("total size \(p.u64(oTotal)) != \(total)") }
+        guard total <= fileSize else { throw bad("segment of \(fileSize) bytes is smaller than its header says (\(total))") }
+        return Geometry(slots: slots, slotSize: slotSize, slotsOffset: expectedOffset, totalSize: total)
+    }
+}
+
+/// A mapped shared-memory segment, as the process serving it or as a client.
+///
+/// Liveness and creation use open-file-description locks on the segment itself, which the
+/// kernel drops when a process dies: byte 0 serialises create/join/reclaim/leave, and every
+/// serving process holds a shared lock on byte 1. A segment whose byte 1 nobody holds is
+/// stale (its servers are gone) and the next server reclaims it.
+final class ShmSegment {
+    let channel: String
+    let shmName: String
+    let fd: Int32
+    let base: UnsafeMutableRawPointer
+    let geometry: SegmentLayout.Geometry
+    let isServer: Bool
+    var isOpen = true
+
+    static let mutexByte: Int64 = 0
+    static let livenessByte: Int64 = 1
+
+    private init(channel: String, fd: Int32, base: UnsafeMutableRawPointer, geometry: SegmentLayout.Geometry, isServer: Bool) {
+        self.channel = channel
+        self.shmName = ShmSegment.shmName(channel)
+        self.fd = fd
+        self.base = base
+        self.geometry = geometry
+        self.isServer = isServer
+    }
+
+    static func shmName(_ channel: String) -> String { "/ferry.\(channel)" }
+    static func path(_ channel: String) -> String { "/dev/shm/ferry.\(channel)" }
+
+    /// Checks a channel name: 1–200 bytes of [A-Za-z0-9._-], not starting with '.'.
+    static func validateName(_ name: String) throws {
+        let ok = !name.isEmpty && name.utf8.count <= 200 && !name.hasPrefix(".") && name.utf8.allSatisfy {
+            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D
+        }
+        guard ok else {
+            throw FerryError(.invalidArgument, "invalid channel name \"\(name)\": use 1-200 characters of A-Z a-z 0-9 . _ - (no '/', not starting with '.')")
+        }
+    }
+
+    // MARK: serving side
+
+    /// Creates the segment, or joins it when live servers already serve it, or reclaims it
+    /// when its servers died. Bounded: gives up after 100 races.
+    static func serve(channel: String, slots: Int, slotSize: Int) throws -> ShmSegment {
+        try validateName(channel)
+        guard slots >= 1 && slots <= SegmentLayout.maxSlots else {
+            throw FerryError(.invalidArgument, "slots must be in 1...\(SegmentLayout.maxSlots), got \(slots)")
+        }
+        let slotSize = MessageLayout.align(max(slotSize, SegmentLayout.page), SegmentLayout.page)
+        guard slotSize <= SegmentLayout.maxSlotSize else { throw FerryError(.invalidArgument, "slot_size \(slotSize) exceeds \(SegmentLayout.maxSlotSize)") }
+        let name = shmName(channel), path = path(channel)
+        for _ in 0..<100 {
+            let created = cferryOpen(name, create: true)
+            if created.fd >= 0 {
+                let fd = created.fd
+                do {
+                    try System.lock(fd: fd, byte: mutexByte, exclusive: true, wait: true)
+                    // A racing server may have judged our empty file stale and unlinked it.
+                    guard let ino = System.inode(path: path), ino == (try System.stat(fd: fd)).inode else {
+                        System.close(fd)
+                        continue
+                    }
+                    let offset = SegmentLayout.slotsOffset(slots: slots)
+                    let total = offset + slots * slotSize
+                    try System.allocate(fd: fd, size: total)
+                    let base = try System.mapShared(fd: fd, size: total)
+                    base.put(SegmentLayout.magic, at: SegmentLayout.oMagic)
+                    base.put(SegmentLayout.version, at: SegmentLayout.oVersion)
+                    base.put(UInt32(SegmentLayout.headerSize), at: SegmentLayout.oHeaderSize)
+                    base.put(UInt32(slots), at: SegmentLayout.oSlotCount)
+                    base.put(UInt64(slotSize), at: SegmentLayout.oSlotSize)
+                    base.put(UInt64(offset), at: SegmentLayout.oSlotsOffset)
+                    base.put(UInt64(total), at: SegmentLayout.oTotal)
+                    base.put(System.pid, at: SegmentLayout.oCreator)
+                    base.put(UInt32(truncatingIfNeeded: System.nowNanos()), at: SegmentLayout.oInstance)
+                    let geometry = SegmentLayout.Geometry(slots: slots, slotSize: slotSize, slotsOffset: offset, totalSize: total)
+                    let seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: geometry, isServer: true)
+                    seg.atomic(SegmentLayout.oWorkers).store(1, ordering: .relaxed)
+                    seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateReady, ordering: .releasing)
+                    try System.lock(fd: fd, byte: livenessByte, exclusive: false, wait: true)
+                    System.unlock(fd: fd, byte: mutexByte)
+                    return seg
+                } catch {
+                    System.shmUnlink(name)
+                    System.close(fd)
+                    throw error
+                }
+            }
+            guard created.errno == EEXIST else { throw System.error("shm_open", name, errno: created.errno) }
+            let opened = cferryOpen(name, create: false)
+            if opened.fd < 0 {
+                if opened.errno == ENOENT { continue }
+                throw System.error("shm_open", name, errno: opened.errno)
+            }
+            let fd = opened.fd
+            var keepFd = false
+            defer { if !keepFd { System.close(fd) } }
+            try System.lock(fd: fd, byte: mutexByte, exclusive: true, wait: true)
+            let st = try System.stat(fd: fd)
+            guard let ino = System.inode(path: path), ino == st.inode else { continue }
+            guard st.uid == System.euid else {
+                throw FerryError(.permission, "channel \"\(channel)\" exists but belongs to uid \(st.uid), not to this user")
+            }
+            let alive = System.isLocked(fd: fd, byte: livenessByte)
+            var geometry: SegmentLayout.Geometry? = nil
+            var headerError: FerryError? = nil
+            if st.size >= SegmentLayout.headerSize {
+                let header = try System.mapShared(fd: fd, size: SegmentLayout.headerSize)
+                defer { System.unmap(header, size: SegmentLayout.headerSize) }
+                do { geometry = try SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size) }
+                catch let e as FerryError { headerError = e }
+                if !alive {
+                    // Stale: tell clients still mapped to it, then remove it.
+                    if geometry != nil {
+                        UnsafeAtomic<UInt32>(at: (header + SegmentLayout.oState).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
+                            .store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
+                    }
+                }
+            }
+            if alive {
+                guard let g = geometry else {
+                    throw headerError ?? FerryError(.malformed, "channel \"\(channel)\" is served by a process whose segment is not a Ferry segment")
+                }
+                let base = try System.mapShared(fd: fd, size: g.totalSize)
+                let seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: g, isServer: true)
+                guard seg.atomic(SegmentLayout.oState).load(ordering: .acquiring) == SegmentLayout.stateReady else {
+                    seg.isOpen = false
+                    System.unmap(base, size: g.totalSize)
+                    continue
+                }
+                try System.lock(fd: fd, byte: livenessByte, exclusive: false, wait: true)
+                seg.atomic(SegmentLayout.oWorkers).wrappingIncrement(ordering: .relaxed)
+                System.unlock(fd: fd, byte: mutexByte)
+                keepFd = true
+                return seg
+            }
+            if let g = geometry {
+                // Wake clients of the stale segment so they notice it closed.
+                if let base = try? System.mapShared(fd: fd, size: g.totalSize) {
+                    let seg = ShmSegment(channel: channel, fd: -1, base: base, geometry: g, isServer: false)
+                    seg.wakeEveryone()
+                    seg.isOpen = false
+                    System.unmap(base, size: g.totalSize)
+                }
+            }
+            System.shmUnlink(name)
+        }
+        throw FerryError(.busy, "could not create or join channel \"\(channel)\": too many concurrent creators")
+    }
+
+    // MARK: client side
+
+    /// Maps an existing, served segment as a client.
+    static func attach(channel: String) throws -> ShmSegment {
+        try validateName(channel)
+        let opened = cferryOpen(shmName(channel), create: false)
+        if opened.fd < 0 {
+            if opened.errno == ENOENT {
+                throw FerryError(.noServer, "no channel shm://\(channel): nothing serves it (start one with `ferry serve` or ferry.serve)")
+            }
+            throw System.error("shm_open", shmName(channel), errno: opened.errno)
+        }
+        let fd = opened.fd
+        do {
+            let st = try System.stat(fd: fd)
+            guard st.uid == System.euid else {
+                throw FerryError(.permission, "channel \"\(channel)\" belongs to uid \(st.uid), not to this user")
+            }
+            guard st.size >= SegmentLayout.headerSize else {
+                throw FerryError(.noServer, "channel shm://\(channel) is still being created or was left half-made; retry")
+            }
+            let header = try System.mapShared(fd: fd, size: SegmentLayout.headerSize)
+            let g: SegmentLayout.Geometry
+            do {
+                defer { System.unmap(header, size: SegmentLayout.headerSize) }
+                g = try SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size)
+            }
+            guard System.isLocked(fd: fd, byte: livenessByte) else {
+                throw FerryError(.noServer, "channel shm://\(channel) exists but no process serves it (its server died); start a worker")
+            }
+            let base = try System.mapShared(fd: fd, size: g.totalSize)
+            let seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: g, isServer: false)
+            guard seg.state == SegmentLayout.stateReady else {
+                seg.isOpen = false
+                System.unmap(base, size: g.totalSize)
+                throw FerryError(.closed, "channel shm://\(channel) is closing")
+            }
+            return seg
+        } catch {
+            System.close(fd)
+            throw error
+        }
+    }
+
+    private static func cferryOpen(_ name: String, create: Bool) -> (fd: Int32, errno: Int32) {
+        do {
+            let fd = try System.shmOpen(name, flags: create ? (O_RDWR | O_CREAT | O_EXCL) : O_RDWR, mode: 0o600)
+            return (fd, 0)
+        } catch {
+            return (-1, System.lastErrno)
+        }
+    }
+
+    // MARK: shared fields
+
+    @inline(__always)
+    func atomic(_ offset: Int) -> UnsafeAtomic<UInt32> {
+        UnsafeAtomic(at: (base + offset).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
+    }
+
+    @inline(__always)
+    func word(_ offset: Int) -> UnsafeMutablePointer<UInt32> {
+        (base + offset).assumingMemoryBound(to: UInt32.self)
+    }
+
+    /// Segment state (init, ready, closed).
+    var state: UInt32 { atomic(SegmentLayout.oState).load(ordering: .acquiring) }
+
+    /// True when the segment was closed or reclaimed.
+    var isClosed: Bool { state == SegmentLayout.stateClosed }
+
+    /// True while some process serves the segment.
+    var hasServer: Bool { fd >= 0 && System.isLocked(fd: fd, byte: ShmSegment.livenessByte) }
+
+    /// Wakes every sleeper on every futex of the segment (after closing).
+    func wakeEveryone() {
+        atomic(SegmentLayout.oRequestSeq).wrappingIncrement(ordering: .sequentiallyConsistent)
+        System.futexWake(word(SegmentLayout.oRequestSeq))
+        atomic(SegmentLayout.oFreeSeq).wrappingIncrement(ordering: .sequentiallyConsistent)
+        System.futexWake(word(SegmentLayout.oFreeSeq))
+        for i in 0..<geometry.slots {
+            System.futexWake(word(SegmentLayout.headerSize + i * SegmentLayout.slotEntrySize + SegmentLayout.sWord))
+        }
+    }
+
+    /// Stops serving (server) or detaches (client). The last server closes and unlinks.
+    func leave() {
+        guard isOpen else { return }
+        isOpen = false
+        if isServer {
+            _ = try? System.lock(fd: fd, byte: ShmSegment.mutexByte, exclusive: true, wait: true)
+            System.unlock(fd: fd, byte: ShmSegment.livenessByte)
+            atomic(SegmentLayout.oWorkers).wrappingDecrement(ordering: .relaxed)
+            if !System.isLocked(fd: fd, byte: ShmSegment.livenessByte) {
+                atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
+                wakeEveryone()
+                if let ino = System.inode(path: ShmSegment.path(channel)), let mine = try? System.stat(fd: fd).inode, ino == mine {
+                    System.shmUnlink(shmName)
+                }
+            }
+            System.unlock(fd: fd, byte: ShmSegment.mutexByte)
+        }
+        System.unmap(base, size: geometry.totalSize)
+        System.close(fd)
+    }
+
+    deinit { leave() }
+}

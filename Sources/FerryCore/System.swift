@@ -1,0 +1,153 @@
+// The one place where FerryCore makes raw system calls; every failure becomes a FerryError
+// naming the call and errno.
+import CFerryLinux
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Thin, typed wrappers over the Linux calls FerryCore needs.
+public enum System {
+    /// Builds an error for `call` from the current errno.
+    static func error(_ call: String, _ detail: String = "", errno e: Int32 = errno) -> FerryError {
+        let text = String(cString: strerror(e))
+        let code: FerryError.Code = (e == EACCES || e == EPERM) ? .permission : .system
+        let suffix = detail.isEmpty ? "" : " (\(detail))"
+        return FerryError(code, "\(call) failed: \(text)\(suffix)")
+    }
+
+    /// Current errno, for callers that branch on specific values.
+    static var lastErrno: Int32 { errno }
+
+    /// Monotonic clock in nanoseconds.
+    @inline(__always)
+    public static func nowNanos() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
+
+    /// This process's id.
+    public static var pid: UInt32 { UInt32(bitPattern: getpid()) }
+
+    /// True while `pid` names a live (non-zombie) process.
+    public static func isAlive(_ pid: UInt32) -> Bool {
+        if pid == 0 { return true }
+        if kill(pid_t(bitPattern: pid), 0) != 0 && errno == ESRCH { return false }
+        // A killed child not yet reaped by its parent still answers kill(0): read its state.
+        let path = "/proc/\(pid)/stat"
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { return errno != ENOENT }
+        defer { close(fd) }
+        var buf = [UInt8](repeating: 0, count: 512)
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n > 0 else { return true }
+        // Format: "pid (comm) S ..."; comm may hold spaces and parens, so take the last ')'.
+        if let close = buf[0..<n].lastIndex(of: UInt8(ascii: ")")), close + 2 < n {
+            let state = buf[close + 2]
+            return state != UInt8(ascii: "Z") && state != UInt8(ascii: "X")
+        }
+        return true
+    }
+
+    /// shm_open(3) with O_CLOEXEC implied by glibc.
+    static func shmOpen(_ name: String, flags: Int32, mode: mode_t) throws -> Int32 {
+        let fd = cferry_shm_open(name, flags, mode)
+        if fd < 0 { throw error("shm_open", name) }
+        return fd
+    }
+
+    /// shm_unlink(3); a missing name is not an error.
+    static func shmUnlink(_ name: String) {
+        _ = cferry_shm_unlink(name)
+    }
+
+    /// Reserves `size` bytes so a full /dev/shm fails here, not later with SIGBUS.
+    static func allocate(fd: Int32, size: Int) throws {
+        if ftruncate(fd, off_t(size)) != 0 { throw error("ftruncate", "\(size) bytes") }
+        let rc = posix_fallocate(fd, 0, off_t(size))
+        if rc != 0 {
+            throw FerryError(.system, "cannot reserve \(size) bytes of shared memory: \(String(cString: strerror(rc))); free space in /dev/shm or lower slots/slot_size")
+        }
+    }
+
+    /// fstat(2): (size, inode, uid, mode).
+    static func stat(fd: Int32) throws -> (size: Int, inode: UInt64, uid: UInt32, mode: UInt32) {
+        var st = Glibc.stat()
+        if fstat(fd, &st) != 0 { throw error("fstat") }
+        return (Int(st.st_size), UInt64(st.st_ino), st.st_uid, st.st_mode)
+    }
+
+    /// The inode a path names now, or nil when it does not exist.
+    static func inode(path: String) -> UInt64? {
+        var st = Glibc.stat()
+        if lstat(path, &st) != 0 { return nil }
+        return UInt64(st.st_ino)
+    }
+
+    /// mmap(2) a shared read-write mapping of `size` bytes of `fd`.
+    static func mapShared(fd: Int32, size: Int) throws -> UnsafeMutableRawPointer {
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw error("mmap", "\(size) bytes")
+        }
+        return p
+    }
+
+    /// munmap(2).
+    static func unmap(_ p: UnsafeMutableRawPointer, size: Int) {
+        _ = munmap(p, size)
+    }
+
+    /// close(2).
+    static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    /// Takes (or, with `wait == false`, tries) an open-file-description lock on one byte.
+    /// Returns false when `wait` is false and another holder conflicts.
+    @discardableResult
+    static func lock(fd: Int32, byte: Int64, exclusive: Bool, wait: Bool) throws -> Bool {
+        while true {
+            let type = Int16(exclusive ? F_WRLCK : F_RDLCK)
+            if cferry_ofd_lock(fd, type, byte, 1, wait ? 1 : 0) == 0 { return true }
+            let e = errno
+            if e == EINTR { continue }
+            if !wait && (e == EAGAIN || e == EACCES) { return false }
+            throw error("fcntl(F_OFD_SETLK)", errno: e)
+        }
+    }
+
+    /// Releases an open-file-description lock on one byte.
+    static func unlock(fd: Int32, byte: Int64) {
+        _ = cferry_ofd_lock(fd, Int16(F_UNLCK), byte, 1, 0)
+    }
+
+    /// True when another open file description holds any lock on `byte`.
+    static func isLocked(fd: Int32, byte: Int64) -> Bool {
+        cferry_ofd_test(fd, Int16(F_WRLCK), byte, 1) == 1
+    }
+
+    /// Waits while `*word == expected`, at most `timeoutNanos` (negative: no limit).
+    /// Returns on wake-up, value change, timeout or signal; callers re-check their condition.
+    @inline(__always)
+    static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32, timeoutNanos: Int64) {
+        _ = cferry_futex_wait(word, expected, timeoutNanos)
+    }
+
+    /// Wakes up to `count` waiters on `word`.
+    @inline(__always)
+    static func futexWake(_ word: UnsafeMutablePointer<UInt32>, count: Int32 = Int32.max) {
+        _ = cferry_futex_wake(word, count)
+    }
+
+    /// One spin-loop hint to the CPU.
+    @inline(__always)
+    static func relax() { cferry_cpu_relax() }
+
+    /// Asks the kernel to send `signal` to this process when its parent exits.
+    public static func exitWithParent(signal: Int32 = SIGTERM) {
+        _ = cferry_set_parent_death_signal(signal)
+    }
+
+    /// Current effective user id.
+    static var euid: UInt32 { geteuid() }
+}

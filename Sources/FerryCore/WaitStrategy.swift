@@ -1,0 +1,106 @@
+import Atomics
+
+/// How a process waits for the other side of a shared-memory channel.
+///
+/// Spinning answers in a few microseconds but burns a core; a futex sleep burns nothing
+/// but a cross-core wake-up costs tens of microseconds on small VMs. The default spins
+/// briefly, then sleeps.
+public enum WaitStrategy: Sendable, Equatable, CustomStringConvertible {
+    /// Busy-poll until the deadline (lowest latency, one core per waiter).
+    case spin
+    /// Sleep on a futex at once (no CPU while waiting, slowest wake-up).
+    case futex
+    /// Spin for `spinNanos`, then sleep on a futex.
+    case spinThenFutex(spinNanos: UInt64)
+
+    /// Spin 100 µs, then sleep.
+    public static let standard = WaitStrategy.spinThenFutex(spinNanos: 100_000)
+
+    /// Parses "spin", "futex", "hybrid" or "spin-futex", with an optional spin time in µs.
+    public init(name: String, spinMicros: UInt64? = nil) throws {
+        switch name {
+        case "spin": self = .spin
+        case "futex": self = .futex
+        case "hybrid", "spin-futex", "spin_then_futex", "spin-then-futex":
+            self = .spinThenFutex(spinNanos: (spinMicros ?? 100) * 1000)
+        default:
+            throw FerryError(.invalidArgument, "unknown wait strategy \"\(name)\" (use spin, futex or hybrid)")
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .spin: return "spin"
+        case .futex: return "futex"
+        case .spinThenFutex(let ns): return "hybrid(spin \(ns / 1000) µs)"
+        }
+    }
+
+    var spinNanos: UInt64 {
+        switch self {
+        case .spin: return .max
+        case .futex: return 0
+        case .spinThenFutex(let ns): return ns
+        }
+    }
+}
+
+/// A futex word and the count of processes sleeping on it, both in shared memory.
+struct WaitPoint {
+    let word: UnsafeMutablePointer<UInt32>
+    let sleepers: UnsafeAtomic<UInt32>
+
+    var atomicWord: UnsafeAtomic<UInt32> {
+        UnsafeAtomic(at: UnsafeMutableRawPointer(word).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
+    }
+
+    /// Wakes sleepers after the caller changed the state they wait for (sequentially consistent,
+    /// so either the sleeper sees the change before sleeping or we see it counted).
+    @inline(__always)
+    func wake(all: Bool = false) {
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 {
+            System.futexWake(word, count: all ? Int32.max : 1)
+        }
+    }
+
+    /// Waits until `poll` returns a value, the deadline passes (nil), or `check` throws.
+    /// `check` runs at least every `checkEvery` ns while waiting (liveness of the peer).
+    @inline(__always)
+    func wait<R>(strategy: WaitStrategy, deadline: UInt64, checkEvery: UInt64 = 20_000_000,
+                 poll: () throws -> R?, check: () throws -> Void) throws -> R? {
+        if let r = try poll() { return r }
+        let start = System.nowNanos()
+        let spinEnd = strategy.spinNanos == .max ? deadline : min(deadline, start &+ strategy.spinNanos)
+        var nextCheck = start &+ checkEvery
+        var now = start
+        var spins = 0
+        while now < spinEnd {
+            System.relax()
+            if let r = try poll() { return r }
+            spins &+= 1
+            if spins & 63 == 0 {
+                now = System.nowNanos()
+                if now >= nextCheck { try check(); nextCheck = now &+ checkEvery }
+            }
+        }
+        if strategy.spinNanos == .max { return try poll() }
+        while true {
+            sleepers.wrappingIncrement(ordering: .sequentiallyConsistent)
+            let seen = atomicWord.load(ordering: .sequentiallyConsistent)
+            if let r = try poll() {
+                sleepers.wrappingDecrement(ordering: .sequentiallyConsistent)
+                return r
+            }
+            now = System.nowNanos()
+            if now >= deadline {
+                sleepers.wrappingDecrement(ordering: .sequentiallyConsistent)
+                return nil
+            }
+            let chunk = min(deadline - now, checkEvery)
+            System.futexWait(word, expected: seen, timeoutNanos: Int64(chunk))
+            sleepers.wrappingDecrement(ordering: .sequentiallyConsistent)
+            if let r = try poll() { return r }
+            try check()
+        }
+    }
+}

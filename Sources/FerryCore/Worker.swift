@@ -1,0 +1,129 @@
+import Atomics
+
+/// Serves a channel: creates it (or joins the processes already serving it, sharing the
+/// load) and answers requests. Not thread-safe; run one worker per thread or process.
+///
+///     let worker = try Worker("shm://digits")
+///     try worker.serve { request in Message([("labels", Tensor(labels))]) }
+public final class Worker {
+    /// The parsed URL.
+    public let endpoint: Endpoint
+    let channel: ShmChannel
+    private let stopFlag = ManagedAtomic<Bool>(false)
+
+    /// Creates, joins or reclaims the channel at `url`.
+    public init(_ url: String) throws {
+        endpoint = try Endpoint(url)
+        channel = ShmChannel(try ShmSegment.serve(channel: endpoint.name, slots: endpoint.slots, slotSize: endpoint.slotSize))
+    }
+
+    /// Slots and bytes per slot of the channel (fixed by its creator).
+    public var geometry: SegmentLayout.Geometry { channel.segment.geometry }
+
+    /// Base address and size of the shared mapping (the Python binding views it once).
+    public var mapping: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: channel.segment.base, count: geometry.totalSize) }
+
+    /// Waits up to `timeout` for the next request; nil when none came. Throws `.closed`
+    /// when the channel was closed.
+    public func receive(timeout: Duration? = nil) throws -> Job? {
+        let ns: UInt64
+        if let t = timeout {
+            let c = t.components
+            ns = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
+        } else { ns = endpoint.timeoutNanos }
+        guard let (slot, gen, length) = try channel.take(deadline: System.nowNanos() &+ ns, strategy: endpoint.wait) else { return nil }
+        return Job(channel: channel, slot: slot, gen: gen, requestLength: length)
+    }
+
+    /// Answers requests with `handler` until `stop()` or the channel closes. The handler
+    /// reads the request in place and writes the reply in place; a thrown error becomes an
+    /// error reply to the client.
+    public func serve(_ handler: (MessageView, inout MessageWriter) throws -> Void) throws {
+        while !stopFlag.load(ordering: .relaxed) {
+            let job: Job?
+            do { job = try receive(timeout: .milliseconds(200)) } catch let e as FerryError where e.code == .closed { return }
+            guard let job else { continue }
+            job.run(handler)
+        }
+    }
+
+    /// Answers requests with a function of owned messages until `stop()` or close.
+    public func serve(_ fn: (Message) throws -> Message) throws {
+        try serve { request, writer in
+            let reply = try fn(Message(request))
+            _ = try reply.write(to: &writer)
+        }
+    }
+
+    /// Asks `serve` to return after the current request (safe from another thread).
+    public func stop() { stopFlag.store(true, ordering: .relaxed) }
+
+    /// Stops serving; the last serving process closes and removes the channel.
+    public func close() { channel.segment.leave() }
+}
+
+/// A request taken by a worker, and the writer for its reply in the same slot.
+public final class Job {
+    let channel: ShmChannel
+    let slot: Int
+    let gen: UInt32
+    let requestLength: Int
+    let replyOffset: Int
+    private var finished = false
+    /// Writes the reply in place (after the request, page-aligned).
+    public var writer: MessageWriter
+
+    init(channel: ShmChannel, slot: Int, gen: UInt32, requestLength: Int) {
+        self.channel = channel
+        self.slot = slot
+        self.gen = gen
+        let len = min(max(requestLength, 0), channel.slotSize)
+        self.requestLength = len
+        replyOffset = min(MessageLayout.align(len, SegmentLayout.page), channel.slotSize)
+        writer = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset,
+                               limitHint: "the reply does not fit after the request; raise the channel's slot_size (shm://\(channel.segment.channel)?slot_size=… or ferry serve --slot-size)")
+    }
+
+    /// The request, validated. Throws `.malformed` for a bad message.
+    public func request() throws -> MessageView {
+        try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot), count: requestLength))
+    }
+
+    /// Offset of the request from the start of the shared mapping (for zero-copy views).
+    public var requestOffsetInMapping: Int { channel.data(slot) - channel.segment.base }
+
+    /// Sends the reply written with `writer`.
+    public func reply() throws {
+        guard !finished else { throw FerryError(.invalidArgument, "job already answered") }
+        let n = try writer.finish()
+        finished = true
+        channel.complete(slot: slot, gen: gen, offset: replyOffset, length: n)
+    }
+
+    /// Sends an error reply carrying `error`'s code and message.
+    public func fail(_ error: FerryError) {
+        guard !finished else { return }
+        finished = true
+        var w = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset)
+        w.setMetadata("error", String(error.message.utf8.prefix(4000)) ?? "error")
+        let n = (try? w.finish(status: error.code.rawValue)) ?? 0
+        channel.complete(slot: slot, gen: gen, offset: replyOffset, length: n)
+    }
+
+    /// Runs `handler` on this job and replies (or fails with the handler's error).
+    public func run(_ handler: (MessageView, inout MessageWriter) throws -> Void) {
+        do {
+            let req = try request()
+            try handler(req, &writer)
+            try reply()
+        } catch let e as FerryError {
+            fail(e.code == .invalidArgument ? FerryError(.remote, e.message) : e)
+        } catch {
+            fail(FerryError(.remote, "\(error)"))
+        }
+    }
+
+    deinit {
+        if !finished { fail(FerryError(.remote, "the worker dropped the request without replying")) }
+    }
+}

@@ -1,0 +1,238 @@
+/*
+ * ferry.h — the C interface of libferry: hand tensors to a model in another process.
+ *
+ * Conventions (stable across minor versions):
+ *   - Every symbol starts with `ferry_`, every macro with `FERRY_`.
+ *   - Functions that can fail return an `int` status: FERRY_OK (0) or a positive FERRY_E*
+ *     code. On failure `ferry_last_error()` describes what went wrong, in the calling thread.
+ *   - Objects are opaque handles created by `ferry_<type>_new` (or `_begin`/`_recv`) through an
+ *     out-parameter and destroyed by `ferry_<type>_free`. `_free` accepts NULL.
+ *   - Ownership: a handle returned through an out-parameter belongs to the caller until it is
+ *     freed or consumed (ferry_job_reply / ferry_job_fail consume the job). Pointers returned
+ *     inside a `ferry_message` or `ferry_tensor` are borrowed: they point into shared memory or
+ *     the caller's buffer and stay valid until the handle that owns them is freed.
+ *   - Strings passed in are NUL-terminated UTF-8 and copied if kept. Names returned are
+ *     (pointer, length) pairs and not NUL-terminated.
+ *   - Threads: a handle may be used by one thread at a time; different handles may be used
+ *     from different threads concurrently. `ferry_last_error` is per thread.
+ *   - Timeouts are in milliseconds; a negative timeout means the channel's default
+ *     (10 s unless the URL says `timeout_ms=`). No call blocks without a bound.
+ */
+#ifndef FERRY_H
+#define FERRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FERRY_VERSION_MAJOR 0
+#define FERRY_VERSION_MINOR 1
+#define FERRY_VERSION_PATCH 0
+/** Version as one number, e.g. 100 for 0.1.0: MAJOR*10000 + MINOR*100 + PATCH. */
+#define FERRY_VERSION_NUMBER (FERRY_VERSION_MAJOR * 10000 + FERRY_VERSION_MINOR * 100 + FERRY_VERSION_PATCH)
+
+/* ---- status codes ------------------------------------------------------------------- */
+#define FERRY_OK 0          /**< Success. */
+#define FERRY_EINVAL 1      /**< An argument is invalid (NULL, out of range, inconsistent). */
+#define FERRY_EMALFORMED 2  /**< A message or segment failed validation. */
+#define FERRY_ETOOBIG 3     /**< The payload does not fit in a slot; the error names the setting. */
+#define FERRY_ETIMEDOUT 4   /**< The deadline passed (for ferry_worker_recv: no request came). */
+#define FERRY_EPEERDIED 5   /**< The worker serving the request died before replying. */
+#define FERRY_ENOSERVER 6   /**< Nothing serves the channel. */
+#define FERRY_EBUSY 7       /**< Every slot stayed in use until the deadline. */
+#define FERRY_ECLOSED 8     /**< The channel was closed by its server. */
+#define FERRY_ESYSTEM 9     /**< A system call failed; see ferry_last_error(). */
+#define FERRY_EREMOTE 10    /**< The model raised an error; its text is in ferry_last_error(). */
+#define FERRY_EPERM 11      /**< Permission denied (segment of another user, ...). */
+#define FERRY_EVERSION 12   /**< The peer speaks another format version. */
+
+/* ---- element types (wire codes; see docs/protocol.md) --------------------------------- */
+#define FERRY_DTYPE_BOOL 1
+#define FERRY_DTYPE_INT8 2
+#define FERRY_DTYPE_INT16 3
+#define FERRY_DTYPE_INT32 4
+#define FERRY_DTYPE_INT64 5
+#define FERRY_DTYPE_UINT8 6
+#define FERRY_DTYPE_UINT16 7
+#define FERRY_DTYPE_UINT32 8
+#define FERRY_DTYPE_UINT64 9
+#define FERRY_DTYPE_FLOAT16 10
+#define FERRY_DTYPE_FLOAT32 11
+#define FERRY_DTYPE_FLOAT64 12
+#define FERRY_DTYPE_BYTES 13   /**< Opaque bytes, 1-d. */
+#define FERRY_DTYPE_STRING 14  /**< UTF-8 strings: (n+1) u64 offsets, then the text. */
+
+/** Most dimensions of a tensor. */
+#define FERRY_MAX_DIMS 8
+
+/* ---- wait strategies ------------------------------------------------------------------ */
+#define FERRY_WAIT_DEFAULT 0        /**< Whatever the URL says (hybrid if nothing). */
+#define FERRY_WAIT_SPIN 1           /**< Busy-poll: lowest latency, one core per waiter. */
+#define FERRY_WAIT_FUTEX 2          /**< Sleep at once: no CPU, slower wake-up. */
+#define FERRY_WAIT_SPIN_FUTEX 3     /**< Spin for spin_us, then sleep. */
+
+/** Opaque handles. */
+typedef struct ferry_client ferry_client;   /**< A connection to a channel (calling side). */
+typedef struct ferry_call ferry_call;       /**< One request in flight, owning a slot. */
+typedef struct ferry_worker ferry_worker;   /**< A serving process's hold on a channel. */
+typedef struct ferry_job ferry_job;         /**< One request taken by a worker. */
+typedef struct ferry_message ferry_message; /**< A validated, read-only message view. */
+typedef struct ferry_writer ferry_writer;   /**< Writes a message in place (borrowed). */
+typedef struct ferry_encoder ferry_encoder; /**< Builds a message in its own buffer. */
+
+/** A tensor inside a message. All pointers are borrowed from the message's owner. */
+typedef struct ferry_tensor {
+    const char *name;               /**< UTF-8 name, NOT NUL-terminated. */
+    size_t name_len;                /**< Name length in bytes. */
+    int32_t dtype;                  /**< FERRY_DTYPE_*. */
+    int32_t ndim;                   /**< 0..FERRY_MAX_DIMS; 0 is a scalar. */
+    int64_t shape[FERRY_MAX_DIMS];  /**< Dimensions; entries past ndim are 0. */
+    const void *data;               /**< Row-major data, 64-byte aligned. */
+    size_t nbytes;                  /**< Data length in bytes. */
+} ferry_tensor;
+
+/**
+ * Options for growth: set `struct_size = sizeof(ferry_options)` (ferry_options_init does it)
+ * and only the fields you need. Zero fields keep what the URL says.
+ */
+typedef struct ferry_options {
+    size_t struct_size;   /**< sizeof(ferry_options) as the caller compiled it. */
+    int32_t slots;        /**< Slots when creating a channel (default 8). */
+    int64_t slot_size;    /**< Bytes per slot when creating (default 8 MiB). */
+    int32_t wait;         /**< FERRY_WAIT_*. */
+    int64_t spin_us;      /**< Spin time for FERRY_WAIT_SPIN_FUTEX. */
+    int64_t timeout_ms;   /**< Default per-call timeout. */
+} ferry_options;
+
+/* ---- library ------------------------------------------------------------------------- */
+
+/** The library version as "MAJOR.MINOR.PATCH" (static storage). */
+const char *ferry_version(void);
+/** FERRY_VERSION_NUMBER of the loaded library (to compare with the header's). */
+int ferry_version_number(void);
+/** Text of the last error in this thread ("" if none). Valid until the next ferry call. */
+const char *ferry_last_error(void);
+/** Constant name of a status code, e.g. "FERRY_ETIMEDOUT". */
+const char *ferry_status_name(int status);
+/** Fills `opts` with zeros and the right struct_size. */
+void ferry_options_init(ferry_options *opts);
+
+/* ---- client: the calling side ---------------------------------------------------------- */
+
+/**
+ * Connects to the channel at `url` (e.g. "shm://digits"). `opts` may be NULL.
+ * Returns FERRY_ENOSERVER when nothing serves it. Caller frees with ferry_client_free.
+ */
+int ferry_client_new(const char *url, const ferry_options *opts, ferry_client **out);
+/** Disconnects. Calls of this client must be freed first. NULL is ignored. */
+void ferry_client_free(ferry_client *client);
+
+/**
+ * Starts a call: claims a slot (waiting up to timeout_ms for one) and returns the call,
+ * whose writer places the request directly in shared memory. Free with ferry_call_free.
+ */
+int ferry_call_begin(ferry_client *client, int64_t timeout_ms, ferry_call **out);
+/** The call's request writer (borrowed; valid until ferry_call_send). */
+ferry_writer *ferry_call_writer(ferry_call *call);
+/** Finishes the request and hands it to a worker. */
+int ferry_call_send(ferry_call *call);
+/**
+ * Waits for the reply; `*reply` (borrowed, valid until ferry_call_free) views it in place.
+ * FERRY_EREMOTE when the model failed (message in ferry_last_error), FERRY_EPEERDIED when
+ * the worker died, FERRY_ETIMEDOUT after the deadline.
+ */
+int ferry_call_wait(ferry_call *call, int64_t timeout_ms, const ferry_message **reply);
+/** Releases the call's slot. NULL is ignored. */
+void ferry_call_free(ferry_call *call);
+
+/* ---- worker: the serving side ----------------------------------------------------------- */
+
+/**
+ * Serves the channel at `url`: creates it, joins the processes already serving it, or
+ * reclaims it from dead ones. `opts` may be NULL. Free with ferry_worker_free (the last
+ * serving process removes the channel).
+ */
+int ferry_worker_new(const char *url, const ferry_options *opts, ferry_worker **out);
+/** Stops serving. NULL is ignored. */
+void ferry_worker_free(ferry_worker *worker);
+/** The shared mapping (base address and size), for zero-copy views by bindings. */
+int ferry_worker_mapping(ferry_worker *worker, void **base, size_t *size);
+/**
+ * Waits up to timeout_ms for a request. FERRY_ETIMEDOUT when none came (not an error for a
+ * serving loop), FERRY_ECLOSED when the channel closed. On FERRY_OK the caller owns `*job`
+ * and must answer it with ferry_job_reply or ferry_job_fail.
+ */
+int ferry_worker_recv(ferry_worker *worker, int64_t timeout_ms, ferry_job **job);
+/** The job's request (borrowed, valid until the job is answered). FERRY_EMALFORMED if bad. */
+int ferry_job_request(ferry_job *job, const ferry_message **request);
+/** The job's reply writer (borrowed; valid until the job is answered). */
+ferry_writer *ferry_job_writer(ferry_job *job);
+/** Sends the reply and frees the job (also on error). */
+int ferry_job_reply(ferry_job *job);
+/** Sends an error reply (status and message) and frees the job. */
+int ferry_job_fail(ferry_job *job, int status, const char *message);
+
+/* ---- writing messages ------------------------------------------------------------------- */
+
+/**
+ * Reserves a tensor in the message and returns where to write its `nbytes` bytes in
+ * `*data` (64-byte aligned, in shared memory for calls and jobs): fill it in place.
+ * FERRY_ETOOBIG when it does not fit.
+ */
+int ferry_writer_add_tensor(ferry_writer *w, const char *name, int dtype, int ndim,
+                            const int64_t *shape, void **data, size_t *nbytes);
+/** Adds a tensor by copying `nbytes` bytes from `data` (must match dtype and shape). */
+int ferry_writer_put_tensor(ferry_writer *w, const char *name, int dtype, int ndim,
+                            const int64_t *shape, const void *data, size_t nbytes);
+/** Adds a string tensor: `count` UTF-8 strings with byte lengths `lengths`. */
+int ferry_writer_put_strings(ferry_writer *w, const char *name, int ndim, const int64_t *shape,
+                             const char *const *strings, const size_t *lengths, size_t count);
+/** Adds or replaces a metadata entry. */
+int ferry_writer_set_meta(ferry_writer *w, const char *key, const char *value);
+
+/** A standalone message builder with `capacity` bytes of its own. Free with ferry_encoder_free. */
+int ferry_encoder_new(size_t capacity, ferry_encoder **out);
+/** The encoder's writer (borrowed). */
+ferry_writer *ferry_encoder_writer(ferry_encoder *enc);
+/** Finishes the message; `*data`/`*len` (borrowed) hold its bytes until the encoder is freed. */
+int ferry_encoder_finish(ferry_encoder *enc, const void **data, size_t *len);
+/** Frees the encoder. NULL is ignored. */
+void ferry_encoder_free(ferry_encoder *enc);
+
+/* ---- reading messages ------------------------------------------------------------------- */
+
+/**
+ * Validates `len` bytes at `data` as a message. The view borrows `data` (keep it alive)
+ * and must be freed with ferry_message_free. FERRY_EMALFORMED / FERRY_EVERSION if bad.
+ */
+int ferry_message_decode(const void *data, size_t len, ferry_message **out);
+/** Frees a view made by ferry_message_decode (only those). NULL is ignored. */
+void ferry_message_free(ferry_message *msg);
+/** Number of tensors. */
+size_t ferry_message_tensor_count(const ferry_message *msg);
+/** Tensor `index` into `*out`. FERRY_EINVAL if out of range. */
+int ferry_message_tensor(const ferry_message *msg, size_t index, ferry_tensor *out);
+/** Fills up to `cap` tensors into `out` and their count into `*count` (all at once). */
+int ferry_message_tensors(const ferry_message *msg, ferry_tensor *out, size_t cap, size_t *count);
+/** The tensor called `name` into `*out`; FERRY_EINVAL if there is none. */
+int ferry_message_find(const ferry_message *msg, const char *name, ferry_tensor *out);
+/** Number of metadata entries. */
+size_t ferry_message_meta_count(const ferry_message *msg);
+/** Metadata entry `index` (borrowed, not NUL-terminated). */
+int ferry_message_meta(const ferry_message *msg, size_t index, const char **key, size_t *key_len,
+                       const char **value, size_t *value_len);
+/** Reply status of the message (0 for success). */
+int ferry_message_status(const ferry_message *msg);
+/** Start of the message's bytes and its length (borrowed). */
+int ferry_message_bytes(const ferry_message *msg, const void **data, size_t *len);
+
+/** Checks a shared-memory segment header of a file of `file_size` bytes (for tools/fuzzing). */
+int ferry_segment_validate(const void *header, size_t len, size_t file_size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* FERRY_H */

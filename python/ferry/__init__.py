@@ -1,0 +1,20 @@
+"""Ferry: hand numpy arrays to a model in another process at shared-memory speed.
+
+A thin ctypes binding of libferry (the Swift core); see README.md and docs/.
+"""
+from ._lib import lib as _lib
+from .client import Client
+from .errors import (
+    Busy, ChannelClosed, FerryError, InvalidArgument, MalformedMessage, NoServer, PayloadTooLarge,
+    PermissionDenied, RemoteError, Timeout, VersionMismatch, WorkerDied,
+)
+from .message import decode, encode
+from .serving import Worker, load_model, serve
+
+__version__ = _lib.ferry_version().decode()
+
+__all__ = [
+    "Client", "Worker", "serve", "load_model", "encode", "decode", "FerryError", "InvalidArgument",
+    "MalformedMessage", "PayloadTooLarge", "Timeout", "WorkerDied", "NoServer", "Busy", "ChannelClosed",
+    "RemoteError", "PermissionDenied", "VersionMismatch", "__version__",
+]

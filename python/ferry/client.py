@@ -1,0 +1,54 @@
+"""The calling side: send arrays to a model served on a channel and get arrays back."""
+from __future__ import annotations
+
+from ctypes import byref, c_void_p
+from typing import Any, Mapping
+
+from ._handle import Handle, check
+from ._lib import lib
+from .message import DEFAULT_INPUT, MessageReader, read_metadata, write_message
+
+
+class Client(Handle):
+    """A connection to `url` (e.g. "shm://digits"). Not thread-safe: one per thread.
+
+    >>> with Client("shm://digits") as c:
+    ...     labels = c.call(images)            # one array in, one array out
+    ...     out = c.call({"a": x, "b": y})      # named arrays in, dict out if several
+    """
+
+    _free = lib.ferry_client_free
+
+    def __init__(self, url: str):
+        ptr = c_void_p()
+        check(lib.ferry_client_new(url.encode(), None, byref(ptr)))
+        super().__init__(ptr)
+        self.url = url
+        self._reader = MessageReader()
+
+    def call_message(self, inputs: Any, metadata: Mapping[str, str] | None = None,
+                     timeout: float | None = None) -> tuple[dict, dict]:
+        """Sends `inputs` (an array, or a dict of named arrays) and returns the reply as
+        (tensors by name, metadata). Arrays are copied out of shared memory."""
+        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        call = c_void_p()
+        check(lib.ferry_call_begin(self._handle(), ms, byref(call)))
+        try:
+            write_message(lib.ferry_call_writer(call), inputs, DEFAULT_INPUT, metadata)
+            check(lib.ferry_call_send(call))
+            reply = c_void_p()
+            check(lib.ferry_call_wait(call, ms, byref(reply)))
+            return self._reader.read(reply.value), read_metadata(reply.value)
+        finally:
+            lib.ferry_call_free(call)
+
+    def call(self, inputs: Any, timeout: float | None = None, **metadata: str) -> Any:
+        """Sends `inputs` and returns the reply: the array itself when the model returned
+        one tensor, else a dict of arrays."""
+        tensors, _ = self.call_message(inputs, metadata or None, timeout)
+        if len(tensors) == 1:
+            return next(iter(tensors.values()))
+        return tensors
+
+
+__all__ = ["Client"]

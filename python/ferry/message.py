@@ -1,0 +1,191 @@
+"""Numpy ⇄ Ferry tensors: the dtype table, writing arrays into a message in place, and
+numpy views of a received message."""
+from __future__ import annotations
+
+import ctypes
+from ctypes import byref, c_char_p, c_int64, c_size_t, c_void_p
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._handle import Handle, check
+from ._lib import MAX_DIMS, FerryTensor, lib
+
+BOOL, INT8, INT16, INT32, INT64 = 1, 2, 3, 4, 5
+UINT8, UINT16, UINT32, UINT64 = 6, 7, 8, 9
+FLOAT16, FLOAT32, FLOAT64, BYTES, STRING = 10, 11, 12, 13, 14
+
+#: numpy dtype for each fixed-size wire code (little-endian).
+NUMPY_DTYPES = {
+    BOOL: np.dtype(np.bool_), INT8: np.dtype("<i1"), INT16: np.dtype("<i2"), INT32: np.dtype("<i4"),
+    INT64: np.dtype("<i8"), UINT8: np.dtype("<u1"), UINT16: np.dtype("<u2"), UINT32: np.dtype("<u4"),
+    UINT64: np.dtype("<u8"), FLOAT16: np.dtype("<f2"), FLOAT32: np.dtype("<f4"), FLOAT64: np.dtype("<f8"),
+}
+_CODES = {(dt.kind, dt.itemsize): code for code, dt in NUMPY_DTYPES.items()}
+
+#: name of the tensor used when a single array is sent or returned
+DEFAULT_INPUT = "input"
+DEFAULT_OUTPUT = "output"
+
+
+def dtype_code(dt: np.dtype) -> int:
+    """Wire code of a numpy dtype; raises InvalidArgument-like ValueError for others."""
+    code = _CODES.get((dt.kind, dt.itemsize))
+    if code is None:
+        raise TypeError(f"numpy dtype {dt} has no Ferry equivalent (supported: bool, int8-64, uint8-64, float16/32/64, str, bytes)")
+    return code
+
+
+def _shape(shape) -> "ctypes.Array[c_int64]":
+    if len(shape) > MAX_DIMS:
+        raise ValueError(f"{len(shape)} dimensions; Ferry allows at most {MAX_DIMS}")
+    return (c_int64 * MAX_DIMS)(*shape)
+
+
+def write_value(writer: int, name: str, value: Any) -> None:
+    """Writes one value (array, scalar, str, bytes) as a tensor through a C writer."""
+    key = name.encode()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+        check(lib.ferry_writer_put_tensor(writer, key, BYTES, 1, _shape((len(data),)), data, len(data)))
+        return
+    if isinstance(value, str):
+        value = np.array(value, dtype=np.str_)
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.dtype.kind in "UO":
+        flat = [s if isinstance(s, str) else str(s) for s in arr.reshape(-1).tolist()]
+        encoded = [s.encode("utf-8") for s in flat]
+        n = len(encoded)
+        ptrs = (c_char_p * max(n, 1))(*encoded)
+        lens = (c_size_t * max(n, 1))(*[len(b) for b in encoded])
+        check(lib.ferry_writer_put_strings(writer, key, arr.ndim, _shape(arr.shape), ptrs, lens, n))
+        return
+    code = dtype_code(arr.dtype)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    ptr = c_void_p()
+    nbytes = c_size_t()
+    check(lib.ferry_writer_add_tensor(writer, key, code, arr.ndim, _shape(arr.shape), byref(ptr), byref(nbytes)))
+    if nbytes.value:
+        if arr.flags.c_contiguous:
+            ctypes.memmove(ptr.value, arr.ctypes.data, nbytes.value)
+        else:  # strided input: let numpy copy straight into the slot
+            dst = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes.value).from_address(ptr.value))
+            dst.view(arr.dtype).reshape(arr.shape)[...] = arr
+
+
+def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[str, str] | None = None) -> None:
+    """Writes a single value under `default_name`, or a mapping of named values."""
+    if isinstance(value, Mapping):
+        for name, v in value.items():
+            write_value(writer, str(name), v)
+    elif value is not None:
+        write_value(writer, default_name, value)
+    for k, v in (metadata or {}).items():
+        check(lib.ferry_writer_set_meta(writer, str(k).encode(), str(v).encode()))
+
+
+class MessageReader:
+    """Reads tensors of a C message view into numpy. Reuses its descriptor array."""
+
+    def __init__(self, capacity: int = 16):
+        self._cap = capacity
+        self._tensors = (FerryTensor * capacity)()
+        self._count = c_size_t()
+
+    def descriptors(self, msg: int):
+        rc = lib.ferry_message_tensors(msg, self._tensors, self._cap, byref(self._count))
+        if rc != 0 and self._count.value > self._cap:
+            self._cap = self._count.value
+            self._tensors = (FerryTensor * self._cap)()
+            rc = lib.ferry_message_tensors(msg, self._tensors, self._cap, byref(self._count))
+        check(rc)
+        return self._tensors, self._count.value
+
+    def read(self, msg: int, base: int | None = None, mapping: np.ndarray | None = None, copy: bool = True) -> dict:
+        """Tensors of `msg` by name. With `mapping` (the whole segment as uint8) and its
+        `base` address, arrays are read-only views into shared memory (zero copy)."""
+        tensors, n = self.descriptors(msg)
+        out = {}
+        for i in range(n):
+            t = tensors[i]
+            name = ctypes.string_at(t.name, t.name_len).decode() if t.name_len else ""
+            shape = tuple(t.shape[: t.ndim])
+            code, nbytes, addr = t.dtype, t.nbytes, t.data or 0
+            if code == BYTES:
+                out[name] = ctypes.string_at(addr, nbytes) if nbytes else b""
+                continue
+            if code == STRING:
+                out[name] = _read_strings(addr, nbytes, shape)
+                continue
+            dt = NUMPY_DTYPES[code]
+            if mapping is not None and base is not None:
+                off = addr - base
+                arr = mapping[off : off + nbytes].view(dt).reshape(shape)
+                arr.flags.writeable = False
+                if copy:
+                    arr = arr.copy()
+            else:
+                raw = (ctypes.c_uint8 * nbytes).from_address(addr) if nbytes else bytearray()
+                arr = np.frombuffer(raw, dtype=dt).reshape(shape).copy()
+            out[name] = arr
+        return out
+
+
+def _read_strings(addr: int, nbytes: int, shape: tuple) -> np.ndarray:
+    raw = ctypes.string_at(addr, nbytes)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    offsets = np.frombuffer(raw, dtype="<u8", count=count + 1)
+    text = raw[8 * (count + 1) :]
+    items = [text[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(count)]
+    return np.array(items, dtype=np.str_).reshape(shape)
+
+
+def read_metadata(msg: int) -> dict:
+    out = {}
+    k, v = c_void_p(), c_void_p()
+    kl, vl = c_size_t(), c_size_t()
+    for i in range(lib.ferry_message_meta_count(msg)):
+        check(lib.ferry_message_meta(msg, i, byref(k), byref(kl), byref(v), byref(vl)))
+        key = ctypes.string_at(k.value, kl.value).decode() if kl.value else ""
+        out[key] = ctypes.string_at(v.value, vl.value).decode() if vl.value else ""
+    return out
+
+
+class Encoder(Handle):
+    """Builds a standalone message in memory (for tests, files and other transports)."""
+
+    _free = lib.ferry_encoder_free
+
+    def __init__(self, capacity: int):
+        ptr = c_void_p()
+        check(lib.ferry_encoder_new(capacity, byref(ptr)))
+        super().__init__(ptr)
+
+
+def encode(tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None, capacity: int | None = None) -> bytes:
+    """Encodes named values to Ferry message bytes (docs/protocol.md)."""
+    if capacity is None:
+        capacity = 4096 + sum(
+            (np.asarray(v).nbytes if not isinstance(v, (bytes, str)) else len(v) * 4) + 256 + 8 * (np.asarray(v).size + 1 if not isinstance(v, bytes) else 0)
+            for v in tensors.values()
+        ) + sum(len(k) + len(v) + 64 for k, v in (metadata or {}).items()) * 4
+    with Encoder(capacity) as enc:
+        write_message(lib.ferry_encoder_writer(enc._handle()), dict(tensors), DEFAULT_INPUT, metadata)
+        data, n = c_void_p(), c_size_t()
+        check(lib.ferry_encoder_finish(enc._handle(), byref(data), byref(n)))
+        return ctypes.string_at(data.value, n.value)
+
+
+def decode(data: bytes) -> tuple[dict, dict]:
+    """Validates and decodes message bytes into (tensors, metadata). Raises MalformedMessage."""
+    buf = ctypes.create_string_buffer(bytes(data), len(data)) if data else None
+    msg = c_void_p()
+    check(lib.ferry_message_decode(buf, len(data), byref(msg)))
+    try:
+        return MessageReader().read(msg.value), read_metadata(msg.value)
+    finally:
+        lib.ferry_message_free(msg)
+
+
+__all__ = ["encode", "decode", "NUMPY_DTYPES", "dtype_code", "DEFAULT_INPUT", "DEFAULT_OUTPUT"]

@@ -1,0 +1,139 @@
+"""The serving side: run a Python function of numpy arrays as a model on a channel."""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import importlib.util
+import os
+import signal
+import sys
+import traceback
+from ctypes import byref, c_size_t, c_void_p
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ._handle import Handle, check
+from ._lib import lib
+from .errors import ChannelClosed
+from .message import DEFAULT_OUTPUT, MessageReader, write_message
+
+_TIMEOUT = 4  # FERRY_ETIMEDOUT
+_CLOSED = 8  # FERRY_ECLOSED
+_REMOTE = 10  # FERRY_EREMOTE
+
+
+class Worker(Handle):
+    """Serves `url`: creates the channel, or joins the processes already serving it (they
+    share the load), or reclaims it from dead ones. The last one to close removes it."""
+
+    _free = lib.ferry_worker_free
+
+    def __init__(self, url: str):
+        ptr = c_void_p()
+        check(lib.ferry_worker_new(url.encode(), None, byref(ptr)))
+        super().__init__(ptr)
+        self.url = url
+        base, size = c_void_p(), c_size_t()
+        check(lib.ferry_worker_mapping(ptr, byref(base), byref(size)))
+        self._base = base.value
+        # One view of the whole segment; every request tensor is a slice of it (zero copy).
+        self._mapping = np.ctypeslib.as_array((ctypes.c_uint8 * size.value).from_address(base.value))
+        self._reader = MessageReader()
+        self._stop = False
+
+    def stop(self) -> None:
+        """Makes `serve` return after the current request."""
+        self._stop = True
+
+    def serve(self, fn: Callable[[Any], Any], inputs: str = "auto", poll: float = 0.2,
+              max_requests: int | None = None) -> int:
+        """Answers requests with `fn` until stop(), a signal, or the channel closes.
+
+        `fn` receives one read-only numpy array when the request holds one tensor
+        (`inputs="auto"`), else a dict of them (`inputs="dict"` always gives a dict); it
+        returns an array, a scalar, str, bytes, or a dict of those. An exception becomes
+        an error reply (RemoteError at the client) and the worker goes on.
+        Returns the number of requests answered."""
+        w = self._handle()
+        job, msg = c_void_p(), c_void_p()
+        wait_ms = int(poll * 1000)
+        served = 0
+        while not self._stop and (max_requests is None or served < max_requests):
+            rc = lib.ferry_worker_recv(w, wait_ms, byref(job))
+            if rc == _TIMEOUT:
+                continue
+            if rc == _CLOSED:
+                break
+            check(rc)
+            job_ptr = job.value
+            try:
+                check(lib.ferry_job_request(job_ptr, byref(msg)))
+                tensors = self._reader.read(msg.value, self._base, self._mapping, copy=False)
+                arg = tensors if (inputs == "dict" or len(tensors) != 1) else next(iter(tensors.values()))
+                result = fn(arg)
+                write_message(lib.ferry_job_writer(job_ptr), result, DEFAULT_OUTPUT)
+            except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
+                text = f"{type(e).__name__}: {e}"
+                lib.ferry_job_fail(job_ptr, _REMOTE, text.encode("utf-8", "replace")[:4000])
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                if os.environ.get("FERRY_TRACEBACK"):
+                    traceback.print_exc()
+                continue
+            check(lib.ferry_job_reply(job_ptr))
+            served += 1
+        return served
+
+
+def serve(url: str, fn: Callable[[Any], Any], inputs: str = "auto", max_requests: int | None = None) -> int:
+    """Serves `fn` on `url` until SIGINT/SIGTERM or the channel closes; returns the count.
+
+    >>> ferry.serve("shm://digits", lambda images: model.predict(images))
+    """
+    with Worker(url) as worker:
+        previous = {}
+
+        def _stop(signum, frame):
+            worker.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                previous[sig] = signal.signal(sig, _stop)
+            except ValueError:  # not the main thread: the caller handles signals
+                pass
+        try:
+            return worker.serve(fn, inputs=inputs, max_requests=max_requests)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def load_model(target: str, function: str = "predict") -> Callable[[Any], Any]:
+    """Loads `function` from a file path or a module name; runs its `setup()` first."""
+    if target.endswith(".py") or os.path.sep in target:
+        path = os.path.abspath(target)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"model file {target} not found")
+        name = os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(f"ferry_model_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    fn = None
+    if hasattr(module, "setup"):
+        made = module.setup()
+        if callable(made):
+            fn = made
+    if fn is None:
+        fn = getattr(module, function, None)
+    if not callable(fn):
+        raise AttributeError(f"{target} defines no callable `{function}` (or setup() returning one)")
+    return fn
+
+
+
+__all__ = ["Worker", "serve", "load_model"]

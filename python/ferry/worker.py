@@ -1,0 +1,45 @@
+"""Command line: serve a Python model on a Ferry channel.
+
+    python -m ferry.worker model.py --url shm://digits
+
+`model.py` defines `predict(inputs)` (or the function named by --function); an optional
+`setup()` runs once first and, if it returns a callable, that becomes the model.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import signal
+import sys
+
+from .errors import ChannelClosed
+from .serving import load_model, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ferry.worker", description="Serve a Python model on a Ferry channel.")
+    p.add_argument("model", help="model file (model.py) or module name")
+    p.add_argument("--url", default=None, help="channel URL (default shm://NAME from --name)")
+    p.add_argument("--name", default="ferry", help="channel name when --url is not given")
+    p.add_argument("--function", default="predict", help="function to serve (default: predict)")
+    p.add_argument("--inputs", choices=["auto", "dict"], default="auto")
+    p.add_argument("--exit-with-parent", action="store_true", help="exit when the supervising process dies")
+    args = p.parse_args(argv)
+    if args.exit_with_parent:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:
+            return 1
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    fn = load_model(args.model, args.function)
+    url = args.url or f"shm://{args.name}"
+    try:
+        serve(url, fn, inputs=args.inputs)
+    except ChannelClosed:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
