@@ -68,3 +68,11 @@ void cferry_set_error(const char *text) {
 }
 
 const char *cferry_get_error(void) { return cferry_error_text; }
+
+#include <sched.h>
+int cferry_pin_cpu(int cpu) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    return sched_setaffinity(0, sizeof set, &set);
+}

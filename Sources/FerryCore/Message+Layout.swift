@@ -33,7 +33,7 @@ public enum MessageLayout {
 
     /// Rounds `n` up to a multiple of `a` (a power of two).
     @inline(__always)
-    static func align(_ n: Int, _ a: Int) -> Int { (n + a - 1) & ~(a - 1) }
+    public static func align(_ n: Int, _ a: Int) -> Int { (n + a - 1) & ~(a - 1) }
 }
 
 /// Checks that `bytes` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).

@@ -148,6 +148,11 @@ public enum System {
         _ = cferry_set_parent_death_signal(signal)
     }
 
+    /// Pins the calling thread to one CPU (benchmarks state their placement).
+    public static func pin(cpu: Int) throws {
+        if cferry_pin_cpu(Int32(cpu)) != 0 { throw error("sched_setaffinity", "cpu \(cpu)") }
+    }
+
     /// Current effective user id.
     static var euid: UInt32 { geteuid() }
 }

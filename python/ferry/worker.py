@@ -25,12 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--function", default="predict", help="function to serve (default: predict)")
     p.add_argument("--inputs", choices=["auto", "dict"], default="auto")
     p.add_argument("--exit-with-parent", action="store_true", help="exit when the supervising process dies")
+    p.add_argument("--cpu", type=int, default=None, help="pin this worker to one CPU")
     args = p.parse_args(argv)
     if args.exit_with_parent:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() == 1:
             return 1
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     fn = load_model(args.model, args.function)
     url = args.url or f"shm://{args.name}"

@@ -51,4 +51,7 @@ int cferry_errno_eintr(void);
 /// thread-local globals, so the storage lives here. The text is truncated to 1023 bytes.
 void cferry_set_error(const char *text);
 const char *cferry_get_error(void);
+/// sched_setaffinity(2) to one CPU: cpu_set_t's CPU_SET macros are not visible to Swift.
+int cferry_pin_cpu(int cpu);
+
 #endif

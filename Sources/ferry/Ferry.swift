@@ -1,0 +1,143 @@
+import ArgumentParser
+import FerryCore
+import Foundation
+import Logging
+
+@main
+struct Ferry: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ferry",
+        abstract: "Hand tensors from native code to a Python model in another process.",
+        version: "0.1.0",
+        subcommands: [Serve.self, Call.self, Demo.self, Bench.self]
+    )
+}
+
+/// Settings shared by the commands that create a channel.
+struct ChannelOptions: ParsableArguments {
+    @Option(help: "Number of slots (concurrent requests) when creating the channel.")
+    var slots: Int = 8
+    @Option(name: .customLong("slot-size"), help: "Bytes per slot, e.g. 8M; a request and its reply share a slot.")
+    var slotSize: String = "8M"
+    @Option(help: "Wait strategy: spin, futex or hybrid.")
+    var wait: String = "hybrid"
+    @Option(name: .customLong("spin-us"), help: "Spin time before sleeping, for hybrid.")
+    var spinMicros: Int = 100
+
+    func url(name: String) throws -> String {
+        _ = try Endpoint.parseSize(slotSize)
+        return "shm://\(name)?slots=\(slots)&slot_size=\(slotSize)&wait=\(wait)&spin_us=\(spinMicros)"
+    }
+}
+
+func makeLogger(_ label: String) -> Logger {
+    LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+    return Logger(label: label)
+}
+
+func fail(_ error: Error) -> ExitCode {
+    FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+    return ExitCode(1)
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a Python model on shm://NAME with N supervised worker processes.")
+
+    @Argument(help: "Model file (defines predict(inputs)) or Python module name.")
+    var model: String
+    @Option(help: "Channel name (clients use shm://NAME).")
+    var name: String
+    @Option(help: "Number of worker processes.")
+    var workers: Int = 1
+    @OptionGroup var channel: ChannelOptions
+
+    func run() throws {
+        let logger = makeLogger("ferry.serve")
+        guard workers >= 1 && workers <= 256 else { throw ValidationError("--workers must be in 1...256") }
+        let stop = StopSignal()
+        let url = try channel.url(name: name)
+        // This process holds the channel open for its whole life, so restarting a worker
+        // never removes it, and clients keep their mapping.
+        let holder = try Worker(url)
+        defer { holder.close() }
+        let sup = Supervisor(model: model, url: url, count: workers, logger: logger)
+        try sup.start()
+        logger.info("serving", metadata: ["url": "shm://\(name)", "workers": "\(workers)",
+                                          "slots": "\(holder.geometry.slots)", "slot_size": "\(holder.geometry.slotSize)"])
+        while !stop.requested {
+            Thread.sleep(forTimeInterval: 0.05)
+            sup.poll()
+        }
+        logger.info("stopping")
+        sup.stop()
+    }
+}
+
+struct Call: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send tensors from .npy files to a served model and print (or save) the reply.")
+
+    @Argument(help: "Channel URL, e.g. shm://digits.")
+    var url: String
+    @Option(name: .customLong("input"), help: "NAME=FILE.npy (repeatable); a bare FILE.npy is sent as \"input\".")
+    var inputs: [String] = []
+    @Option(name: .customLong("meta"), help: "KEY=VALUE metadata (repeatable).")
+    var meta: [String] = []
+    @Option(help: "Folder to save each reply tensor as NAME.npy.")
+    var output: String?
+    @Option(help: "Timeout in milliseconds.")
+    var timeout: Int = 10_000
+
+    func run() throws {
+        var message = Message()
+        for spec in inputs {
+            let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+            let (name, path) = parts.count == 2 ? (parts[0], parts[1]) : ("input", parts[0])
+            message[name] = try NPY.load(path)
+        }
+        for kv in meta {
+            let parts = kv.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("--meta takes KEY=VALUE") }
+            message.metadata[parts[0]] = parts[1]
+        }
+        let client = try Client(url)
+        defer { client.close() }
+        let start = System.nowNanos()
+        let reply = try client.call(message, timeout: .milliseconds(timeout))
+        let micros = Double(System.nowNanos() - start) / 1000
+        print("reply in \(String(format: "%.1f", micros)) µs")
+        for e in reply.entries {
+            print("  \(e.name): \(e.tensor.dtype.name) \(e.tensor.shape) = \(preview(e.tensor))")
+            if let dir = output {
+                try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+                try NPY.save(e.tensor, to: "\(dir)/\(e.name).npy")
+            }
+        }
+        for (k, v) in reply.metadata.sorted(by: { $0.key < $1.key }) { print("  [\(k)] \(v)") }
+    }
+}
+
+/// A short text rendering of the first elements of a tensor.
+func preview(_ t: Tensor, limit: Int = 10) -> String {
+    func show<T: TensorElement>(_: T.Type) -> String {
+        let v = (try? t.values(as: T.self)) ?? []
+        return "[" + v.prefix(limit).map { "\($0)" }.joined(separator: ", ") + (v.count > limit ? ", …" : "") + "]"
+    }
+    switch t.dtype {
+    case .bool: return show(Bool.self)
+    case .int8: return show(Int8.self)
+    case .int16: return show(Int16.self)
+    case .int32: return show(Int32.self)
+    case .int64: return show(Int64.self)
+    case .uint8: return show(UInt8.self)
+    case .uint16: return show(UInt16.self)
+    case .uint32: return show(UInt32.self)
+    case .uint64: return show(UInt64.self)
+    case .float16: return show(Float16.self)
+    case .float32: return show(Float.self)
+    case .float64: return show(Double.self)
+    case .bytes: return "\(t.bytes.count) bytes"
+    case .string: return ((try? t.strings()) ?? []).prefix(limit).description
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need and is missing. Idempotent, quiet when
+# nothing is missing. Debian packages via apt-get, Python packages via pip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+APT_PACKAGES=(gcc g++ make pkg-config)
+
+need_apt=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if ((${#need_apt[@]})); then
+    echo "setup: installing Debian packages: ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null 2>&1; then
+    echo "setup: the Swift toolchain (6.x) is required and not on PATH" >&2
+    exit 1
+fi
+
+if ! "$PY" - <<'PYEOF' 2>/dev/null
+import importlib.util, sys
+mods = ["numpy", "pytest", "hypothesis", "sklearn", "scipy"]
+sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
+PYEOF
+then
+    echo "setup: installing Python packages from python/requirements.txt"
+    "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r python/requirements.txt
+fi
