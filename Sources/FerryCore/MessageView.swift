@@ -157,7 +157,7 @@ public struct MessageView {
         let text = p + table
         var prev: UInt64 = 0
         guard p.u64(0) == 0 else { throw bad("first string offset must be 0") }
-        for i in 1...count {
+        for i in stride(from: 1, through: count, by: 1) {
             let off = p.u64(8 * i)
             guard off >= prev, off <= UInt64(textLength) else { throw bad("string offset \(i) out of order or range") }
             guard isValidUTF8(UnsafeRawBufferPointer(start: text + Int(prev), count: Int(off - prev))) else {

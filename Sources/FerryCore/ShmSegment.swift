@@ -242,17 +242,16 @@ final class ShmSegment {
             guard st.uid == System.euid else {
                 throw FerryError(.permission, "channel \"\(channel)\" belongs to uid \(st.uid), not to this user")
             }
-            guard st.size >= SegmentLayout.headerSize else {
-                throw FerryError(.noServer, "channel shm://\(channel) is still being created or was left half-made; retry")
+            // A server takes its liveness lock only once the header is complete, so check it first:
+            // a segment being created (or left by a dead server) is "no server", not "malformed".
+            guard System.isLocked(fd: fd, byte: livenessByte) else {
+                throw FerryError(.noServer, "channel shm://\(channel) exists but no process serves it (being created, or its server died)")
             }
             let header = try System.mapShared(fd: fd, size: SegmentLayout.headerSize)
             let g: SegmentLayout.Geometry
             do {
                 defer { System.unmap(header, size: SegmentLayout.headerSize) }
                 g = try SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size)
-            }
-            guard System.isLocked(fd: fd, byte: livenessByte) else {
-                throw FerryError(.noServer, "channel shm://\(channel) exists but no process serves it (its server died); start a worker")
             }
             let base = try System.mapShared(fd: fd, size: g.totalSize)
             let seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: g, isServer: false)

@@ -42,9 +42,18 @@ def _shape(shape) -> "ctypes.Array[c_int64]":
     return (c_int64 * MAX_DIMS)(*shape)
 
 
+def _c_text(text: str, what: str) -> bytes:
+    if "\x00" in text:
+        raise ValueError(f"{what} {text!r} contains a NUL character, which the C interface cannot carry")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} {text!r} is not valid Unicode text: {e}") from None
+
+
 def write_value(writer: int, name: str, value: Any) -> None:
     """Writes one value (array, scalar, str, bytes) as a tensor through a C writer."""
-    key = name.encode()
+    key = _c_text(name, "tensor name")
     if isinstance(value, (bytes, bytearray, memoryview)):
         data = bytes(value)
         check(lib.ferry_writer_put_tensor(writer, key, BYTES, 1, _shape((len(data),)), data, len(data)))
@@ -82,7 +91,7 @@ def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[
     elif value is not None:
         write_value(writer, default_name, value)
     for k, v in (metadata or {}).items():
-        check(lib.ferry_writer_set_meta(writer, str(k).encode(), str(v).encode()))
+        check(lib.ferry_writer_set_meta(writer, _c_text(str(k), "metadata key"), _c_text(str(v), "metadata value")))
 
 
 class MessageReader:

@@ -1,0 +1,117 @@
+"""Shared fixtures: real worker processes (always stopped), unique channel names, and a
+check that every test leaves no segment in /dev/shm."""
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PYTHON_DIR = os.path.join(ROOT, "python")
+FERRY = os.path.join(ROOT, "bin", "ferry")
+MODELS = os.path.join(ROOT, "tests", "models")
+if PYTHON_DIR not in sys.path:
+    sys.path.insert(0, PYTHON_DIR)
+
+import ferry  # noqa: E402
+
+_names = itertools.count()
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = PYTHON_DIR + os.pathsep + e.get("PYTHONPATH", "")
+    e["OPENBLAS_NUM_THREADS"] = "1"
+    return e
+
+
+def segments() -> set:
+    return set(glob.glob("/dev/shm/ferry.*"))
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_segments():
+    before = segments()
+    yield
+    # Give exiting processes a moment to unlink.
+    deadline = time.monotonic() + 3
+    while segments() - before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    leaked = segments() - before
+    for path in leaked:
+        os.unlink(path)
+    assert not leaked, f"test left segments behind: {leaked}"
+
+
+@pytest.fixture
+def name():
+    return f"t{os.getpid()}-{next(_names)}"
+
+
+class Procs:
+    """Starts processes and guarantees they are gone at the end of the test."""
+
+    def __init__(self):
+        self.items: list[subprocess.Popen] = []
+
+    def start(self, args, **kw) -> subprocess.Popen:
+        p = subprocess.Popen(args, env=env(), **kw)
+        self.items.append(p)
+        return p
+
+    def worker(self, url: str, model: str = os.path.join(MODELS, "testmodel.py"), wait: bool = True, extra=()) -> subprocess.Popen:
+        p = self.start([sys.executable, "-m", "ferry.worker", model, "--url", url, *extra])
+        if wait:
+            wait_served(url, p)
+        return p
+
+    def stop_all(self):
+        for p in self.items:
+            if p.poll() is None:
+                try:
+                    os.kill(p.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+                p.terminate()
+        for p in self.items:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def wait_served(url: str, proc: subprocess.Popen | None = None, timeout: float = 20.0) -> None:
+    """Waits until a client can connect and get an answer from some worker."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode} before serving {url}")
+        try:
+            with ferry.Client(url) as c:
+                c.call({"ping": ferry_ping()}, timeout=2)
+                return
+        except (ferry.NoServer, ferry.ChannelClosed, ferry.Timeout) as e:
+            last = e
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} not served within {timeout}s: {last}")
+
+
+def ferry_ping():
+    import numpy as np
+
+    return np.zeros(1, dtype=np.uint8)
+
+
+@pytest.fixture
+def procs():
+    ps = Procs()
+    yield ps
+    ps.stop_all()

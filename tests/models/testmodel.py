@@ -1,0 +1,21 @@
+"""Test model: echoes its input; dict keys steer behaviour (sleep, raise, id, check views)."""
+import os
+import time
+
+import numpy as np
+
+
+def predict(x):
+    if isinstance(x, dict):
+        if "sleep" in x:
+            time.sleep(float(x["sleep"]))
+        if "raise" in x:
+            raise ValueError(str(x["raise"]))
+        if "id" in x:
+            return {"id": x["id"], "pid": np.int64(os.getpid())}
+        if "check_view" in x:
+            a = x["check_view"]
+            return {"writeable": np.bool_(a.flags.writeable), "is_view": np.bool_(a.base is not None)}
+        if "ping" in x:
+            return {"pong": np.int64(os.getpid())}
+    return x
