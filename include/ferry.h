@@ -175,6 +175,13 @@ int ferry_job_reply(ferry_job *job);
 /** Sends an error reply (status and message) and frees the job. */
 int ferry_job_fail(ferry_job *job, int status, const char *message);
 
+/**
+ * Removes the segment of `url`'s channel if every process serving it died (a crash leaves it
+ * in /dev/shm; the next server reclaims it anyway). `*removed` (may be NULL) is 1 if one was
+ * removed, 0 if there was none or it is still served.
+ */
+int ferry_channel_reclaim(const char *url, int *removed);
+
 /* ---- writing messages ------------------------------------------------------------------- */
 
 /**

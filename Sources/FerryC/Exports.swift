@@ -369,6 +369,14 @@ public func ferry_message_bytes(_ msg: OpaquePointer?, _ data: UnsafeMutablePoin
     }
 }
 
+@_cdecl("ferry_channel_reclaim")
+public func ferry_channel_reclaim(_ url: UnsafePointer<CChar>?, _ removed: UnsafeMutablePointer<Int32>?) -> Int32 {
+    status {
+        let r = try Worker.reclaim(try string(url, "url"))
+        removed?.pointee = r ? 1 : 0
+    }
+}
+
 @_cdecl("ferry_segment_validate")
 public func ferry_segment_validate(_ header: UnsafeRawPointer?, _ len: Int, _ fileSize: Int) -> Int32 {
     status {

@@ -224,6 +224,36 @@ final class ShmSegment {
         throw FerryError(.busy, "could not create or join channel \"\(channel)\": too many concurrent creators")
     }
 
+    /// Removes the channel's segment if no process serves it any more (its servers died).
+    /// Returns true if a stale segment was removed, false if none exists or it is served.
+    static func reclaimIfStale(channel: String) throws -> Bool {
+        try validateName(channel)
+        let opened = cferryOpen(shmName(channel), create: false)
+        if opened.fd < 0 {
+            if opened.errno == ENOENT { return false }
+            throw System.error("shm_open", shmName(channel), errno: opened.errno)
+        }
+        let fd = opened.fd
+        defer { System.close(fd) }
+        try System.lock(fd: fd, byte: mutexByte, exclusive: true, wait: true)
+        let st = try System.stat(fd: fd)
+        guard let ino = System.inode(path: path(channel)), ino == st.inode else { return false }
+        if System.isLocked(fd: fd, byte: livenessByte) { return false }
+        if st.size >= SegmentLayout.headerSize, let header = try? System.mapShared(fd: fd, size: SegmentLayout.headerSize) {
+            if let g = try? SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size),
+               let base = try? System.mapShared(fd: fd, size: g.totalSize) {
+                let seg = ShmSegment(channel: channel, fd: -1, base: base, geometry: g, isServer: false)
+                seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
+                seg.wakeEveryone()
+                seg.isOpen = false
+                System.unmap(base, size: g.totalSize)
+            }
+            System.unmap(header, size: SegmentLayout.headerSize)
+        }
+        System.shmUnlink(shmName(channel))
+        return true
+    }
+
     // MARK: client side
 
     /// Maps an existing, served segment as a client.

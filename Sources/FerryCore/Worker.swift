@@ -17,6 +17,12 @@ public final class Worker {
         channel = ShmChannel(try ShmSegment.serve(channel: endpoint.name, slots: endpoint.slots, slotSize: endpoint.slotSize))
     }
 
+    /// Removes the segment of `url`'s channel if its servers all died (a crash leaves it behind;
+    /// the next server would reclaim it anyway). Returns true when one was removed.
+    public static func reclaim(_ url: String) throws -> Bool {
+        try ShmSegment.reclaimIfStale(channel: try Endpoint(url).name)
+    }
+
     /// Slots and bytes per slot of the channel (fixed by its creator).
     public var geometry: SegmentLayout.Geometry { channel.segment.geometry }
 

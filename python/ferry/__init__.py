@@ -9,12 +9,12 @@ from .errors import (
     PermissionDenied, RemoteError, Timeout, VersionMismatch, WorkerDied,
 )
 from .message import decode, encode
-from .serving import Worker, load_model, serve
+from .serving import Worker, load_model, reclaim, serve
 
 __version__ = _lib.ferry_version().decode()
 
 __all__ = [
-    "Client", "Worker", "serve", "load_model", "encode", "decode", "FerryError", "InvalidArgument",
+    "Client", "Worker", "serve", "load_model", "reclaim", "encode", "decode", "FerryError", "InvalidArgument",
     "MalformedMessage", "PayloadTooLarge", "Timeout", "WorkerDied", "NoServer", "Busy", "ChannelClosed",
     "RemoteError", "PermissionDenied", "VersionMismatch", "__version__",
 ]

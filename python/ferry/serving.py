@@ -110,6 +110,13 @@ def serve(url: str, fn: Callable[[Any], Any], inputs: str = "auto", max_requests
                 signal.signal(sig, handler)
 
 
+def reclaim(url: str) -> bool:
+    """Removes the segment of `url` if every process serving it died; True if one was removed."""
+    removed = ctypes.c_int()
+    check(lib.ferry_channel_reclaim(url.encode(), byref(removed)))
+    return bool(removed.value)
+
+
 def load_model(target: str, function: str = "predict") -> Callable[[Any], Any]:
     """Loads `function` from a file path or a module name; runs its `setup()` first."""
     if target.endswith(".py") or os.path.sep in target:
@@ -136,4 +143,4 @@ def load_model(target: str, function: str = "predict") -> Callable[[Any], Any]:
 
 
 
-__all__ = ["Worker", "serve", "load_model"]
+__all__ = ["Worker", "serve", "load_model", "reclaim"]

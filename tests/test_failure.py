@@ -1,0 +1,138 @@
+"""Failure across processes: dead or hung workers, restarts, stale segments, shutdown."""
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ferry
+from conftest import wait_served
+
+
+def call_in_thread(client, inputs, timeout):
+    """Runs client.call in a thread; returns (thread, result dict)."""
+    box = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            box["value"] = client.call(inputs, timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            box["error"] = e
+        box["seconds"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, box
+
+
+def test_worker_killed_mid_request_gives_an_error_not_a_hang(procs, name):
+    url = f"shm://{name}"
+    w = procs.worker(url)
+    with ferry.Client(url) as c:
+        t, box = call_in_thread(c, {"sleep": np.float64(30), "x": np.zeros(3)}, timeout=20)
+        time.sleep(0.5)
+        os.kill(w.pid, signal.SIGKILL)
+        w.wait()
+        t.join(25)
+        assert not t.is_alive()
+        assert isinstance(box.get("error"), ferry.WorkerDied), box
+        assert box["seconds"] < 5, "a dead worker must be noticed well before the timeout"
+    assert ferry.reclaim(url), "the dead worker's segment is detected as stale and removed"
+    assert not ferry.reclaim(url)
+
+
+def test_hung_worker_times_out_per_call_and_recovers(procs, name):
+    url = f"shm://{name}"
+    w = procs.worker(url)
+    with ferry.Client(url) as c:
+        os.kill(w.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(ferry.Timeout):
+            c.call(np.zeros(4), timeout=0.5)
+        assert 0.4 < time.monotonic() - t0 < 3
+        os.kill(w.pid, signal.SIGCONT)
+        np.testing.assert_array_equal(c.call(np.arange(3), timeout=5), np.arange(3))
+        # The abandoned slot came back: all slots usable again.
+        for _ in range(20):
+            c.call(np.zeros(1))
+
+
+def test_worker_that_took_a_request_then_hung_is_abandoned_cleanly(procs, name):
+    url = f"shm://{name}?slots=2"
+    w = procs.worker(url)
+    with ferry.Client(url) as c:
+        with pytest.raises(ferry.Timeout):
+            c.call({"sleep": np.float64(1.0), "x": np.zeros(1)}, timeout=0.2)
+        # The worker finishes later and frees the abandoned slot; the channel keeps working.
+        time.sleep(1.2)
+        for _ in range(10):
+            np.testing.assert_array_equal(c.call(np.ones(2), timeout=5), np.ones(2))
+
+
+def test_restarted_worker_serves_the_same_name_and_old_clients_reconnect(procs, name):
+    url = f"shm://{name}"
+    w = procs.worker(url)
+    with ferry.Client(url) as c:
+        assert c.call(np.int64(5)) == 5
+        os.kill(w.pid, signal.SIGKILL)
+        w.wait()
+        assert os.path.exists(f"/dev/shm/ferry.{name}"), "a crashed server leaves its segment"
+        with pytest.raises((ferry.NoServer, ferry.Timeout, ferry.WorkerDied)):
+            c.call(np.int64(6), timeout=1)
+        procs.worker(url)  # reclaims the stale segment
+        assert c.call(np.int64(7), timeout=5) == 7
+
+
+def test_clean_shutdown_unlinks_the_segment(procs, name):
+    url = f"shm://{name}"
+    w = procs.worker(url)
+    assert os.path.exists(f"/dev/shm/ferry.{name}")
+    assert oct(os.stat(f"/dev/shm/ferry.{name}").st_mode & 0o777) == "0o600"
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=10) == 0
+    assert not os.path.exists(f"/dev/shm/ferry.{name}")
+
+
+def test_two_servers_racing_for_one_name_share_it(procs, name):
+    url = f"shm://{name}"
+    a = procs.worker(url, wait=False)
+    b = procs.worker(url, wait=False)
+    wait_served(url)
+    with ferry.Client(url) as c:
+        pids = {int(c.call({"id": np.arange(2), "x": np.zeros(1)})["pid"]) for _ in range(200)}
+    assert pids <= {a.pid, b.pid} and pids
+    # The first to stop leaves the channel to the other; the last removes it.
+    a.send_signal(signal.SIGTERM)
+    a.wait(timeout=10)
+    assert os.path.exists(f"/dev/shm/ferry.{name}")
+    with ferry.Client(url) as c:
+        assert int(c.call({"id": np.arange(2), "x": np.zeros(1)})["pid"]) == b.pid
+    b.send_signal(signal.SIGTERM)
+    b.wait(timeout=10)
+    assert not os.path.exists(f"/dev/shm/ferry.{name}")
+
+
+def test_client_killed_while_holding_slots_does_not_leak_them(procs, name):
+    url = f"shm://{name}?slots=2"
+    procs.worker(url)
+    holder = procs.start([sys.executable, "-c", f"""
+import ferry, time
+from ctypes import byref, c_void_p
+from ferry._lib import lib
+c = ferry.Client("{url}")
+for _ in range(2):
+    call = c_void_p(); assert lib.ferry_call_begin(c._handle(), 1000, byref(call)) == 0
+print("holding", flush=True)
+time.sleep(60)
+"""], stdout=__import__("subprocess").PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
+    holder.kill()
+    holder.wait()
+    # Both slots were claimed by the dead client; the next client's claim sweeps them back.
+    with ferry.Client(url) as c:
+        np.testing.assert_array_equal(c.call(np.arange(3), timeout=5), np.arange(3))
+        np.testing.assert_array_equal(c.call(np.arange(3), timeout=5), np.arange(3))
