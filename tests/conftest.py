@@ -115,3 +115,16 @@ def procs():
     ps = Procs()
     yield ps
     ps.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def no_stray_children():
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        out = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split()
+        live = [p for p in out if os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z"]
+        if not live:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"test left child processes running: {live}")

@@ -1,0 +1,101 @@
+import XCTest
+@testable import FerryCore
+
+final class MessageTests: XCTestCase {
+    func testEveryDTypeAndShapeRoundTrips() throws {
+        let shapes: [[Int]] = [[], [0], [3], [2, 3], [0, 5], [1, 1, 1, 1, 1, 1, 1, 2]]
+        for dtype in DType.allCases where dtype != .string && dtype != .bytes {
+            for shape in shapes {
+                let n = shape.reduce(1, *) * dtype.itemSize!
+                let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 7 + 1) & (dtype == .bool ? 1 : 0xFF) }
+                let t = try Tensor(dtype: dtype, shape: shape, bytes: bytes)
+                let m = Message([("t", t)], metadata: ["k": "v"])
+                let back = try Message.decode(try m.encoded())
+                XCTAssertEqual(back, m, "\(dtype) \(shape)")
+            }
+        }
+    }
+
+    func testStringsBytesAndScalars() throws {
+        let m = Message([
+            ("s", Tensor(strings: ["héllo", "", "😀", "x"], shape: [2, 2])),
+            ("b", try Tensor(dtype: .bytes, shape: [3], bytes: [0, 1, 255])),
+            ("f", Tensor(scalar: Float(2.5))),
+        ])
+        let back = try Message.decode(try m.encoded())
+        XCTAssertEqual(try back["s"]!.strings(), ["héllo", "", "😀", "x"])
+        XCTAssertEqual(back["b"]!.bytes, [0, 1, 255])
+        XCTAssertEqual(try back["f"]!.values(as: Float.self), [2.5])
+        XCTAssertEqual(back["f"]!.shape, [])
+    }
+
+    func testWriterRejectsWhatDoesNotFit() throws {
+        var buf = [UInt8](repeating: 0, count: 256)
+        try buf.withUnsafeMutableBytes { raw in
+            var w = MessageWriter(base: raw.baseAddress!, capacity: raw.count, limitHint: "raise slot_size")
+            XCTAssertThrowsError(try w.addTensor(name: "big", dtype: .uint8, shape: [1000])) { e in
+                XCTAssertEqual((e as? FerryError)?.code, .tooLarge)
+                XCTAssertTrue("\(e)".contains("slot_size"))
+            }
+            XCTAssertThrowsError(try w.addTensor(name: "x", dtype: .uint8, shape: Array(repeating: 1, count: 9)))
+            _ = try w.addTensor(name: "ok", dtype: .uint8, shape: [4])
+            XCTAssertThrowsError(try w.addTensor(name: "ok", dtype: .uint8, shape: [4]), "duplicate names")
+        }
+    }
+
+    func testDecoderRejectsTruncationAtEveryLength() throws {
+        let good = try Message([("a", Tensor([Int32](0..<10))), ("s", Tensor(strings: ["x", "yz"]))], metadata: ["k": "v"]).encoded()
+        for n in 0..<good.count {
+            XCTAssertThrowsError(try Message.decode(Array(good[0..<n])), "length \(n)") { e in
+                XCTAssertEqual((e as? FerryError)?.code, .malformed)
+            }
+        }
+        XCTAssertNoThrow(try Message.decode(good))
+    }
+
+    func testDecoderSurvivesEverySingleByteCorruption() throws {
+        let good = try Message([("a", Tensor([Int32](0..<10))), ("s", Tensor(strings: ["x", "yz"]))], metadata: ["k": "v"]).encoded()
+        for pos in 0..<good.count {
+            for value: UInt8 in [0, 1, 7, 0x80, 0xFF] {
+                var bad = good
+                bad[pos] = value
+                do { _ = try Message.decode(bad) } catch let e as FerryError {
+                    XCTAssertTrue(e.code == .malformed || e.code == .version)
+                }
+            }
+        }
+    }
+
+    func testSegmentHeaderValidation() throws {
+        var header = [UInt8](repeating: 0, count: 4096)
+        XCTAssertThrowsError(try header.withUnsafeBytes { try SegmentLayout.validate($0, fileSize: 1 << 20) })
+        header.withUnsafeMutableBytes { raw in
+            let p = raw.baseAddress!
+            p.put(SegmentLayout.magic, at: 0)
+            p.put(SegmentLayout.version, at: 8)
+            p.put(UInt32(4096), at: 12)
+            p.put(UInt32(2), at: 16)
+            p.put(UInt64(8192), at: 24)
+            p.put(UInt64(SegmentLayout.slotsOffset(slots: 2)), at: 32)
+            p.put(UInt64(SegmentLayout.slotsOffset(slots: 2) + 2 * 8192), at: 40)
+        }
+        let total = SegmentLayout.slotsOffset(slots: 2) + 2 * 8192
+        XCTAssertEqual(try header.withUnsafeBytes { try SegmentLayout.validate($0, fileSize: total) }.slots, 2)
+        XCTAssertThrowsError(try header.withUnsafeBytes { try SegmentLayout.validate($0, fileSize: total - 1) })
+        header[16] = 0
+        XCTAssertThrowsError(try header.withUnsafeBytes { try SegmentLayout.validate($0, fileSize: total) })
+    }
+
+    func testEndpointParsing() throws {
+        let e = try Endpoint("shm://digits?slots=4&slot_size=16M&wait=spin&timeout_ms=250")
+        XCTAssertEqual(e.name, "digits")
+        XCTAssertEqual(e.slots, 4)
+        XCTAssertEqual(e.slotSize, 16 << 20)
+        XCTAssertEqual(e.wait, .spin)
+        XCTAssertEqual(e.timeoutNanos, 250_000_000)
+        XCTAssertEqual(try Endpoint("shm://x?spin_us=5").wait, .spinThenFutex(spinNanos: 5000))
+        for bad in ["digits", "shm://a/b", "shm://x?slots=0", "shm://x?bogus=1", "shm://x?wait=nap", "tcp://h:1", "shm://x?slot_size=3Q"] {
+            XCTAssertThrowsError(try Endpoint(bad), bad)
+        }
+    }
+}

@@ -1,0 +1,92 @@
+"""The `ferry` command: supervised serving, manual calls, the demo and the benchmark."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+
+import ferry
+from conftest import FERRY, MODELS, wait_served
+
+
+def worker_pids(supervisor_pid: int) -> set:
+    out = subprocess.run(["pgrep", "-P", str(supervisor_pid)], capture_output=True, text=True).stdout
+    pids = set()
+    for pid in map(int, out.split()):
+        # /usr/bin/env execs python in place, so the child pid is the worker.
+        pids.add(pid)
+    return pids
+
+
+def wait_for(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise TimeoutError("condition not met")
+
+
+def test_serve_supervises_restarts_and_stops_workers(procs, name):
+    sup = procs.start([FERRY, "serve", os.path.join(MODELS, "testmodel.py"), "--name", name, "--workers", "2"],
+                      stderr=subprocess.PIPE, text=True)
+    url = f"shm://{name}"
+    wait_served(url, sup)
+    first = wait_for(lambda: (lambda p: p if len(p) == 2 else None)(worker_pids(sup.pid)))
+    with ferry.Client(url) as c:
+        assert c.call(np.int32(3)) == 3
+        victim = sorted(first)[0]
+        os.kill(victim, signal.SIGKILL)
+        # The supervisor notices and starts a replacement; the channel stays up meanwhile.
+        after = wait_for(lambda: (lambda p: p if len(p) == 2 and victim not in p else None)(worker_pids(sup.pid)))
+        assert len(after & first) == 1
+        served = {int(c.call({"id": np.arange(2), "x": np.zeros(1)}, timeout=10)["pid"]) for _ in range(300)}
+        assert served <= after
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=15) == 0
+    for pid in after:
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    assert not os.path.exists(f"/dev/shm/ferry.{name}")
+    assert "restarting" in sup.stderr.read()
+
+
+def test_call_sends_npy_files_and_saves_the_reply(procs, name, tmp_path):
+    url = f"shm://{name}"
+    procs.worker(url)
+    a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "a.npy", a)
+    out = subprocess.run([FERRY, "call", url, "--input", f"{tmp_path / 'a.npy'}", "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "output: float32 [3, 4]" in out.stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "output.npy"), a)
+
+
+def test_call_without_server_fails_clearly(name):
+    out = subprocess.run([FERRY, "call", f"shm://{name}", "--input", "x.npy"], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+
+
+def test_demo_recognises_digits_end_to_end(tmp_path):
+    out = subprocess.run([FERRY, "demo", "--batches", "300", "--cache", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    line = next(l for l in out.stdout.splitlines() if "accuracy" in l)
+    accuracy = float(line.split()[1])
+    assert accuracy > 90, out.stdout
+    assert "p50" in out.stdout and "grids/s" in out.stdout
+
+
+def test_bench_json_reports_latency_and_throughput():
+    out = subprocess.run([FERRY, "bench", "--count", "500", "--warmup", "100", "--json", "--idle-seconds", "0.5"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    for key in ("p50_us", "p99_us", "p999_us", "throughput_per_s", "mb_per_s", "settings", "idle_worker_cpu_percent"):
+        assert key in r
+    assert 0 < r["p50_us"] <= r["p99_us"] <= r["p999_us"]
+    assert r["settings"]["payload_bytes"] == 9 * 28 * 28
+    assert r["idle_worker_cpu_percent"] < 20
