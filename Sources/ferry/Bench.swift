@@ -69,8 +69,10 @@ struct Bench: ParsableCommand {
     var workerCPUs: String = "1"
     @Option(name: .customLong("idle-seconds"), help: "Afterwards, measure an idle worker's CPU use over this many seconds.")
     var idleSeconds: Double = 0
-    @Option(help: "Model for the started workers.")
+    @Option(help: "Model for the started workers (a Python module or file).")
     var model: String = "ferry.models.bench"
+    @Flag(name: .customLong("swift-worker"), help: "Serve with Swift worker threads in this process instead of Python processes (the floor without Python).")
+    var swiftWorker = false
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
     @OptionGroup var channel: ChannelOptions
@@ -98,9 +100,32 @@ struct Bench: ParsableCommand {
             target = try ch.url(name: "bench-\(getpid())")
             setenv("FERRY_BENCH_REPLY", String(replyBytes), 1)
             holder = try Worker(target)
-            let s = Supervisor(model: model, url: target, count: workers, cpus: cpus, logger: makeLogger("ferry.bench"))
-            try s.start()
-            sup = s
+            if swiftWorker {
+                for i in 0..<workers {
+                    let cpu = cpus.isEmpty ? nil : cpus[i % cpus.count]
+                    let reply = replyBytes
+                    Thread.detachNewThread {
+                        if let cpu { try? System.pin(cpu: cpu) }
+                        guard let w = try? Worker(target) else { return }
+                        defer { w.close() }
+                        let small = [UInt8](repeating: 0, count: max(reply, 0))
+                        try? w.serve { req, writer in
+                            if reply < 0 {
+                                for t in req.tensors {
+                                    let dst = try writer.addTensor(name: t.name, dtype: t.dtype, shape: t.shape)
+                                    if !t.data.isEmpty { dst.copyMemory(from: t.data) }
+                                }
+                            } else {
+                                try small.withUnsafeBytes { try writer.addTensor(name: "output", dtype: .uint8, shape: [small.count], bytes: $0) }
+                            }
+                        }
+                    }
+                }
+            } else {
+                let s = Supervisor(model: model, url: target, count: workers, cpus: cpus, logger: makeLogger("ferry.bench"))
+                try s.start()
+                sup = s
+            }
         }
         defer {
             sup?.stop()

@@ -3,6 +3,7 @@ numpy views of a received message."""
 from __future__ import annotations
 
 import ctypes
+import threading
 from ctypes import byref, c_char_p, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
 
@@ -42,26 +43,59 @@ def _shape(shape) -> "ctypes.Array[c_int64]":
     return (c_int64 * MAX_DIMS)(*shape)
 
 
+_TEXT_CACHE: dict = {}
+
+
 def _c_text(text: str, what: str) -> bytes:
+    cached = _TEXT_CACHE.get(text)
+    if cached is not None:
+        return cached
     if "\x00" in text:
         raise ValueError(f"{what} {text!r} contains a NUL character, which the C interface cannot carry")
     try:
-        return text.encode("utf-8")
+        encoded = text.encode("utf-8")
     except UnicodeEncodeError as e:
         raise ValueError(f"{what} {text!r} is not valid Unicode text: {e}") from None
+    if len(_TEXT_CACHE) < 4096:  # names repeat from call to call; keep the hot ones encoded
+        _TEXT_CACHE[text] = encoded
+    return encoded
+
+
+class _Scratch:
+    """ctypes out-parameters reused across calls (one set per thread)."""
+
+    def __init__(self):
+        self.ptr = c_void_p()
+        self.nbytes = c_size_t()
+        self.shape = (c_int64 * MAX_DIMS)()
+        self.ptr_ref = byref(self.ptr)
+        self.nbytes_ref = byref(self.nbytes)
+
+
+_local = threading.local()
+
+
+def _scratch() -> _Scratch:
+    s = getattr(_local, "scratch", None)
+    if s is None:
+        s = _local.scratch = _Scratch()
+    return s
 
 
 def write_value(writer: int, name: str, value: Any) -> None:
     """Writes one value (array, scalar, str, bytes) as a tensor through a C writer."""
     key = _c_text(name, "tensor name")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-        check(lib.ferry_writer_put_tensor(writer, key, BYTES, 1, _shape((len(data),)), data, len(data)))
-        return
-    if isinstance(value, str):
-        value = np.array(value, dtype=np.str_)
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if arr.dtype.kind in "UO":
+    arr = value if type(value) is np.ndarray else None
+    if arr is None:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            check(lib.ferry_writer_put_tensor(writer, key, BYTES, 1, _shape((len(data),)), data, len(data)))
+            return
+        if isinstance(value, str):
+            value = np.array(value, dtype=np.str_)
+        arr = np.asarray(value)
+    kind = arr.dtype.kind
+    if kind in "UO":
         flat = [s if isinstance(s, str) else str(s) for s in arr.reshape(-1).tolist()]
         encoded = [s.encode("utf-8") for s in flat]
         n = len(encoded)
@@ -69,29 +103,38 @@ def write_value(writer: int, name: str, value: Any) -> None:
         lens = (c_size_t * max(n, 1))(*[len(b) for b in encoded])
         check(lib.ferry_writer_put_strings(writer, key, arr.ndim, _shape(arr.shape), ptrs, lens, n))
         return
-    code = dtype_code(arr.dtype)
+    code = _CODES.get((kind, arr.dtype.itemsize))
+    if code is None:
+        dtype_code(arr.dtype)  # raises with the explanation
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
-    ptr = c_void_p()
-    nbytes = c_size_t()
-    check(lib.ferry_writer_add_tensor(writer, key, code, arr.ndim, _shape(arr.shape), byref(ptr), byref(nbytes)))
-    if nbytes.value:
+    ndim = arr.ndim
+    if ndim > MAX_DIMS:
+        raise ValueError(f"{ndim} dimensions; Ferry allows at most {MAX_DIMS}")
+    sc = _scratch()
+    shape = sc.shape
+    for i, d in enumerate(arr.shape):
+        shape[i] = d
+    check(lib.ferry_writer_add_tensor(writer, key, code, ndim, shape, sc.ptr_ref, sc.nbytes_ref))
+    nbytes = sc.nbytes.value
+    if nbytes:
         if arr.flags.c_contiguous:
-            ctypes.memmove(ptr.value, arr.ctypes.data, nbytes.value)
+            ctypes.memmove(sc.ptr.value, arr.ctypes.data, nbytes)
         else:  # strided input: let numpy copy straight into the slot
-            dst = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes.value).from_address(ptr.value))
+            dst = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(sc.ptr.value))
             dst.view(arr.dtype).reshape(arr.shape)[...] = arr
 
 
 def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[str, str] | None = None) -> None:
     """Writes a single value under `default_name`, or a mapping of named values."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         for name, v in value.items():
             write_value(writer, str(name), v)
     elif value is not None:
         write_value(writer, default_name, value)
-    for k, v in (metadata or {}).items():
-        check(lib.ferry_writer_set_meta(writer, _c_text(str(k), "metadata key"), _c_text(str(v), "metadata value")))
+    if metadata:
+        for k, v in metadata.items():
+            check(lib.ferry_writer_set_meta(writer, _c_text(str(k), "metadata key"), _c_text(str(v), "metadata value")))
 
 
 class MessageReader:
@@ -111,15 +154,16 @@ class MessageReader:
         check(rc)
         return self._tensors, self._count.value
 
-    def read(self, msg: int, base: int | None = None, mapping: np.ndarray | None = None, copy: bool = True) -> dict:
-        """Tensors of `msg` by name. With `mapping` (the whole segment as uint8) and its
-        `base` address, arrays are read-only views into shared memory (zero copy)."""
+    def read(self, msg: int, base: int | None = None, mapping: memoryview | None = None, copy: bool = True) -> dict:
+        """Tensors of `msg` by name. With `mapping` (a read-only memoryview of the whole
+        segment) and its `base` address, arrays are read-only views into shared memory."""
         tensors, n = self.descriptors(msg)
         out = {}
         for i in range(n):
             t = tensors[i]
             name = ctypes.string_at(t.name, t.name_len).decode() if t.name_len else ""
-            shape = tuple(t.shape[: t.ndim])
+            ndim = t.ndim
+            shape = tuple(t.shape[:ndim]) if ndim else ()
             code, nbytes, addr = t.dtype, t.nbytes, t.data or 0
             if code == BYTES:
                 out[name] = ctypes.string_at(addr, nbytes) if nbytes else b""
@@ -129,9 +173,8 @@ class MessageReader:
                 continue
             dt = NUMPY_DTYPES[code]
             if mapping is not None and base is not None:
-                off = addr - base
-                arr = mapping[off : off + nbytes].view(dt).reshape(shape)
-                arr.flags.writeable = False
+                # One ndarray over the read-only segment view: no copy, not writable.
+                arr = np.ndarray(shape, dtype=dt, buffer=mapping, offset=addr - base)
                 if copy:
                     arr = arr.copy()
             else:

@@ -39,7 +39,7 @@ class Worker(Handle):
         check(lib.ferry_worker_mapping(ptr, byref(base), byref(size)))
         self._base = base.value
         # One view of the whole segment; every request tensor is a slice of it (zero copy).
-        self._mapping = np.ctypeslib.as_array((ctypes.c_uint8 * size.value).from_address(base.value))
+        self._mapping = memoryview((ctypes.c_uint8 * size.value).from_address(base.value)).cast("B").toreadonly()
         self._reader = MessageReader()
         self._stop = False
 
@@ -58,10 +58,13 @@ class Worker(Handle):
         Returns the number of requests answered."""
         w = self._handle()
         job, msg = c_void_p(), c_void_p()
+        job_ref, msg_ref = byref(job), byref(msg)
+        recv, request, writer_of, reply = lib.ferry_worker_recv, lib.ferry_job_request, lib.ferry_job_writer, lib.ferry_job_reply
+        read, base, mapping = self._reader.read, self._base, self._mapping
         wait_ms = int(poll * 1000)
         served = 0
         while not self._stop and (max_requests is None or served < max_requests):
-            rc = lib.ferry_worker_recv(w, wait_ms, byref(job))
+            rc = recv(w, wait_ms, job_ref)
             if rc == _TIMEOUT:
                 continue
             if rc == _CLOSED:
@@ -69,11 +72,13 @@ class Worker(Handle):
             check(rc)
             job_ptr = job.value
             try:
-                check(lib.ferry_job_request(job_ptr, byref(msg)))
-                tensors = self._reader.read(msg.value, self._base, self._mapping, copy=False)
+                rc = request(job_ptr, msg_ref)
+                if rc:
+                    check(rc)
+                tensors = read(msg.value, base, mapping, copy=False)
                 arg = tensors if (inputs == "dict" or len(tensors) != 1) else next(iter(tensors.values()))
                 result = fn(arg)
-                write_message(lib.ferry_job_writer(job_ptr), result, DEFAULT_OUTPUT)
+                write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
                 text = f"{type(e).__name__}: {e}"
                 lib.ferry_job_fail(job_ptr, _REMOTE, text.encode("utf-8", "replace")[:4000])
@@ -82,7 +87,9 @@ class Worker(Handle):
                 if os.environ.get("FERRY_TRACEBACK"):
                     traceback.print_exc()
                 continue
-            check(lib.ferry_job_reply(job_ptr))
+            rc = reply(job_ptr)
+            if rc:
+                check(rc)
             served += 1
         return served
 
