@@ -22,6 +22,7 @@ build: setup
 	@$(SWIFT) build -c release --product ferry 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true
 	@$(SWIFT) build -c release --product ferry-cli 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true
 	@test -x $(BUILD)/ferry-cli && test -f $(BUILD)/libferry.so || { echo "build failed" >&2; exit 1; }
+	@ln -sf libferry.so $(BUILD)/libferry.so.0
 	@mkdir -p bin && ln -sf ../$(BUILD)/ferry-cli $(BIN)
 
 demo: build

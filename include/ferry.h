@@ -166,12 +166,27 @@ int ferry_worker_mapping(ferry_worker *worker, void **base, size_t *size);
  * and must answer it with ferry_job_reply or ferry_job_fail.
  */
 int ferry_worker_recv(ferry_worker *worker, int64_t timeout_ms, ferry_job **job);
+/**
+ * ferry_worker_recv, then ferry_job_request and ferry_message_tensors in one call (the
+ * bindings' fast path): on FERRY_OK `*job` is owned by the caller and `*count` tells how
+ * many tensors the request has; they are in `tensors` if `*count <= cap` (else call
+ * ferry_message_tensors with a larger array). A malformed request returns FERRY_EMALFORMED
+ * with `*job` set: answer it with ferry_job_fail.
+ */
+int ferry_worker_next(ferry_worker *worker, int64_t timeout_ms, ferry_job **job,
+                      ferry_tensor *tensors, size_t cap, size_t *count);
 /** The job's request (borrowed, valid until the job is answered). FERRY_EMALFORMED if bad. */
 int ferry_job_request(ferry_job *job, const ferry_message **request);
 /** The job's reply writer (borrowed; valid until the job is answered). */
 ferry_writer *ferry_job_writer(ferry_job *job);
 /** Sends the reply and frees the job (also on error). */
 int ferry_job_reply(ferry_job *job);
+/**
+ * Replies with one tensor copied from `data` and frees the job (the fast path for a model
+ * returning one array). On failure the client gets an error reply, and the job is freed too.
+ */
+int ferry_job_reply_tensor(ferry_job *job, const char *name, int dtype, int ndim, const int64_t *shape,
+                           const void *data, size_t nbytes);
 /** Sends an error reply (status and message) and frees the job. */
 int ferry_job_fail(ferry_job *job, int status, const char *message);
 

@@ -49,8 +49,10 @@ def test_oversize_payload_names_the_setting_and_the_channel_stays_usable(procs, 
     with ferry.Client(url) as c:
         with pytest.raises(ferry.PayloadTooLarge, match="slot_size"):
             c.call(np.zeros(100_000, np.uint8))
-        with pytest.raises(ferry.RemoteError, match="slot_size"):
+        with pytest.raises(ferry.PayloadTooLarge, match="reply does not fit.*slot_size"):
             c.call(np.zeros(40_000, np.uint8))  # fits as a request; the echo reply does not
+        with pytest.raises(ferry.PayloadTooLarge, match="reply does not fit.*slot_size"):
+            c.call({"a": np.zeros(40_000, np.uint8), "b": np.zeros(1)})  # same through the general path
         assert c.call(np.ones(10, np.uint8)).sum() == 10
 
 

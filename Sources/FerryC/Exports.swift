@@ -139,6 +139,22 @@ public func ferry_worker_recv(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ ou
     }
 }
 
+@_cdecl("ferry_worker_next")
+public func ferry_worker_next(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                              _ tensors: UnsafeMutablePointer<ferry_tensor>?, _ cap: Int, _ count: UnsafeMutablePointer<Int>?) -> Int32 {
+    let rc = ferry_worker_recv(worker, timeoutMs, out)
+    guard rc == FERRY_OK, let job = out?.pointee else { return rc }
+    var request: OpaquePointer? = nil
+    let rq = ferry_job_request(job, &request)
+    guard rq == FERRY_OK else { count?.pointee = 0; return rq }
+    let n = ferry_message_tensor_count(request)
+    count?.pointee = n
+    if n <= cap, let tensors, let m = try? borrow(request, MessageHandle.self, "message") {
+        for i in 0..<n { fill(tensors + i, m.view.rawTensor(at: i)) }
+    }
+    return FERRY_OK
+}
+
 @_cdecl("ferry_job_request")
 public func ferry_job_request(_ job: OpaquePointer?, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     status {
@@ -163,6 +179,20 @@ public func ferry_job_reply(_ job: OpaquePointer?) -> Int32 {
     }
     release(job, JobHandle.self)
     return rc
+}
+
+@_cdecl("ferry_job_reply_tensor")
+public func ferry_job_reply_tensor(_ job: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32,
+                                   _ shape: UnsafePointer<Int64>?, _ data: UnsafeRawPointer?, _ nbytes: Int) -> Int32 {
+    let w = ferry_job_writer(job)
+    let rc = ferry_writer_put_tensor(w, name, dt, ndim, shape, data, nbytes)
+    if rc != FERRY_OK {
+        let text = String(cString: cferry_get_error())
+        _ = ferry_job_fail(job, rc == FERRY_EINVAL ? FERRY_EREMOTE : rc, text)
+        cferry_set_error(text)
+        return rc
+    }
+    return ferry_job_reply(job)
 }
 
 @_cdecl("ferry_job_fail")

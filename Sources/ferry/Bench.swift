@@ -65,7 +65,7 @@ struct Bench: ParsableCommand {
     var inflight: Int = 1
     @Option(name: .customLong("client-cpu"), help: "CPU for client threads (-1: no pinning).")
     var clientCPU: Int = 0
-    @Option(name: .customLong("worker-cpus"), help: "CPUs for workers, comma-separated (empty: no pinning).")
+    @Option(name: .customLong("worker-cpus"), help: "CPUs for workers, comma-separated (none: no pinning).")
     var workerCPUs: String = "1"
     @Option(name: .customLong("idle-seconds"), help: "Afterwards, measure an idle worker's CPU use over this many seconds.")
     var idleSeconds: Double = 0
@@ -137,6 +137,16 @@ struct Bench: ParsableCommand {
         for i in stride(from: 0, to: payload.count, by: 8) { payload[i] = UInt8.random(in: 0...255, using: &rng) }
         let shared = payload
 
+        // Wait until a worker answers, so start-up is not measured.
+        do {
+            let probe = try connectWhenServed(target)
+            defer { probe.close() }
+            _ = try probe.call([("input", Tensor([UInt8](repeating: 0, count: 1)))], timeout: .seconds(120))
+        }
+        // CPU burnt by this process (clients) and by the workers during the run.
+        let workerPids = sup?.pids ?? []
+        let cpuStartSelf = cpuSeconds(pid: getpid()) ?? 0
+        let cpuStartWorkers = workerPids.compactMap { cpuSeconds(pid: $0) }.reduce(0, +)
         let results = ResultBox(clients: clients)
         let total = (warmup + count) * clients
         let start = Date()
@@ -162,6 +172,8 @@ struct Bench: ParsableCommand {
         progress.update(total, force: true)
         progress.finish()
         let wall = Date().timeIntervalSince(start)
+        let clientCPUUsed = (cpuSeconds(pid: getpid()) ?? 0) - cpuStartSelf
+        let workerCPU = swiftWorker ? 0 : workerPids.compactMap { cpuSeconds(pid: $0) }.reduce(0, +) - cpuStartWorkers
         if let e = results.error { throw e }
         var hist = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
         for h in results.histograms { if let h { hist.add(h) } }
@@ -179,6 +191,8 @@ struct Bench: ParsableCommand {
             "max_us": Double(hist.max) / 1000,
             "throughput_per_s": throughput, "mb_per_s": throughput * Double(payloadBytes) / 1e6,
             "wall_s": wall, "idle_worker_cpu_percent": idle as Any,
+            "client_cpu_s": clientCPUUsed, "worker_cpu_s": workerCPU,
+            "cpu_us_per_call": (clientCPUUsed + workerCPU) / Double(max(total, 1)) * 1e6,
             "settings": [
                 "url": target, "shape": dims, "dtype": dt.name, "payload_bytes": payloadBytes, "reply_bytes": replyBytes,
                 "count": count, "warmup": warmup, "clients": clients, "workers": url == nil ? workers : -1,
@@ -258,5 +272,15 @@ final class ResultBox: @unchecked Sendable {
         lock.lock(); defer { lock.unlock() }
         guard let s = starts.compactMap({ $0 }).min(), let e = ends.compactMap({ $0 }).max() else { return 0 }
         return e.timeIntervalSince(s)
+    }
+}
+
+/// Connects to `url`, retrying while nothing serves it yet (workers starting), up to 60 s.
+func connectWhenServed(_ url: String) throws -> Client {
+    let deadline = Date().addingTimeInterval(60)
+    while true {
+        do { return try Client(url) } catch let e as FerryError where e.code == .noServer && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
     }
 }

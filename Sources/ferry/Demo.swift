@@ -20,7 +20,7 @@ struct Demo: ParsableCommand {
     var cache: String?
     @Option(name: .customLong("client-cpu"), help: "CPU for the client (-1: no pinning).")
     var clientCPU: Int = 0
-    @Option(name: .customLong("worker-cpus"), help: "CPUs for workers, comma-separated (empty: no pinning).")
+    @Option(name: .customLong("worker-cpus"), help: "CPUs for workers, comma-separated (none: no pinning).")
     var workerCPUs: String = "1"
 
     func run() throws {

@@ -91,6 +91,8 @@ _SIGNATURES = {
     "ferry_worker_mapping": (c_int, [c_void_p, _pp, _P(c_size_t)]),
     "ferry_worker_recv": (c_int, [c_void_p, c_int64, _pp]),
     "ferry_job_request": (c_int, [c_void_p, _pp]),
+    "ferry_worker_next": (c_int, [c_void_p, c_int64, _pp, _P(FerryTensor), c_size_t, _P(c_size_t)]),
+    "ferry_job_reply_tensor": (c_int, [c_void_p, c_char_p, c_int, c_int, _P(c_int64), c_void_p, c_size_t]),
     "ferry_job_writer": (c_void_p, [c_void_p]),
     "ferry_job_reply": (c_int, [c_void_p]),
     "ferry_job_fail": (c_int, [c_void_p, c_int, c_char_p]),

@@ -125,6 +125,19 @@ def write_value(writer: int, name: str, value: Any) -> None:
             dst.view(arr.dtype).reshape(arr.shape)[...] = arr
 
 
+def reply_array(job: int, name: bytes, arr: np.ndarray) -> int | None:
+    """Replies to `job` with one plain array in a single C call; None when `arr` needs the
+    general path (strings, big-endian, strided, too many dims)."""
+    code = _CODES.get((arr.dtype.kind, arr.dtype.itemsize))
+    if code is None or arr.dtype.byteorder == ">" or arr.ndim > MAX_DIMS or not arr.flags.c_contiguous:
+        return None
+    sc = _scratch()
+    shape = sc.shape
+    for i, d in enumerate(arr.shape):
+        shape[i] = d
+    return lib.ferry_job_reply_tensor(job, name, code, arr.ndim, shape, arr.__array_interface__["data"][0], arr.nbytes)
+
+
 def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[str, str] | None = None) -> None:
     """Writes a single value under `default_name`, or a mapping of named values."""
     if type(value) is dict or isinstance(value, Mapping):
@@ -158,6 +171,11 @@ class MessageReader:
         """Tensors of `msg` by name. With `mapping` (a read-only memoryview of the whole
         segment) and its `base` address, arrays are read-only views into shared memory."""
         tensors, n = self.descriptors(msg)
+        return self.convert(n, base, mapping, copy)
+
+    def convert(self, n: int, base: int | None = None, mapping: memoryview | None = None, copy: bool = True) -> dict:
+        """Turns the first `n` filled descriptors into arrays (see `read`)."""
+        tensors = self._tensors
         out = {}
         for i in range(n):
             t = tensors[i]

@@ -16,8 +16,8 @@ import numpy as np
 
 from ._handle import Handle, check
 from ._lib import lib
-from .errors import ChannelClosed
-from .message import DEFAULT_OUTPUT, MessageReader, write_message
+from .errors import ChannelClosed, FerryError
+from .message import DEFAULT_OUTPUT, MessageReader, reply_array, write_message
 
 _TIMEOUT = 4  # FERRY_ETIMEDOUT
 _CLOSED = 8  # FERRY_ECLOSED
@@ -57,39 +57,52 @@ class Worker(Handle):
         an error reply (RemoteError at the client) and the worker goes on.
         Returns the number of requests answered."""
         w = self._handle()
-        job, msg = c_void_p(), c_void_p()
-        job_ref, msg_ref = byref(job), byref(msg)
-        recv, request, writer_of, reply = lib.ferry_worker_recv, lib.ferry_job_request, lib.ferry_job_writer, lib.ferry_job_reply
-        read, base, mapping = self._reader.read, self._base, self._mapping
+        job, msg, count = c_void_p(), c_void_p(), c_size_t()
+        job_ref, msg_ref, count_ref = byref(job), byref(msg), byref(count)
+        reader = self._reader
+        nxt, request, writer_of, reply = lib.ferry_worker_next, lib.ferry_job_request, lib.ferry_job_writer, lib.ferry_job_reply
+        convert, read, base, mapping = reader.convert, reader.read, self._base, self._mapping
+        output = DEFAULT_OUTPUT.encode()
+        ndarray = np.ndarray
         wait_ms = int(poll * 1000)
         served = 0
         while not self._stop and (max_requests is None or served < max_requests):
-            rc = recv(w, wait_ms, job_ref)
+            # recv + validate + tensor descriptors in one C call.
+            rc = nxt(w, wait_ms, job_ref, reader._tensors, reader._cap, count_ref)
             if rc == _TIMEOUT:
                 continue
             if rc == _CLOSED:
                 break
-            check(rc)
             job_ptr = job.value
+            if rc != 0 and not job_ptr:
+                check(rc)
             try:
-                rc = request(job_ptr, msg_ref)
-                if rc:
-                    check(rc)
-                tensors = read(msg.value, base, mapping, copy=False)
-                arg = tensors if (inputs == "dict" or len(tensors) != 1) else next(iter(tensors.values()))
+                if rc != 0:
+                    check(rc)  # a malformed request: the client gets the error
+                n = count.value
+                if n <= reader._cap:
+                    tensors = convert(n, base, mapping, False)
+                else:
+                    check(request(job_ptr, msg_ref))
+                    tensors = read(msg.value, base, mapping, copy=False)
+                arg = tensors if (inputs == "dict" or n != 1) else next(iter(tensors.values()))
                 result = fn(arg)
-                write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
+                rc = reply_array(job_ptr, output, result) if type(result) is ndarray else None
+                if rc is None:
+                    write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
                 text = f"{type(e).__name__}: {e}"
-                lib.ferry_job_fail(job_ptr, _REMOTE, text.encode("utf-8", "replace")[:4000])
+                code = e.code if isinstance(e, FerryError) and e.code in (2, 3) else _REMOTE
+                lib.ferry_job_fail(job_ptr, code, text.encode("utf-8", "replace")[:4000])
                 if isinstance(e, (KeyboardInterrupt, SystemExit)):
                     raise
                 if os.environ.get("FERRY_TRACEBACK"):
                     traceback.print_exc()
                 continue
-            rc = reply(job_ptr)
-            if rc:
-                check(rc)
+            if rc is None:
+                rc = reply(job_ptr)
+            # The job is answered and freed either way; a failed reply already reached the
+            # client as an error (e.g. too large for the slot), so the worker goes on.
             served += 1
         return served
 

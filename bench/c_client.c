@@ -1,0 +1,67 @@
+/* C client → Ferry channel: sends one uint8 tensor of the given shape N times and prints
+ * latency percentiles as JSON. Used by bench/run.py ("Ferry C → Python"). */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ferry.h"
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 7) {
+        fprintf(stderr, "usage: %s URL COUNT WARMUP DTYPE ITEMSIZE DIM [DIM...]\n", argv[0]);
+        return 2;
+    }
+    const char *url = argv[1];
+    int count = atoi(argv[2]), warmup = atoi(argv[3]);
+    int dtype = atoi(argv[4]);
+    size_t bytes = (size_t)atoll(argv[5]);
+    int ndim = argc - 6;
+    int64_t shape[FERRY_MAX_DIMS];
+    for (int i = 0; i < ndim; i++) { shape[i] = atoll(argv[6 + i]); bytes *= (size_t)shape[i]; }
+    cpu_set_t set; CPU_ZERO(&set); CPU_SET(0, &set); sched_setaffinity(0, sizeof set, &set);
+    unsigned char *payload = malloc(bytes ? bytes : 1);
+    for (size_t i = 0; i < bytes; i++) payload[i] = (unsigned char)(i * 31);
+    ferry_client *client;
+    if (ferry_client_new(url, NULL, &client) != FERRY_OK) { fprintf(stderr, "%s\n", ferry_last_error()); return 1; }
+    double *lat = malloc(sizeof(double) * (size_t)count);
+    double t_start = 0;
+    for (int i = 0; i < warmup + count; i++) {
+        if (i == warmup) t_start = now_us();
+        ferry_call *call;
+        void *dst;
+        if (ferry_call_begin(client, 10000, &call) != FERRY_OK) { fprintf(stderr, "%s\n", ferry_last_error()); return 1; }
+        if (ferry_writer_add_tensor(ferry_call_writer(call), "input", dtype, ndim, shape, &dst, NULL) != FERRY_OK) {
+            fprintf(stderr, "%s\n", ferry_last_error()); return 1;
+        }
+        memcpy(dst, payload, bytes);
+        double t0 = now_us();
+        const ferry_message *reply;
+        if (ferry_call_send(call) != FERRY_OK || ferry_call_wait(call, 10000, &reply) != FERRY_OK) {
+            fprintf(stderr, "%s\n", ferry_last_error()); return 1;
+        }
+        if (i >= warmup) lat[i - warmup] = now_us() - t0;
+        ferry_call_free(call);
+    }
+    double wall = now_us() - t_start;
+    qsort(lat, (size_t)count, sizeof(double), cmp);
+    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f}\n",
+           lat[count / 2], lat[(int)(count * 0.99)], count / (wall / 1e6));
+    ferry_client_free(client);
+    free(lat);
+    free(payload);
+    return 0;
+}

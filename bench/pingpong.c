@@ -1,0 +1,64 @@
+/* The wake-up floor: two processes (CPU 0 and CPU 1) bounce one byte N times, either
+ * through a pair of pipes (a blocking kernel wake-up each way) or by spinning on a shared
+ * cache line (no kernel at all). Prints the median and p99 round trip as JSON. */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static void pin(int cpu) { cpu_set_t s; CPU_ZERO(&s); CPU_SET(cpu, &s); sched_setaffinity(0, sizeof s, &s); }
+
+int main(int argc, char **argv) {
+    int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
+    int n = argc > 2 ? atoi(argv[2]) : 20000;
+    int a[2], b[2];
+    if (pipe(a) || pipe(b)) return 1;
+    _Atomic int *flag = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    *flag = 0;
+    pid_t child = fork();
+    if (child == 0) {
+        pin(1);
+        char c;
+        for (int i = 0; i < n; i++) {
+            if (spin) {
+                while (atomic_load(flag) != 2 * i + 1) {}
+                atomic_store(flag, 2 * i + 2);
+            } else {
+                if (read(a[0], &c, 1) != 1 || write(b[1], &c, 1) != 1) _exit(1);
+            }
+        }
+        _exit(0);
+    }
+    pin(0);
+    double *lat = malloc(sizeof(double) * (size_t)n);
+    char c = 'x';
+    for (int i = 0; i < n; i++) {
+        double t0 = now_us();
+        if (spin) {
+            atomic_store(flag, 2 * i + 1);
+            while (atomic_load(flag) != 2 * i + 2) {}
+        } else {
+            if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) return 1;
+        }
+        lat[i] = now_us() - t0;
+    }
+    waitpid(child, NULL, 0);
+    qsort(lat, (size_t)n, sizeof(double), cmp);
+    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f}\n", lat[n / 2], lat[(int)(n * 0.99)]);
+    return 0;
+}
