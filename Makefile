@@ -6,7 +6,9 @@ BUILD := .build/release
 BIN := bin/ferry
 PYTEST_ARGS ?=
 
-.PHONY: all setup build demo test test-swift test-python clean help
+BENCH_ARGS ?=
+
+.PHONY: all setup build demo test test-swift test-python bench bench-setup clean help
 
 all: build
 
@@ -14,6 +16,7 @@ help:
 	@echo "make demo   – set up, build, run the nine-digit demo over shared memory"
 	@echo "make test   – set up, build, run the Swift and Python test suites"
 	@echo "make build  – release build of libferry.so and the ferry command (bin/ferry)"
+	@echo "make bench  – Ferry against Pipe, shared_memory, pyzmq, Redis, iceoryx2 (docs/benchmarks.md)"
 
 setup:
 	@scripts/setup.sh
@@ -35,6 +38,13 @@ test-swift:
 
 test-python:
 	cd tests && PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+bench-setup: setup
+	@scripts/setup.sh --bench
+
+bench: build bench-setup
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+	$(PYTHON) bench/render.py
 
 clean:
 	rm -rf .build bin

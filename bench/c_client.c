@@ -41,6 +41,7 @@ int main(int argc, char **argv) {
     double t_start = 0;
     for (int i = 0; i < warmup + count; i++) {
         if (i == warmup) t_start = now_us();
+        double t0 = now_us(); /* the whole call: claim, write, round trip */
         ferry_call *call;
         void *dst;
         if (ferry_call_begin(client, 10000, &call) != FERRY_OK) { fprintf(stderr, "%s\n", ferry_last_error()); return 1; }
@@ -48,7 +49,6 @@ int main(int argc, char **argv) {
             fprintf(stderr, "%s\n", ferry_last_error()); return 1;
         }
         memcpy(dst, payload, bytes);
-        double t0 = now_us();
         const ferry_message *reply;
         if (ferry_call_send(call) != FERRY_OK || ferry_call_wait(call, 10000, &reply) != FERRY_OK) {
             fprintf(stderr, "%s\n", ferry_last_error()); return 1;

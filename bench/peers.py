@@ -77,10 +77,9 @@ class PipePeer(Peer):
 # --- multiprocessing.shared_memory + a pipe for signalling ------------------------------
 
 def _shm_worker(shm_name, conn, shape, dtype, nbytes):
-    from multiprocessing import resource_tracker, shared_memory
+    from multiprocessing import shared_memory
 
     shm = shared_memory.SharedMemory(name=shm_name)
-    resource_tracker.unregister(shm._name, "shared_memory")  # the client owns it
     a = np.ndarray(shape, dtype=dtype, buffer=shm.buf)
     reply = np.ndarray(16, dtype=np.uint8, buffer=shm.buf, offset=nbytes)
     while True:

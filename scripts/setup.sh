@@ -6,6 +6,13 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 APT_PACKAGES=(gcc g++ make pkg-config)
+PY_MODULES="numpy pytest hypothesis sklearn scipy"
+PY_REQUIREMENTS=python/requirements.txt
+if [ "${1:-}" = "--bench" ]; then
+    APT_PACKAGES=(redis-server)
+    PY_MODULES="zmq redis hiredis iceoryx2 matplotlib"
+    PY_REQUIREMENTS=bench/requirements.txt
+fi
 
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -23,12 +30,8 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
-if ! "$PY" - <<'PYEOF' 2>/dev/null
-import importlib.util, sys
-mods = ["numpy", "pytest", "hypothesis", "sklearn", "scipy"]
-sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
-PYEOF
+if ! "$PY" -c "import importlib.util, sys; sys.exit(0 if all(importlib.util.find_spec(m) for m in sys.argv[1:]) else 1)" $PY_MODULES 2>/dev/null
 then
-    echo "setup: installing Python packages from python/requirements.txt"
-    "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r python/requirements.txt
+    echo "setup: installing Python packages from $PY_REQUIREMENTS"
+    "$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -r "$PY_REQUIREMENTS"
 fi

@@ -69,7 +69,9 @@ final class ShmChannel {
                 let g = (ShmChannel.gen(w) &+ 1) & 0x0FFF_FFFF
                 if slotWord(i).compareExchange(expected: w, desired: ShmChannel.pack(g, .claimed), ordering: .acquiringAndReleasing).exchanged {
                     field32(i, SegmentLayout.sClientPid).store(me, ordering: .releasing)
-                    cursor = (i + 1) % slots
+                    // Start the next search here: a client with one call in flight reuses the
+                    // same slot, whose pages are still warm in its cache.
+                    cursor = i
                     return (i, g)
                 }
             }

@@ -1,0 +1,243 @@
+"""Renders bench/results/latest.json into docs/benchmarks.md and docs/img/*.png."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DOCS = os.path.join(ROOT, "docs")
+IMG = os.path.join(DOCS, "img")
+
+FERRY_SWIFT = "Ferry: Swift → Python"
+MEMCPY = "limit: in-process memcpy"
+
+
+def is_ferry(name: str) -> bool:
+    return name.startswith("Ferry")
+
+
+def is_peer(name: str) -> bool:
+    return not is_ferry(name) and not name.startswith("limit")
+
+
+def fmt(v: float) -> str:
+    if v >= 1000:
+        return f"{v:,.0f}"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def plots(data: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(IMG, exist_ok=True)
+    systems = []
+    for p in data["payloads"]:
+        for k in p["results"]:
+            if k not in systems:
+                systems.append(k)
+    # Latency by payload size.
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for s in systems:
+        xs, ys = [], []
+        for p in data["payloads"]:
+            r = p["results"].get(s)
+            if r and "p50_us" in r:
+                xs.append(p["bytes"])
+                ys.append(r["p50_us"])
+        if xs:
+            style = "-o" if is_ferry(s) else ("--" if s.startswith("limit") else ":s")
+            ax.plot(xs, ys, style, label=s, linewidth=2.2 if is_ferry(s) else 1.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("payload bytes (digits, 224² image, 1080p frame, 1M×4 table)")
+    ax.set_ylabel("round trip p50 (µs, log)")
+    ax.set_title("Round-trip latency by payload size (client CPU 0, worker CPU 1)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMG, "latency.png"), dpi=110)
+    plt.close(fig)
+    # Throughput per payload.
+    fig, axes = plt.subplots(1, len(data["payloads"]), figsize=(14, 5))
+    for ax, p in zip(axes, data["payloads"]):
+        names = [s for s in systems if "throughput_per_s" in p["results"].get(s, {})]
+        vals = [p["results"][s]["throughput_per_s"] for s in names]
+        colors = ["tab:blue" if is_ferry(s) else ("tab:gray" if s.startswith("limit") else "tab:orange") for s in names]
+        ax.barh(range(len(names)), vals, color=colors)
+        ax.set_yticks(range(len(names)))
+        ax.set_yticklabels(names if ax is axes[0] else [""] * len(names), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_title(p["payload"], fontsize=9)
+        ax.set_xlabel("calls/s (log)")
+        ax.invert_yaxis()
+    fig.suptitle("Throughput, one request in flight (blue: Ferry, orange: peers, grey: limit)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(IMG, "throughput.png"), dpi=100)
+    plt.close(fig)
+
+
+def render(data: dict) -> str:
+    m = data["machine"]
+    out = []
+    w = out.append
+    w("# Benchmarks")
+    w("")
+    w("Ferry against what users would pick instead, measured **side by side in one run** on")
+    w("the same payloads. Reproduce with:")
+    w("")
+    w("```sh\nmake bench            # full run, ~10 minutes; writes bench/results/latest.json and this page\n"
+      "make bench BENCH_ARGS=--quick   # counts ÷ 5\n"
+      "bin/ferry bench --shape 9x28x28 --dtype uint8   # one Ferry figure\n```")
+    w("")
+    w(f"Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}; {m['date']}. "
+      f"Placement: {m['placement']}. Versions: Ferry {m['ferry']}, {m['swift']}, Python {m['python']}, "
+      f"numpy {m['numpy']}, pyzmq {m['pyzmq']}, redis-py {m['redis-py']} with hiredis {m['hiredis']}, "
+      f"{m['redis-server']}, iceoryx2 {m['iceoryx2']}.")
+    w("")
+    w("## How to read these numbers")
+    w("")
+    w("* **What is measured**: a client sends the payload (a numpy array, or the same bytes from")
+    w("  Swift or C) to a worker process, which gets it as an array and answers with a 16-byte array")
+    w("  that the client reads back. One request in flight. **p50/p99** are whole calls as the user")
+    w("  sees them, including getting the payload across (for Ferry: claiming a slot and writing the")
+    w("  payload into shared memory); **calls/s** is calls completed per second of the measured run.")
+    w("* **Why medians**: this is a shared 2-vCPU VM; a single descheduling costs milliseconds, so")
+    w("  means and maxima mostly measure the neighbours. p99 shows the tail. Run-to-run noise is")
+    w("  ±10–20 %; compare ratios within one run, not numbers across runs.")
+    w("* **Placement**: every client is pinned to CPU 0 and every worker to CPU 1, because waking a")
+    w("  process on the other vCPU costs ~25 µs here and the scheduler otherwise flips placement")
+    w("  between runs. Spinning waiters (Ferry's default spins 100 µs before sleeping; the iceoryx2")
+    w("  peer polls) therefore do not steal each other's core.")
+    w("* **Limits**: `memcpy` is the in-process copy of the payload (what any transport must at least")
+    w("  do once); the wake-up floor is a raw two-process ping-pong in C, through pipes (kernel")
+    w("  wake-ups) and by spinning on a shared cache line.")
+    w("")
+    fl = data.get("floor", {})
+    if fl:
+        w(f"Wake-up floor: pipe ping-pong p50 **{fmt(fl['pipe']['p50_us'])} µs**, spinning ping-pong p50 "
+          f"**{fmt(fl['spin']['p50_us'])} µs**.")
+        w("")
+    w("![latency](img/latency.png)")
+    w("")
+    w("![throughput](img/throughput.png)")
+    w("")
+    for p in data["payloads"]:
+        res = p["results"]
+        w(f"## {p['payload']} ({p['bytes']:,} bytes)")
+        w("")
+        w("| system | p50 µs | p99 µs | calls/s | MB/s |")
+        w("|---|---:|---:|---:|---:|")
+        for k, r in res.items():
+            if "error" in r:
+                w(f"| {k} | — | — | — | failed: {r['error'][:80]} |")
+            else:
+                bold = "**" if is_ferry(k) else ""
+                w(f"| {bold}{k}{bold} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | {fmt(r['throughput_per_s'])} | {fmt(r['mb_per_s'])} |")
+        peers_ok = {k: r for k, r in res.items() if is_peer(k) and "p50_us" in r}
+        if peers_ok:
+            best_lat = min(peers_ok, key=lambda k: peers_ok[k]["p50_us"])
+            best_tp = max(peers_ok, key=lambda k: peers_ok[k]["throughput_per_s"])
+            w("")
+            for k, r in res.items():
+                if not is_ferry(k) or "p50_us" not in r:
+                    continue
+                lat_ratio = peers_ok[best_lat]["p50_us"] / r["p50_us"]
+                tp_ratio = r["throughput_per_s"] / peers_ok[best_tp]["throughput_per_s"]
+                line = (f"* {k}: p50 **{lat_ratio:.2f}×** lower than the best peer ({best_lat}); "
+                        f"throughput **{tp_ratio:.2f}×** the best peer's ({best_tp})")
+                if MEMCPY in res:
+                    line += f"; throughput = **{r['throughput_per_s'] / res[MEMCPY]['throughput_per_s']:.2f}×** the memcpy limit"
+                if fl:
+                    line += f"; p50 = {r['p50_us'] / fl['spin']['p50_us']:.0f}× the spinning wake-up floor"
+                w(line + ".")
+        w("")
+    sc = data.get("scaling")
+    if sc:
+        w("## Scaling and wait strategies")
+        w("")
+        w("Digits payload, Swift clients (threads) → Python workers (processes), no pinning: the machine")
+        w("has **2 cores**, so beyond one client and one worker, processes share cores and spinning")
+        w("waiters compete with the work; the figures show that honestly rather than an ideal.")
+        w("")
+        w("| clients | workers | calls/s | p50 µs | p99 µs |")
+        w("|---:|---:|---:|---:|---:|")
+        for r in sc["clients_workers"]:
+            w(f"| {r['clients']} | {r['workers']} | {fmt(r['throughput_per_s'])} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} |")
+        w("")
+        w("Wait strategy (client CPU 0, worker CPU 1): latency against CPU burnt per call (client +")
+        w("worker, from /proc and getrusage) and an idle worker's CPU use over 2 s.")
+        w("")
+        w("| strategy | p50 µs | p99 µs | CPU µs per call | idle worker CPU % |")
+        w("|---|---:|---:|---:|---:|")
+        for r in sc["wait"]:
+            idle = r.get("idle_worker_cpu_percent")
+            w(f"| {r['wait']} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | {fmt(r['cpu_us_per_call'])} | {fmt(idle) if idle is not None else '—'} |")
+        w("")
+    w("## Targets")
+    w("")
+    w(targets(data))
+    return "\n".join(out) + "\n"
+
+
+def targets(data: dict) -> str:
+    lines = []
+    digits = data["payloads"][0]["results"]
+    frame = next((p["results"] for p in data["payloads"] if "1080" in p["payload"]), {})
+    f = digits.get(FERRY_SWIFT, {})
+
+    def check(label, ok, detail):
+        lines.append(f"* {'✅ met' if ok else '❌ missed'} — {label}: {detail}")
+
+    def peer(name_part):
+        return next((r for k, r in digits.items() if name_part in k and "p50_us" in r), None)
+
+    if "p50_us" in f:
+        check("small request p50 ≤ 10 µs (Swift → Python)", f["p50_us"] <= 10, f"{fmt(f['p50_us'])} µs")
+        for part, factor, label in (("pyzmq", 10, "≥ 10× lower than pyzmq"), ("Redis", 50, "≥ 50× lower than the Redis recipe")):
+            r = peer(part)
+            if r:
+                ratio = r["p50_us"] / f["p50_us"]
+                check(f"small request p50 {label}", ratio >= factor, f"{ratio:.1f}×")
+        r = peer("iceoryx2")
+        if r:
+            check("small request p50 no worse than iceoryx2", f["p50_us"] <= r["p50_us"] * 1.0,
+                  f"Ferry {fmt(f['p50_us'])} µs vs iceoryx2 {fmt(r['p50_us'])} µs")
+    fs = frame.get(FERRY_SWIFT, {})
+    if "throughput_per_s" in fs:
+        check("1080p frames ≥ 1000/s", fs["throughput_per_s"] >= 1000, f"{fmt(fs['throughput_per_s'])} frames/s")
+        if MEMCPY in frame:
+            ratio = fs["throughput_per_s"] / frame[MEMCPY]["throughput_per_s"]
+            check("1080p frames/s ≥ 0.8× the in-process memcpy limit", ratio >= 0.8, f"{ratio:.2f}×")
+    wait = {r["wait"]: r for r in data.get("scaling", {}).get("wait", [])}
+    if "hybrid" in wait and wait["hybrid"].get("idle_worker_cpu_percent") is not None:
+        v = wait["hybrid"]["idle_worker_cpu_percent"]
+        check("idle worker ≈ 0 % CPU (default wait)", v < 1, f"{fmt(v)} %")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results", "latest.json")
+    with open(path) as f:
+        data = json.load(f)
+    plots(data)
+    text = render(data)
+    notes = os.path.join(HERE, "notes.md")
+    if os.path.exists(notes):
+        text += "\n" + open(notes).read()
+    with open(os.path.join(DOCS, "benchmarks.md"), "w") as f:
+        f.write(text)
+    print(f"wrote docs/benchmarks.md and docs/img/*.png from {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
