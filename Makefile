@@ -7,8 +7,14 @@ BIN := bin/ferry
 PYTEST_ARGS ?=
 
 BENCH_ARGS ?=
+PREFIX ?= /usr/local
+VERSION := 0.1.0
+MAJOR := 0
+LIBDIR := $(PREFIX)/lib
+PYDEST := $(PREFIX)/share/ferry/python
+EXAMPLES := example-digits example-frames example-table
 
-.PHONY: all setup build demo test test-swift test-python bench bench-setup clean help
+.PHONY: all setup build build-examples demo test test-swift test-python bench bench-setup install uninstall clean help
 
 all: build
 
@@ -31,7 +37,10 @@ build: setup
 demo: build
 	@$(BIN) demo
 
-test: build test-swift test-python
+build-examples: build
+	@for p in $(EXAMPLES); do $(SWIFT) build -c release --product $$p 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true; done
+
+test: build build-examples test-swift test-python
 
 test-swift:
 	$(SWIFT) test 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]'; exit $${PIPESTATUS[0]}
@@ -45,6 +54,25 @@ bench-setup: setup
 bench: build bench-setup
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 	$(PYTHON) bench/render.py
+
+install: build
+	install -d $(LIBDIR)/pkgconfig $(LIBDIR)/cmake/Ferry $(PREFIX)/include $(PREFIX)/bin $(PYDEST)
+	install -m 0755 $(BUILD)/libferry.so $(LIBDIR)/libferry.so.$(VERSION)
+	ln -sf libferry.so.$(VERSION) $(LIBDIR)/libferry.so.$(MAJOR)
+	ln -sf libferry.so.$(MAJOR) $(LIBDIR)/libferry.so
+	install -m 0644 include/ferry.h include/ferry.hpp $(PREFIX)/include/
+	install -m 0755 $(BUILD)/ferry-cli $(PREFIX)/bin/ferry
+	sed -e 's|@PREFIX@|$(PREFIX)|g; s|@VERSION@|$(VERSION)|g' packaging/ferry.pc.in > $(LIBDIR)/pkgconfig/ferry.pc
+	sed -e 's|@VERSION@|$(VERSION)|g; s|@MAJOR@|$(MAJOR)|g' packaging/FerryConfig.cmake.in > $(LIBDIR)/cmake/Ferry/FerryConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g; s|@MAJOR@|$(MAJOR)|g' packaging/FerryConfigVersion.cmake.in > $(LIBDIR)/cmake/Ferry/FerryConfigVersion.cmake
+	rm -rf $(PYDEST)/ferry && cp -r python/ferry $(PYDEST)/ferry && find $(PYDEST)/ferry -name __pycache__ -prune -exec rm -rf {} +
+	ln -sf ../../../../lib/libferry.so.$(MAJOR) $(PYDEST)/ferry/libferry.so
+	@echo "installed Ferry $(VERSION) in $(PREFIX) (Python package: $(PYDEST), add it to PYTHONPATH)"
+
+uninstall:
+	rm -f $(LIBDIR)/libferry.so.$(VERSION) $(LIBDIR)/libferry.so.$(MAJOR) $(LIBDIR)/libferry.so
+	rm -f $(PREFIX)/include/ferry.h $(PREFIX)/include/ferry.hpp $(PREFIX)/bin/ferry $(LIBDIR)/pkgconfig/ferry.pc
+	rm -rf $(LIBDIR)/cmake/Ferry $(PREFIX)/share/ferry
 
 clean:
 	rm -rf .build bin

@@ -12,6 +12,9 @@ let package = Package(
         .library(name: "FerryCore", targets: ["FerryCore"]),
         .library(name: "ferry", type: .dynamic, targets: ["FerryC"]),
         .executable(name: "ferry-cli", targets: ["ferry"]),
+        .executable(name: "example-digits", targets: ["example-digits"]),
+        .executable(name: "example-frames", targets: ["example-frames"]),
+        .executable(name: "example-table", targets: ["example-table"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -51,5 +54,9 @@ let package = Package(
             ]
         ),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
+        // The Swift clients of examples/ (one per pattern; the other languages sit beside them).
+        .executableTarget(name: "example-digits", dependencies: ["FerryCore"], path: "examples/digits/swift"),
+        .executableTarget(name: "example-frames", dependencies: ["FerryCore"], path: "examples/frames/swift"),
+        .executableTarget(name: "example-table", dependencies: ["FerryCore"], path: "examples/table/swift"),
     ]
 )

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(gcc g++ make pkg-config)
-PY_MODULES="numpy pytest hypothesis sklearn scipy"
+APT_PACKAGES=(gcc g++ make pkg-config cmake)
+PY_MODULES="numpy pytest hypothesis sklearn scipy pandas"
 PY_REQUIREMENTS=python/requirements.txt
 if [ "${1:-}" = "--bench" ]; then
     APT_PACKAGES=(redis-server)

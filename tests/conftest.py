@@ -96,7 +96,10 @@ def wait_served(url: str, proc: subprocess.Popen | None = None, timeout: float =
             raise RuntimeError(f"worker exited with {proc.returncode} before serving {url}")
         try:
             with ferry.Client(url) as c:
-                c.call({"ping": ferry_ping()}, timeout=2)
+                try:
+                    c.call({"ping": ferry_ping()}, timeout=2)
+                except ferry.RemoteError:
+                    pass  # the model rejected the ping: still, a worker answered
                 return
         except (ferry.NoServer, ferry.ChannelClosed, ferry.Timeout) as e:
             last = e

@@ -1,5 +1,6 @@
 /* C client: streams synthetic 1080p BGR frames, each decoded straight into shared memory,
  * with the seed's {width, height, type} header; checks each result and prints fps. */
+#define _POSIX_C_SOURCE 200809L
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

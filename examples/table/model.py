@@ -8,8 +8,10 @@ import pandas as pd
 
 
 def to_frame(inputs) -> pd.DataFrame:
+    if not isinstance(inputs, dict):  # a lone tensor arrives by itself: the CSV blob
+        inputs = {"csv": inputs}
     if "csv" in inputs:  # seed 004: a 4-byte little-endian length, then CSV text
-        raw = inputs["csv"]
+        raw = bytes(inputs["csv"])  # a bytes tensor, or uint8 from C/C++
         (length,) = struct.unpack_from("<I", raw, 0)
         if length > len(raw) - 4:
             raise ValueError(f"CSV length {length} exceeds the {len(raw) - 4} bytes sent")

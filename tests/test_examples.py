@@ -1,0 +1,143 @@
+"""examples/: every pattern, every language, end to end against a real Python worker. The C
+and C++ clients are built against an *installed* Ferry (make install PREFIX=tmp), warnings
+as errors, the C++ ones under AddressSanitizer and UBSan."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, env, wait_served
+
+EXAMPLES = os.path.join(ROOT, "examples")
+RELEASE = os.path.join(ROOT, ".build", "release")
+
+
+@pytest.fixture(scope="module")
+def prefix(tmp_path_factory):
+    p = tmp_path_factory.mktemp("prefix")
+    subprocess.run(["make", "-s", "install", f"PREFIX={p}"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    yield p
+    subprocess.run(["make", "-s", "uninstall", f"PREFIX={p}"], cwd=ROOT, check=True)
+    left = [os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs]
+    assert not left, f"make uninstall left {left}"
+
+
+def installed_env(prefix) -> dict:
+    e = env()
+    e["PYTHONPATH"] = str(prefix / "share" / "ferry" / "python")  # the installed package only
+    e["PKG_CONFIG_PATH"] = str(prefix / "lib" / "pkgconfig")
+    return e
+
+
+def pkg_config(prefix, *args) -> list:
+    out = subprocess.run(["pkg-config", *args, "ferry"], env=installed_env(prefix), capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def binaries(prefix, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bin")
+    cflags, libs = pkg_config(prefix, "--cflags"), pkg_config(prefix, "--libs")
+    built = {}
+    for pattern in ("digits", "frames", "table"):
+        c = out / f"{pattern}-c"
+        subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", *cflags, "-o", str(c),
+                        os.path.join(EXAMPLES, pattern, "client.c"), *libs, "-lm"], check=True)
+        cpp = out / f"{pattern}-cpp"
+        subprocess.run(["g++", "-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+                        "-fno-sanitize-recover=all", *cflags, "-o", str(cpp), os.path.join(EXAMPLES, pattern, "client.cpp"), *libs],
+                       check=True)
+        built[pattern] = {"c": str(c), "cpp": str(cpp), "swift": os.path.join(RELEASE, f"example-{pattern}"),
+                          "python": [sys.executable, os.path.join(EXAMPLES, pattern, "client.py")]}
+    return built
+
+
+def serve(procs, prefix, pattern, url):
+    p = subprocess.Popen([sys.executable, "-m", "ferry.worker", os.path.join(EXAMPLES, pattern, "model.py"), "--url", url],
+                         env=installed_env(prefix))
+    procs.items.append(p)
+    wait_served(url.split("?")[0], p, timeout=60)
+    return p
+
+
+def run(cmd, prefix, *args) -> str:
+    cmd = cmd if isinstance(cmd, list) else [cmd]
+    e = installed_env(prefix)
+    e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+    out = subprocess.run([*cmd, *args], env=e, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"{cmd} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout
+
+
+LANGUAGES = ("python", "c", "cpp", "swift")
+
+
+def test_digits_in_every_language(procs, prefix, binaries, name, tmp_path):
+    url = f"shm://{name}"
+    serve(procs, prefix, "digits", url)
+    # Nine held-out digits and their true labels, from the demo's cached data set.
+    from ferry.models.digits import prepare
+
+    paths = prepare()
+    images, labels = np.load(paths["images"])[:9], np.load(paths["labels"])[:9]
+    raw = tmp_path / "nine.u8"
+    images.astype(np.uint8).tofile(raw)
+    outputs = {lang: run(binaries["digits"][lang], prefix, url, str(raw)).strip() for lang in LANGUAGES}
+    assert len(set(outputs.values())) == 1, outputs
+    predicted = [int(v) for v in outputs["c"].split(":")[1].split()]
+    assert sum(p == t for p, t in zip(predicted, labels)) >= 8, (predicted, labels.tolist())
+
+
+def test_frames_in_every_language(procs, prefix, binaries, name):
+    url = f"shm://{name}?slot_size=8M&slots=4"
+    serve(procs, prefix, "frames", url)
+    for lang in LANGUAGES:
+        out = run(binaries["frames"][lang], prefix, url.split("?")[0], "30")
+        assert "30 frames 1920x1080, fps:" in out, (lang, out)
+
+
+def test_table_in_every_language(procs, prefix, binaries, name):
+    pytest.importorskip("pandas")
+    url = f"shm://{name}?slot_size=1M"
+    serve(procs, prefix, "table", url)
+    for lang in LANGUAGES:
+        out = run(binaries["table"][lang], prefix, url.split("?")[0], "1000")
+        assert "columns: rows=1000 mean_close=349.75 total_volume=1499500" in out, (lang, out)
+        if lang in ("python", "cpp"):
+            assert "csv: rows=1000" in out, (lang, out)
+
+
+def test_cmake_find_package(procs, prefix, name, tmp_path):
+    if not shutil.which("cmake"):
+        pytest.skip("cmake not installed")
+    src = tmp_path / "proj"
+    src.mkdir()
+    (src / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.16)\nproject(uses_ferry CXX)\nset(CMAKE_CXX_STANDARD 17)\n"
+        "find_package(Ferry 0.1 REQUIRED)\n"
+        f"add_executable(digits {os.path.join(EXAMPLES, 'digits', 'client.cpp')})\n"
+        "target_link_libraries(digits PRIVATE Ferry::ferry)\n")
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(src), "-B", str(build), f"-DCMAKE_PREFIX_PATH={prefix}", "-DCMAKE_BUILD_TYPE=Release"],
+                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["cmake", "--build", str(build)], check=True, stdout=subprocess.DEVNULL)
+    url = f"shm://{name}"
+    serve(procs, prefix, "digits", url)
+    e = installed_env(prefix)
+    e["LD_LIBRARY_PATH"] = str(prefix / "lib")
+    out = subprocess.run([str(build / "digits"), url], env=e, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("labels:")
+
+
+def test_installed_library_has_a_soname_and_exports_only_ferry(prefix):
+    lib = prefix / "lib" / "libferry.so.0.1.0"
+    dyn = subprocess.run(["readelf", "-d", str(lib)], capture_output=True, text=True, check=True).stdout
+    assert "Library soname: [libferry.so.0]" in dyn
+    syms = subprocess.run(["nm", "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True).stdout
+    globals_ = [l.split()[-1] for l in syms.splitlines() if " T " in l or " D " in l or " B " in l]
+    assert globals_ and all(s.startswith("ferry_") for s in globals_), [s for s in globals_ if not s.startswith("ferry_")][:5]
+    assert (prefix / "bin" / "ferry").exists() and (prefix / "include" / "ferry.hpp").exists()
