@@ -136,3 +136,96 @@ time.sleep(60)
     with ferry.Client(url) as c:
         np.testing.assert_array_equal(c.call(np.arange(3), timeout=5), np.arange(3))
         np.testing.assert_array_equal(c.call(np.arange(3), timeout=5), np.arange(3))
+
+
+def test_supervisor_replaces_a_hung_worker(procs, name):
+    from conftest import FERRY, MODELS
+
+    sup = procs.start([FERRY, "serve", os.path.join(MODELS, "testmodel.py"), "--name", name, "--hang-timeout", "1"],
+                      stderr=__import__("subprocess").PIPE, text=True)
+    url = f"shm://{name}"
+    wait_served(url, sup)
+    with ferry.Client(url) as c:
+        t0 = time.monotonic()
+        # The model sleeps 60 s (a hang); the supervisor kills it after ~1 s.
+        with pytest.raises(ferry.WorkerDied):
+            c.call({"sleep": np.float64(60), "x": np.zeros(1)}, timeout=30)
+        assert time.monotonic() - t0 < 10
+        # A replacement serves the channel.
+        np.testing.assert_array_equal(c.call(np.arange(3), timeout=30), np.arange(3))
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=15) == 0
+    assert "worker hung" in sup.stderr.read()
+
+
+def test_supervisor_killed_takes_its_workers_and_the_segment_is_reclaimed(procs, name):
+    from conftest import FERRY, MODELS
+    import subprocess
+
+    sup = procs.start([FERRY, "serve", os.path.join(MODELS, "testmodel.py"), "--name", name, "--workers", "2"])
+    url = f"shm://{name}"
+    wait_served(url, sup)
+    children = [int(p) for p in subprocess.run(["pgrep", "-P", str(sup.pid)], capture_output=True, text=True).stdout.split()]
+    assert len(children) == 2
+    os.kill(sup.pid, signal.SIGKILL)
+    sup.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in children):
+        time.sleep(0.05)
+    assert not any(os.path.exists(f"/proc/{p}") for p in children), "workers must exit with their supervisor"
+    with pytest.raises(ferry.NoServer):
+        ferry.Client(url)
+    # The orphaned workers shut down cleanly (the last removes the segment); had they been
+    # killed too, the stale segment would be reclaimed here.
+    ferry.reclaim(url)
+    assert not os.path.exists(f"/dev/shm/ferry.{name}")
+
+
+def test_full_dev_shm_fails_clearly_at_creation(tmp_path):
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare for a private /dev/shm")
+    from conftest import PYTHON_DIR
+
+    script = (f"mount -t tmpfs -o size=1m tmpfs /dev/shm && "
+              f"PYTHONPATH={PYTHON_DIR} {sys.executable} -c \"import ferry; ferry.Worker('shm://full?slot_size=8M')\"")
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60)
+    if "mount" in out.stderr and "permission" in out.stderr.lower():
+        pytest.skip("mount not permitted here")
+    assert out.returncode != 0
+    assert "cannot reserve" in out.stderr and "/dev/shm" in out.stderr, out.stderr
+
+
+def test_another_user_cannot_attach(procs, name):
+    import pwd
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not shutil.which("useradd"):
+        pytest.skip("needs root, setpriv and useradd")
+    user = "ferry-test-nobody"
+    try:
+        pw = pwd.getpwnam(user)
+        created = False
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user], check=True)
+        pw = pwd.getpwnam(user)
+        created = True
+    try:
+        url = f"shm://{name}"
+        procs.worker(url)
+        st = os.stat(f"/dev/shm/ferry.{name}")
+        assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o600
+        from conftest import FERRY
+
+        # The ferry command needs nothing from root's home, unlike a Python install there.
+        out = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
+                              os.path.realpath(FERRY), "call", url], capture_output=True, text=True, timeout=30,
+                             env={"PATH": os.environ["PATH"], "HOME": "/tmp"})
+        assert out.returncode != 0
+        assert "Permission denied" in out.stderr, out.stdout + out.stderr
+    finally:
+        if created:
+            subprocess.run(["userdel", user], check=False)

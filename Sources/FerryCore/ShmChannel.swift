@@ -169,6 +169,7 @@ final class ShmChannel {
                 let w = slotWord(i).load(ordering: .relaxed)
                 guard ShmChannel.state(w) == .ready else { continue }
                 if slotWord(i).compareExchange(expected: w, desired: ShmChannel.pack(ShmChannel.gen(w), .busy), ordering: .acquiringAndReleasing).exchanged {
+                    setField64(i, SegmentLayout.sBusySince, System.nowNanos())
                     field32(i, SegmentLayout.sWorkerPid).store(me, ordering: .sequentiallyConsistent)
                     cursor = (i + 1) % slots
                     return (i, ShmChannel.gen(w), Int(field64(i, SegmentLayout.sRequestLength)))
@@ -219,6 +220,22 @@ final class ShmChannel {
                 release(slot: i, gen: ShmChannel.gen(w))
             }
         }
+    }
+
+    /// Workers that have held a request longer than `limitNanos` (hung models): (pid, seconds).
+    func hungWorkers(limitNanos: UInt64) -> [(pid: UInt32, seconds: Double)] {
+        let now = System.nowNanos()
+        var out: [(pid: UInt32, seconds: Double)] = []
+        for i in 0..<slots {
+            let state = ShmChannel.state(slotWord(i).load(ordering: .acquiring))
+            guard state == .busy || state == .abandoned else { continue }
+            let pid = field32(i, SegmentLayout.sWorkerPid).load(ordering: .acquiring)
+            let since = field64(i, SegmentLayout.sBusySince)
+            if pid != 0, since != 0, now > since, now - since > limitNanos {
+                out.append((pid, Double(now - since) / 1e9))
+            }
+        }
+        return out
     }
 
     /// Counts slots by state (for `ferry status` and tests).

@@ -27,7 +27,7 @@ public enum SegmentLayout {
 
     // Slot descriptor fields.
     static let sWord = 0, sClientWaiting = 4, sClientPid = 8, sWorkerPid = 12
-    static let sRequestLength = 16, sResponseOffset = 24, sResponseLength = 32
+    static let sRequestLength = 16, sResponseOffset = 24, sResponseLength = 32, sBusySince = 40
 
     static let stateInit: UInt32 = 0, stateReady: UInt32 = 1, stateClosed: UInt32 = 2
 

@@ -23,6 +23,14 @@ public final class Worker {
         try ShmSegment.reclaimIfStale(channel: try Endpoint(url).name)
     }
 
+    /// Processes that have been working on one request for longer than `limit` (a hung
+    /// model): their pids and for how long. A supervisor kills and replaces them.
+    public func hungWorkers(limit: Duration) -> [(pid: Int32, seconds: Double)] {
+        let c = limit.components
+        let ns = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
+        return channel.hungWorkers(limitNanos: ns).map { (Int32(bitPattern: $0.pid), $0.seconds) }
+    }
+
     /// Slots and bytes per slot of the channel (fixed by its creator).
     public var geometry: SegmentLayout.Geometry { channel.segment.geometry }
 

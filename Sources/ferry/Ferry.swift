@@ -50,6 +50,8 @@ struct Serve: ParsableCommand {
     var name: String
     @Option(help: "Number of worker processes.")
     var workers: Int = 1
+    @Option(name: .customLong("hang-timeout"), help: "Seconds a worker may spend on one request before it is killed and replaced (0: never).")
+    var hangTimeout: Double = 60
     @OptionGroup var channel: ChannelOptions
 
     func run() throws {
@@ -67,6 +69,14 @@ struct Serve: ParsableCommand {
                                           "slots": "\(holder.geometry.slots)", "slot_size": "\(holder.geometry.slotSize)"])
         while !stop.requested {
             Thread.sleep(forTimeInterval: 0.05)
+            if hangTimeout > 0 {
+                // A hung model holds its slot forever: kill that worker; its client gets an
+                // error at once and poll() starts a replacement.
+                for hung in holder.hungWorkers(limit: .milliseconds(Int64(hangTimeout * 1000))) where sup.pids.contains(hung.pid) {
+                    logger.warning("worker hung; killing it", metadata: ["pid": "\(hung.pid)", "seconds": "\(Int(hung.seconds))"])
+                    kill(hung.pid, SIGKILL)
+                }
+            }
             sup.poll()
         }
         logger.info("stopping")
