@@ -8,13 +8,14 @@ PYTEST_ARGS ?=
 
 BENCH_ARGS ?=
 PREFIX ?= /usr/local
+FUZZ_SECONDS ?= 60
 VERSION := 0.1.0
 MAJOR := 0
 LIBDIR := $(PREFIX)/lib
 PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table
 
-.PHONY: all setup build build-examples demo test test-swift test-python bench bench-setup install uninstall clean help
+.PHONY: all setup build build-examples demo test test-swift test-python fuzz fuzz-short sanitize soak bench bench-setup install uninstall clean help
 
 all: build
 
@@ -40,7 +41,26 @@ demo: build
 build-examples: build
 	@for p in $(EXAMPLES); do $(SWIFT) build -c release --product $$p 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true; done
 
-test: build build-examples test-swift test-python
+test: build build-examples test-swift test-python fuzz-short
+
+# libFuzzer on the message decoder and the segment-header check (fuzz/); crashes land in fuzz/.build/.
+fuzz:
+	@cd fuzz && $(SWIFT) build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -vE '^(Building|Build complete|\[[0-9]+/[0-9]+\])' || true
+	@for t in message segment; do \
+	  bin=fuzz/.build/release/Fuzz$$(echo $$t | sed 's/./\U&/'); mkdir -p fuzz/.build/work-$$t; \
+	  $$bin -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=fuzz/.build/crash-$$t- \
+	    fuzz/.build/work-$$t fuzz/corpus/$$t 2>&1 | grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz $$t: crash, see fuzz/.build/crash-$$t-*"; exit 1; }; \
+	  echo "fuzz $$t: no crash in $(FUZZ_SECONDS) s"; \
+	done
+
+fuzz-short:
+	@$(MAKE) -s fuzz FUZZ_SECONDS=15
+
+# The Swift tests under ThreadSanitizer and AddressSanitizer (separate build folders).
+sanitize: build
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan 2>&1 | grep -E 'Executed|error|WARNING|SUMMARY' ; exit $${PIPESTATUS[0]}
+	$(SWIFT) test --sanitize=address --scratch-path .build-asan 2>&1 | grep -E 'Executed|error|ERROR|SUMMARY' ; exit $${PIPESTATUS[0]}
 
 test-swift:
 	$(SWIFT) test 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]'; exit $${PIPESTATUS[0]}

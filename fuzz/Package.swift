@@ -1,0 +1,18 @@
+// swift-tools-version:6.0
+// libFuzzer targets for the message decoder and the segment-header validation. Built only
+// by `make fuzz` (with -sanitize=fuzzer,address), so the main package stays free of them.
+// FerryCore and its C shim are symlinks to the main package's sources (a path dependency
+// would be named after the folder the repository is cloned into).
+import PackageDescription
+
+let package = Package(
+    name: "FerryFuzz",
+    dependencies: [.package(url: "https://github.com/apple/swift-atomics", from: "1.3.0")],
+    targets: [
+        .target(name: "CFerryLinux"),
+        .target(name: "CFuzz"),
+        .target(name: "FerryCore", dependencies: ["CFerryLinux", .product(name: "Atomics", package: "swift-atomics")]),
+        .executableTarget(name: "FuzzMessage", dependencies: ["FerryCore", "CFuzz"]),
+        .executableTarget(name: "FuzzSegment", dependencies: ["FerryCore", "CFuzz"]),
+    ]
+)

@@ -1,0 +1,37 @@
+"""Writes the seed corpora (fuzz/corpus/*): valid messages of every dtype, shape, strings and
+metadata, and valid segment headers. Run once after a format change: python3 fuzz/make_corpus.py"""
+import os
+import struct
+import sys
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+import ferry  # noqa: E402
+
+out = os.path.join(HERE, "corpus", "message")
+os.makedirs(out, exist_ok=True)
+samples = [
+    {},
+    {"a": np.arange(10, dtype=np.int32)},
+    {"x": np.float64(3.5)},
+    {"e": np.zeros((0, 3), np.uint8), "b": np.ones((2, 2), np.bool_)},
+    {"s": np.array(["héllo", "", "x"]), "raw": b"\x00\x01"},
+    {"img": np.zeros((2, 3, 4), np.uint8), "h": np.arange(3, dtype=np.float16)},
+    {d: np.arange(4).astype(d) for d in ["int8", "int16", "int64", "uint16", "uint32", "uint64", "float32"]},
+]
+for i, tensors in enumerate(samples):
+    with open(os.path.join(out, f"seed-{i}.bin"), "wb") as f:
+        f.write(ferry.encode(tensors, {"k": "v", "error": "text"} if i % 2 else None))
+
+out = os.path.join(HERE, "corpus", "segment")
+os.makedirs(out, exist_ok=True)
+for slots, slot_size in [(1, 4096), (8, 8 << 20), (1024, 4096)]:
+    offset = (4096 + slots * 64 + 4095) // 4096 * 4096
+    total = offset + slots * slot_size
+    header = bytearray(4096)
+    struct.pack_into("<QIIIIQQQ", header, 0, 0x4745535952524546, 1, 4096, slots, 1, slot_size, offset, total)
+    with open(os.path.join(out, f"seed-{slots}.bin"), "wb") as f:
+        f.write(struct.pack("<Q", total) + bytes(header[:128]))
+print("corpus written")
