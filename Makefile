@@ -60,7 +60,7 @@ fuzz-short:
 # The Swift tests under ThreadSanitizer and AddressSanitizer (separate build folders).
 sanitize: build
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan 2>&1 | grep -E 'Executed|error|WARNING|SUMMARY' ; exit $${PIPESTATUS[0]}
-	$(SWIFT) test --sanitize=address --scratch-path .build-asan 2>&1 | grep -E 'Executed|error|ERROR|SUMMARY' ; exit $${PIPESTATUS[0]}
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp $(SWIFT) test --sanitize=address --scratch-path .build-asan 2>&1 | grep -E 'Executed|error|ERROR|SUMMARY' ; exit $${PIPESTATUS[0]}
 
 test-swift:
 	$(SWIFT) test 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]'; exit $${PIPESTATUS[0]}
@@ -93,6 +93,10 @@ uninstall:
 	rm -f $(LIBDIR)/libferry.so.$(VERSION) $(LIBDIR)/libferry.so.$(MAJOR) $(LIBDIR)/libferry.so
 	rm -f $(PREFIX)/include/ferry.h $(PREFIX)/include/ferry.hpp $(PREFIX)/bin/ferry $(LIBDIR)/pkgconfig/ferry.pc
 	rm -rf $(LIBDIR)/cmake/Ferry $(PREFIX)/share/ferry
+
+SOAK_SECONDS ?= 180
+soak: build
+	$(PYTHON) tests/soak.py --seconds $(SOAK_SECONDS)
 
 clean:
 	rm -rf .build bin

@@ -87,6 +87,8 @@ struct Bench: ParsableCommand {
         let payloadBytes = dims.reduce(1, *) * dt.itemSize!
         let stop = StopSignal()
         var holder: Worker? = nil
+        var swiftWorkers: [Worker] = []
+        let swiftWorkersDone = DispatchSemaphore(value: 0)
         var sup: Supervisor? = nil
         let target: String
         let cpus = workerCPUs.split(separator: ",").compactMap { Int($0) }
@@ -104,12 +106,15 @@ struct Bench: ParsableCommand {
                 for i in 0..<workers {
                     let cpu = cpus.isEmpty ? nil : cpus[i % cpus.count]
                     let reply = replyBytes
+                    let w = try Worker(target)
+                    swiftWorkers.append(w)
+                    nonisolated(unsafe) let worker = w
+                    let done = swiftWorkersDone
                     Thread.detachNewThread {
+                        defer { done.signal() }
                         if let cpu { try? System.pin(cpu: cpu) }
-                        guard let w = try? Worker(target) else { return }
-                        defer { w.close() }
                         let small = [UInt8](repeating: 0, count: max(reply, 0))
-                        try? w.serve { req, writer in
+                        try? worker.serve { req, writer in
                             if reply < 0 {
                                 for t in req.tensors {
                                     let dst = try writer.addTensor(name: t.name, dtype: t.dtype, shape: t.shape)
@@ -129,6 +134,10 @@ struct Bench: ParsableCommand {
         }
         defer {
             sup?.stop()
+            // Stop in-process workers before closing, so the last one out removes the segment.
+            for w in swiftWorkers { w.stop() }
+            for _ in swiftWorkers { swiftWorkersDone.wait() }
+            for w in swiftWorkers { w.close() }
             holder?.close()
         }
         // Random payload, the same for every call.
