@@ -1,13 +1,16 @@
-/* The wake-up floor: two processes (CPU 0 and CPU 1) bounce one byte N times, either
- * through a pair of pipes (a blocking kernel wake-up each way) or by spinning on a shared
- * cache line (no kernel at all). Prints the median and p99 round trip as JSON. */
+/* The wake-up floor: two processes (CPU 0 and CPU 1) bounce a token N times, through a
+ * pair of pipes or a shared futex word (a kernel wake-up each way), or by spinning on a
+ * shared cache line (no kernel at all). Prints the median and p99 round trip as JSON.
+ * Usage: pingpong pipe|futex|spin [N] */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,10 +24,18 @@ static int cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
+static void futex_wait(_Atomic int *w, int expected) {
+    while (atomic_load(w) == expected) syscall(SYS_futex, w, FUTEX_WAIT, expected, NULL, NULL, 0);
+}
+static void futex_set(_Atomic int *w, int value) {
+    atomic_store(w, value);
+    syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
 static void pin(int cpu) { cpu_set_t s; CPU_ZERO(&s); CPU_SET(cpu, &s); sched_setaffinity(0, sizeof s, &s); }
 
 int main(int argc, char **argv) {
     int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
+    int futex = argc > 1 && strcmp(argv[1], "futex") == 0;
     int n = argc > 2 ? atoi(argv[2]) : 20000;
     int a[2], b[2];
     if (pipe(a) || pipe(b)) return 1;
@@ -38,6 +49,9 @@ int main(int argc, char **argv) {
             if (spin) {
                 while (atomic_load(flag) != 2 * i + 1) {}
                 atomic_store(flag, 2 * i + 2);
+            } else if (futex) {
+                futex_wait(flag, 2 * i);
+                futex_set(flag, 2 * i + 2);
             } else {
                 if (read(a[0], &c, 1) != 1 || write(b[1], &c, 1) != 1) _exit(1);
             }
@@ -52,6 +66,9 @@ int main(int argc, char **argv) {
         if (spin) {
             atomic_store(flag, 2 * i + 1);
             while (atomic_load(flag) != 2 * i + 2) {}
+        } else if (futex) {
+            futex_set(flag, 2 * i + 1);
+            futex_wait(flag, 2 * i + 1);
         } else {
             if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) return 1;
         }

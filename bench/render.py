@@ -118,13 +118,14 @@ def render(data: dict) -> str:
     w("  between runs. Spinning waiters (Ferry's default spins 100 µs before sleeping; the iceoryx2")
     w("  peer polls) therefore do not steal each other's core.")
     w("* **Limits**: `memcpy` is the in-process copy of the payload (what any transport must at least")
-    w("  do once); the wake-up floor is a raw two-process ping-pong in C, through pipes (kernel")
-    w("  wake-ups) and by spinning on a shared cache line.")
+    w("  do once); the wake-up floor is a raw two-process ping-pong in C, through pipes or a futex")
+    w("  (kernel wake-ups) and by spinning on a shared cache line.")
     w("")
     fl = data.get("floor", {})
     if fl:
-        w(f"Wake-up floor: pipe ping-pong p50 **{fmt(fl['pipe']['p50_us'])} µs**, spinning ping-pong p50 "
-          f"**{fmt(fl['spin']['p50_us'])} µs**.")
+        futex = f", futex ping-pong p50 **{fmt(fl['futex']['p50_us'])} µs**" if "futex" in fl else ""
+        w(f"Wake-up floor (two processes, C): pipe ping-pong p50 **{fmt(fl['pipe']['p50_us'])} µs**{futex}, "
+          f"spinning ping-pong p50 **{fmt(fl['spin']['p50_us'])} µs**.")
         w("")
     w("![latency](img/latency.png)")
     w("")

@@ -260,7 +260,7 @@ def main() -> int:
                                                    redis.port if redis else None, only))
         log("limits: wake-up floor")
         results["floor"] = {}
-        for mode in ("pipe", "spin"):
+        for mode in ("pipe", "futex", "spin"):
             out = subprocess.run([os.path.join(BUILD, "pingpong"), mode, "20000"], capture_output=True, text=True, check=True)
             results["floor"][mode] = json.loads(out.stdout)
         os.sched_setaffinity(0, set(range(os.cpu_count())))

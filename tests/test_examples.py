@@ -141,3 +141,12 @@ def test_installed_library_has_a_soname_and_exports_only_ferry(prefix):
     globals_ = [l.split()[-1] for l in syms.splitlines() if " T " in l or " D " in l or " B " in l]
     assert globals_ and all(s.startswith("ferry_") for s in globals_), [s for s in globals_ if not s.startswith("ferry_")][:5]
     assert (prefix / "bin" / "ferry").exists() and (prefix / "include" / "ferry.hpp").exists()
+
+
+def test_opencv_variant_builds_when_opencv_is_installed(prefix, tmp_path):
+    e = installed_env(prefix)
+    if subprocess.run(["pkg-config", "--exists", "opencv4"], env=e).returncode != 0:
+        pytest.skip("OpenCV (opencv4) is not installed; the OpenCV variant is optional")
+    cv = subprocess.run(["pkg-config", "--cflags", "--libs", "opencv4"], env=e, capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", *pkg_config(prefix, "--cflags"), "-o", str(tmp_path / "cv"),
+                    os.path.join(EXAMPLES, "frames", "client_opencv.cpp"), *pkg_config(prefix, "--libs"), *cv], check=True)
