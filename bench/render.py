@@ -153,8 +153,10 @@ def render(data: dict) -> str:
                     continue
                 lat_ratio = peers_ok[best_lat]["p50_us"] / r["p50_us"]
                 tp_ratio = r["throughput_per_s"] / peers_ok[best_tp]["throughput_per_s"]
-                line = (f"* {k}: p50 **{lat_ratio:.2f}×** lower than the best peer ({best_lat}); "
-                        f"throughput **{tp_ratio:.2f}×** the best peer's ({best_tp})")
+                verdict = "better" if lat_ratio >= 1 else "worse"
+                line = (f"* {k}: p50 **{lat_ratio:.2f}×** the best peer's ({best_lat}; above 1 is {verdict} for Ferry"
+                        f"{'' if lat_ratio >= 1 else ' — here worse'}); throughput **{tp_ratio:.2f}×** the best peer's ({best_tp})")
+                line = line.replace(f"above 1 is {verdict} for Ferry", "above 1 means Ferry is faster")
                 if MEMCPY in res:
                     line += f"; throughput = **{r['throughput_per_s'] / res[MEMCPY]['throughput_per_s']:.2f}×** the memcpy limit"
                 if fl:

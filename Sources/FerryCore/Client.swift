@@ -28,14 +28,7 @@ public final class Client {
     public var slotSize: Int { channel?.slotSize ?? endpoint.slotSize }
 
     func deadline(_ timeout: Duration?) -> UInt64 {
-        let ns: UInt64
-        if let t = timeout {
-            let c = t.components
-            ns = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
-        } else {
-            ns = endpoint.timeoutNanos
-        }
-        return System.nowNanos() &+ ns
+        System.nowNanos() &+ (timeout?.clampedNanoseconds ?? endpoint.timeoutNanos)
     }
 
     /// Starts a call: claims a slot and returns it for writing the request in place.

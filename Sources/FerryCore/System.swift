@@ -156,3 +156,11 @@ public enum System {
     /// Current effective user id.
     static var euid: UInt32 { geteuid() }
 }
+
+extension Duration {
+    /// The duration in whole nanoseconds, clamped at zero (deadlines are computed in ns).
+    var clampedNanoseconds: UInt64 {
+        let c = components
+        return UInt64(max(0, c.seconds)) &* 1_000_000_000 &+ UInt64(max(0, c.attoseconds / 1_000_000_000))
+    }
+}

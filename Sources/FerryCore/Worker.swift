@@ -26,9 +26,7 @@ public final class Worker {
     /// Processes that have been working on one request for longer than `limit` (a hung
     /// model): their pids and for how long. A supervisor kills and replaces them.
     public func hungWorkers(limit: Duration) -> [(pid: Int32, seconds: Double)] {
-        let c = limit.components
-        let ns = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
-        return channel.hungWorkers(limitNanos: ns).map { (Int32(bitPattern: $0.pid), $0.seconds) }
+        channel.hungWorkers(limitNanos: limit.clampedNanoseconds).map { (Int32(bitPattern: $0.pid), $0.seconds) }
     }
 
     /// Slots and bytes per slot of the channel (fixed by its creator).
@@ -40,11 +38,7 @@ public final class Worker {
     /// Waits up to `timeout` for the next request; nil when none came. Throws `.closed`
     /// when the channel was closed.
     public func receive(timeout: Duration? = nil) throws -> Job? {
-        let ns: UInt64
-        if let t = timeout {
-            let c = t.components
-            ns = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
-        } else { ns = endpoint.timeoutNanos }
+        let ns = timeout?.clampedNanoseconds ?? endpoint.timeoutNanos
         guard let (slot, gen, length) = try channel.take(deadline: System.nowNanos() &+ ns, strategy: endpoint.wait) else { return nil }
         return Job(channel: channel, slot: slot, gen: gen, requestLength: length)
     }
