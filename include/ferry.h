@@ -145,6 +145,13 @@ int ferry_call_send(ferry_call *call);
  * the worker died, FERRY_ETIMEDOUT after the deadline.
  */
 int ferry_call_wait(ferry_call *call, int64_t timeout_ms, const ferry_message **reply);
+/**
+ * ferry_call_send, ferry_call_wait and ferry_message_tensors in one call (the bindings' fast
+ * path): on FERRY_OK `*reply` is as for ferry_call_wait and `*count` tells how many tensors
+ * it has; they are in `tensors` if `*count <= cap`.
+ */
+int ferry_call_finish(ferry_call *call, int64_t timeout_ms, const ferry_message **reply,
+                      ferry_tensor *tensors, size_t cap, size_t *count);
 /** Releases the call's slot. NULL is ignored. */
 void ferry_call_free(ferry_call *call);
 

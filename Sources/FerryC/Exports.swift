@@ -89,6 +89,23 @@ public func ferry_call_wait(_ call: OpaquePointer?, _ timeoutMs: Int64, _ reply:
     }
 }
 
+@_cdecl("ferry_call_finish")
+public func ferry_call_finish(_ call: OpaquePointer?, _ timeoutMs: Int64, _ reply: UnsafeMutablePointer<OpaquePointer?>?,
+                              _ tensors: UnsafeMutablePointer<ferry_tensor>?, _ cap: Int, _ count: UnsafeMutablePointer<Int>?) -> Int32 {
+    var rc = ferry_call_send(call)
+    guard rc == FERRY_OK else { return rc }
+    var message: OpaquePointer? = nil
+    rc = ferry_call_wait(call, timeoutMs, &message)
+    reply?.pointee = message
+    guard rc == FERRY_OK, let m = try? borrow(message, MessageHandle.self, "message") else { return rc }
+    let n = m.view.tensorCount
+    count?.pointee = n
+    if n <= cap, let tensors {
+        for i in 0..<n { fill(tensors + i, m.view.rawTensor(at: i)) }
+    }
+    return FERRY_OK
+}
+
 @_cdecl("ferry_call_free")
 public func ferry_call_free(_ call: OpaquePointer?) {
     if let c = try? borrow(call, CallHandle.self, "call") { c.reply = nil; c.call.close() }

@@ -46,7 +46,9 @@ struct Demo: ParsableCommand {
         let holder = try Worker(url)
         defer { holder.close() }
         let cpus = workerCPUs.split(separator: ",").compactMap { Int($0) }
-        let sup = Supervisor(model: "ferry.models.digits", url: url, count: workers, cpus: cpus, logger: makeLogger("ferry.demo"))
+        var logger = makeLogger("ferry.demo")
+        logger.logLevel = .warning  // the demo prints its own story
+        let sup = Supervisor(model: "ferry.models.digits", url: url, count: workers, cpus: cpus, logger: logger)
         try sup.start()
         defer { sup.stop() }
         if clientCPU >= 0 { try System.pin(cpu: clientCPU) }

@@ -85,6 +85,7 @@ _SIGNATURES = {
     "ferry_call_writer": (c_void_p, [c_void_p]),
     "ferry_call_send": (c_int, [c_void_p]),
     "ferry_call_wait": (c_int, [c_void_p, c_int64, _pp]),
+    "ferry_call_finish": (c_int, [c_void_p, c_int64, _pp, _P(FerryTensor), c_size_t, _P(c_size_t)]),
     "ferry_call_free": (None, [c_void_p]),
     "ferry_worker_new": (c_int, [c_char_p, _P(FerryOptions), _pp]),
     "ferry_worker_free": (None, [c_void_p]),

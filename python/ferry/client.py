@@ -1,7 +1,7 @@
 """The calling side: send arrays to a model served on a channel and get arrays back."""
 from __future__ import annotations
 
-from ctypes import byref, c_void_p
+from ctypes import byref, c_size_t, c_void_p
 from typing import Any, Mapping
 
 from ._handle import Handle, check
@@ -25,27 +25,31 @@ class Client(Handle):
         super().__init__(ptr)
         self.url = url
         self._reader = MessageReader()
+        # Out-parameters reused by every call (a client is used by one thread at a time).
+        self._call, self._reply, self._count = c_void_p(), c_void_p(), c_size_t()
+        self._call_ref, self._reply_ref, self._count_ref = byref(self._call), byref(self._reply), byref(self._count)
 
     def call_message(self, inputs: Any, metadata: Mapping[str, str] | None = None,
-                     timeout: float | None = None) -> tuple[dict, dict]:
+                     timeout: float | None = None, with_metadata: bool = True) -> tuple[dict, dict]:
         """Sends `inputs` (an array, or a dict of named arrays) and returns the reply as
         (tensors by name, metadata). Arrays are copied out of shared memory."""
         ms = -1 if timeout is None else max(0, int(timeout * 1000))
-        call = c_void_p()
-        check(lib.ferry_call_begin(self._handle(), ms, byref(call)))
+        call, reply, count = self._call, self._reply, self._count
+        check(lib.ferry_call_begin(self._handle(), ms, self._call_ref))
         try:
             write_message(lib.ferry_call_writer(call), inputs, DEFAULT_INPUT, metadata)
-            check(lib.ferry_call_send(call))
-            reply = c_void_p()
-            check(lib.ferry_call_wait(call, ms, byref(reply)))
-            return self._reader.read(reply.value), read_metadata(reply.value)
+            reader = self._reader
+            check(lib.ferry_call_finish(call, ms, self._reply_ref, reader._tensors, reader._cap, self._count_ref))
+            n = count.value
+            tensors = reader.convert(n) if n <= reader._cap else reader.read(reply.value)
+            return tensors, (read_metadata(reply.value) if with_metadata else {})
         finally:
             lib.ferry_call_free(call)
 
     def call(self, inputs: Any, timeout: float | None = None, **metadata: str) -> Any:
         """Sends `inputs` and returns the reply: the array itself when the model returned
         one tensor, else a dict of arrays."""
-        tensors, _ = self.call_message(inputs, metadata or None, timeout)
+        tensors, _ = self.call_message(inputs, metadata or None, timeout, with_metadata=False)
         if len(tensors) == 1:
             return next(iter(tensors.values()))
         return tensors
