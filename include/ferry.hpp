@@ -308,7 +308,13 @@ class Job {
 public:
     explicit Job(ferry_job* j) : j_(j) {}
     Job(Job&& o) noexcept : j_(std::exchange(o.j_, nullptr)) {}
-    Job& operator=(Job&&) = delete;
+    Job& operator=(Job&& o) noexcept {
+        if (this != &o) {
+            if (j_) ferry_job_fail(j_, FERRY_EREMOTE, "the worker dropped the request");
+            j_ = std::exchange(o.j_, nullptr);
+        }
+        return *this;
+    }
     Job(const Job&) = delete;
     Job& operator=(const Job&) = delete;
     ~Job() { if (j_) ferry_job_fail(j_, FERRY_EREMOTE, "the worker dropped the request"); }

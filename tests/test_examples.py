@@ -150,3 +150,34 @@ def test_opencv_variant_builds_when_opencv_is_installed(prefix, tmp_path):
     cv = subprocess.run(["pkg-config", "--cflags", "--libs", "opencv4"], env=e, capture_output=True, text=True, check=True).stdout.split()
     subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", *pkg_config(prefix, "--cflags"), "-o", str(tmp_path / "cv"),
                     os.path.join(EXAMPLES, "frames", "client_opencv.cpp"), *pkg_config(prefix, "--libs"), *cv], check=True)
+
+
+@pytest.mark.parametrize("lang", ["c", "cpp"])
+def test_native_worker_serves_a_python_client(prefix, name, tmp_path, lang):
+    """The reverse direction: a C or C++ worker (built against the installed library; C++
+    under ASan/UBSan) serves a Python client."""
+    import ferry
+
+    src = os.path.join(ROOT, "tests", "native", f"echo_worker.{lang}")
+    exe = tmp_path / f"worker-{lang}"
+    compiler = ["gcc", "-std=c11"] if lang == "c" else ["g++", "-std=c++17", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    subprocess.run([*compiler, "-O1", "-g", "-Wall", "-Wextra", "-Werror", *pkg_config(prefix, "--cflags"), "-o", str(exe), src,
+                    *pkg_config(prefix, "--libs")], check=True)
+    e = installed_env(prefix)
+    e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+    url = f"shm://{name}"
+    worker = subprocess.Popen([str(exe), url], env=e, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline().strip() == "serving"
+        with ferry.Client(url) as c:
+            out = c.call({"img": np.arange(12, dtype=np.uint8).reshape(3, 4), "v": np.array([1.5, -2], np.float32)})
+            np.testing.assert_array_equal(out["img"], np.arange(1, 13, dtype=np.uint8).reshape(3, 4))
+            np.testing.assert_array_equal(out["v"], np.array([3, -4], np.float32))
+            with pytest.raises(ferry.RemoteError, match="only uint8 and float32"):
+                c.call(np.zeros(2, np.int64))
+            c.call(np.zeros(1, np.uint8), stop="1")
+        assert worker.wait(timeout=10) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
