@@ -82,6 +82,13 @@ def build_tools() -> None:
                     os.path.join(HERE, "c_client.c"), f"-L{lib}", "-lferry", f"-Wl,-rpath,{lib}"], check=True)
 
 
+def build_redis_client() -> bool:
+    """The hiredis client needs libhiredis-dev; without it that row is skipped."""
+    r = subprocess.run(["gcc", "-O2", "-o", os.path.join(BUILD, "redis_client"), os.path.join(HERE, "redis_client.c"), "-lhiredis"],
+                       capture_output=True, text=True)
+    return r.returncode == 0
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -179,6 +186,20 @@ def run_payload(name, shape, dtype, count, warmup, redis_port, only) -> dict:
             res[cls.name] = {"error": f"{type(e).__name__}: {e}"}
         finally:
             peer.close()
+    if want("redis-c") and redis_port is not None and os.path.exists(os.path.join(BUILD, "redis_client")):
+        log("  Redis lists, C hiredis client")
+        peer = peers.RedisPeer(shape, dtype, WORKER_CPU, redis_port)
+        try:
+            n = max(count // 4, 20)
+            out = subprocess.run(["taskset", "-c", str(CLIENT_CPU), os.path.join(BUILD, "redis_client"), str(redis_port), str(n),
+                                  str(max(warmup // 4, 5)), str(nbytes)], capture_output=True, text=True, check=True, timeout=1800)
+            r = json.loads(out.stdout)
+            r["mb_per_s"] = r["throughput_per_s"] * nbytes / 1e6
+            res["Redis lists (C hiredis → redis-py worker, the seed's setup)"] = r
+        except Exception as e:  # noqa: BLE001
+            res["Redis lists (C hiredis → redis-py worker, the seed's setup)"] = {"error": f"{type(e).__name__}: {e}"}
+        finally:
+            peer.close()
     if want("memcpy"):
         dst = np.empty_like(payload)
         reps = max(count, 50)
@@ -251,6 +272,7 @@ def main() -> int:
     div = 5 if args.quick else 1
     os.sched_setaffinity(0, {CLIENT_CPU})
     build_tools()
+    build_redis_client()
     redis = RedisServer() if shutil.which("redis-server") else None
     results = {"machine": machine(), "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick else ""), "payloads": []}
     try:

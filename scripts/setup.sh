@@ -9,7 +9,7 @@ APT_PACKAGES=(gcc g++ make pkg-config cmake)
 PY_MODULES="numpy pytest hypothesis sklearn scipy pandas"
 PY_REQUIREMENTS=python/requirements.txt
 if [ "${1:-}" = "--bench" ]; then
-    APT_PACKAGES=(redis-server)
+    APT_PACKAGES=(redis-server libhiredis-dev)
     PY_MODULES="zmq redis hiredis iceoryx2 matplotlib"
     PY_REQUIREMENTS=bench/requirements.txt
 fi

@@ -93,6 +93,24 @@ final class ShmChannelTests: XCTestCase {
         }
     }
 
+    func testAsyncCall() async throws {
+        let url = "shm://\(uniqueName("async"))"
+        let worker = try Worker(url)
+        nonisolated(unsafe) let w = worker
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread {
+            try? w.serve { req in Message([("n", Tensor(scalar: Int64(req.entries.count)))]) }
+            done.signal()
+        }
+        let client = try Client(url)
+        let reply = try await client.call([("a", Tensor([1] as [UInt8])), ("b", Tensor([2] as [UInt8]))], timeout: .seconds(5))
+        XCTAssertEqual(try reply["n"]!.values(as: Int64.self), [2])
+        client.close()
+        worker.stop()
+        done.wait()
+        worker.close()
+    }
+
     func testMalformedRequestGetsAClearErrorReply() throws {
         let url = "shm://\(uniqueName("malformed"))"
         try withSwiftWorker(url, { $0 }) { _ in

@@ -1,0 +1,58 @@
+/* The seed's Redis recipe from C with hiredis, as the RoboMaster program did it: the payload
+ * under a key, the job id pushed on a list, the reply popped from a per-job list (the worker
+ * is Python with redis-py, bench/peers.py). Prints latency percentiles as JSON. */
+#define _POSIX_C_SOURCE 200809L
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+static int cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 5) { fprintf(stderr, "usage: %s PORT COUNT WARMUP BYTES\n", argv[0]); return 2; }
+    int port = atoi(argv[1]), count = atoi(argv[2]), warmup = atoi(argv[3]);
+    size_t bytes = (size_t)atoll(argv[4]);
+    redisContext *r = redisConnect("127.0.0.1", port);
+    if (!r || r->err) { fprintf(stderr, "redis: %s\n", r ? r->errstr : "no memory"); return 1; }
+    char *payload = malloc(bytes ? bytes : 1);
+    for (size_t i = 0; i < bytes; i++) payload[i] = (char)(i * 31);
+    double *lat = malloc(sizeof(double) * (size_t)count);
+    double start = 0;
+    for (int i = 0; i < warmup + count; i++) {
+        if (i == warmup) start = now_us();
+        char job[32];
+        snprintf(job, sizeof job, "c%d", i);
+        double t0 = now_us();
+        redisReply *a = redisCommand(r, "SET ferry:payload:%s %b", job, payload, bytes);
+        redisReply *b = a ? redisCommand(r, "LPUSH ferry:jobs %s", job) : NULL;
+        redisReply *c = b ? redisCommand(r, "BRPOP ferry:reply:%s 30", job) : NULL;
+        if (!c || c->type != REDIS_REPLY_ARRAY || c->elements != 2 || c->element[1]->len != 16) {
+            fprintf(stderr, "redis: no reply for %s\n", job);
+            return 1;
+        }
+        if (i >= warmup) lat[i - warmup] = now_us() - t0;
+        freeReplyObject(a);
+        freeReplyObject(b);
+        freeReplyObject(c);
+    }
+    double wall = now_us() - start;
+    qsort(lat, (size_t)count, sizeof(double), cmp);
+    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f}\n", lat[count / 2], lat[(int)(count * 0.99)],
+           count / (wall / 1e6));
+    redisFree(r);
+    free(lat);
+    free(payload);
+    return 0;
+}
