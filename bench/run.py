@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import glob
 import json
 import os
 import platform
@@ -273,6 +274,7 @@ def main() -> int:
     os.sched_setaffinity(0, {CLIENT_CPU})
     build_tools()
     build_redis_client()
+    iox_before = set(glob.glob("/dev/shm/iox2_*"))
     redis = RedisServer() if shutil.which("redis-server") else None
     results = {"machine": machine(), "command": "make bench" + (" BENCH_ARGS=--quick" if args.quick else ""), "payloads": []}
     try:
@@ -290,6 +292,12 @@ def main() -> int:
     finally:
         if redis:
             redis.close()
+        # iceoryx2 leaves a management file per machine; remove the ones this run created.
+        for path in set(glob.glob("/dev/shm/iox2_*")) - iox_before:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
