@@ -2,6 +2,7 @@
  * latency percentiles as JSON. Used by bench/run.py ("Ferry C → Python"). */
 #define _GNU_SOURCE
 #include <sched.h>
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,16 +10,7 @@
 
 #include "ferry.h"
 
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
 
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv) {
     if (argc < 7) {
@@ -32,7 +24,7 @@ int main(int argc, char **argv) {
     int ndim = argc - 6;
     int64_t shape[FERRY_MAX_DIMS];
     for (int i = 0; i < ndim; i++) { shape[i] = atoll(argv[6 + i]); bytes *= (size_t)shape[i]; }
-    cpu_set_t set; CPU_ZERO(&set); CPU_SET(0, &set); sched_setaffinity(0, sizeof set, &set);
+    pin_cpu(0);
     unsigned char *payload = malloc(bytes ? bytes : 1);
     for (size_t i = 0; i < bytes; i++) payload[i] = (unsigned char)(i * 31);
     ferry_client *client;
@@ -57,9 +49,8 @@ int main(int argc, char **argv) {
         ferry_call_free(call);
     }
     double wall = now_us() - t_start;
-    qsort(lat, (size_t)count, sizeof(double), cmp);
-    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f}\n",
-           lat[count / 2], lat[(int)(count * 0.99)], count / (wall / 1e6));
+        printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f}\n",
+           quantile(lat, count, 0.5), quantile(lat, count, 0.99), count / (wall / 1e6));
     ferry_client_free(client);
     free(lat);
     free(payload);

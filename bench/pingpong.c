@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdatomic.h>
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,15 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 static void futex_wait(_Atomic int *w, int expected) {
     while (atomic_load(w) == expected) syscall(SYS_futex, w, FUTEX_WAIT, expected, NULL, NULL, 0);
 }
@@ -31,7 +23,6 @@ static void futex_set(_Atomic int *w, int value) {
     atomic_store(w, value);
     syscall(SYS_futex, w, FUTEX_WAKE, 1, NULL, NULL, 0);
 }
-static void pin(int cpu) { cpu_set_t s; CPU_ZERO(&s); CPU_SET(cpu, &s); sched_setaffinity(0, sizeof s, &s); }
 
 int main(int argc, char **argv) {
     int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
@@ -43,7 +34,7 @@ int main(int argc, char **argv) {
     *flag = 0;
     pid_t child = fork();
     if (child == 0) {
-        pin(1);
+        pin_cpu(1);
         char c;
         for (int i = 0; i < n; i++) {
             if (spin) {
@@ -58,7 +49,7 @@ int main(int argc, char **argv) {
         }
         _exit(0);
     }
-    pin(0);
+    pin_cpu(0);
     double *lat = malloc(sizeof(double) * (size_t)n);
     char c = 'x';
     for (int i = 0; i < n; i++) {
@@ -75,7 +66,6 @@ int main(int argc, char **argv) {
         lat[i] = now_us() - t0;
     }
     waitpid(child, NULL, 0);
-    qsort(lat, (size_t)n, sizeof(double), cmp);
-    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f}\n", lat[n / 2], lat[(int)(n * 0.99)]);
+        printf("{\"p50_us\": %.3f, \"p99_us\": %.3f}\n", quantile(lat, n, 0.5), quantile(lat, n, 0.99));
     return 0;
 }

@@ -1,8 +1,9 @@
 /* The seed's Redis recipe from C with hiredis, as the RoboMaster program did it: the payload
  * under a key, the job id pushed on a list, the reply popped from a per-job list (the worker
  * is Python with redis-py, bench/peers.py). Prints latency percentiles as JSON. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <sched.h>
+#include "bench.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,15 +11,6 @@
 
 #include <hiredis/hiredis.h>
 
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 int main(int argc, char **argv) {
     if (argc < 5) { fprintf(stderr, "usage: %s PORT COUNT WARMUP BYTES\n", argv[0]); return 2; }
@@ -48,8 +40,7 @@ int main(int argc, char **argv) {
         freeReplyObject(c);
     }
     double wall = now_us() - start;
-    qsort(lat, (size_t)count, sizeof(double), cmp);
-    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f}\n", lat[count / 2], lat[(int)(count * 0.99)],
+        printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f}\n", quantile(lat, count, 0.5), quantile(lat, count, 0.99),
            count / (wall / 1e6));
     redisFree(r);
     free(lat);
