@@ -116,3 +116,15 @@ def test_several_calls_in_flight_from_one_client(procs, name):
             assert lib.ferry_call_wait(call, 5000, byref(reply)) == 0
             np.testing.assert_array_equal(MessageReader().read(reply.value)["output"], np.full(3, i, np.int32))
             lib.ferry_call_free(call)
+
+
+def test_many_tensors_in_one_message(procs, name):
+    # More tensors than the binding's descriptor array holds at first (16): it grows.
+    url = f"shm://{name}"
+    procs.worker(url)
+    inputs = {f"t{i}": np.full((i % 5, 2), i, np.int16) for i in range(40)}
+    with ferry.Client(url) as c:
+        out = c.call(inputs)
+    assert list(out) == list(inputs)
+    for k, v in inputs.items():
+        np.testing.assert_array_equal(out[k], v)
