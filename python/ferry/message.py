@@ -23,6 +23,16 @@ NUMPY_DTYPES = {
     UINT64: np.dtype("<u8"), FLOAT16: np.dtype("<f2"), FLOAT32: np.dtype("<f4"), FLOAT64: np.dtype("<f8"),
 }
 _CODES = {(dt.kind, dt.itemsize): code for code, dt in NUMPY_DTYPES.items()}
+#: the same table keyed by (native, little-endian) dtype objects: one dict lookup per array
+_CODES_BY_DTYPE = {dt: code for code, dt in NUMPY_DTYPES.items()}
+
+
+def _address(arr: np.ndarray) -> int:
+    """Data address of a contiguous array. `from_buffer` is ~3× cheaper than
+    `__array_interface__` but needs a writable buffer."""
+    if arr.flags.writeable and arr.nbytes:
+        return ctypes.addressof(ctypes.c_char.from_buffer(arr))
+    return arr.__array_interface__["data"][0]
 
 #: name of the tensor used when a single array is sent or returned
 DEFAULT_INPUT = "input"
@@ -119,7 +129,7 @@ def write_value(writer: int, name: str, value: Any) -> None:
     nbytes = sc.nbytes.value
     if nbytes:
         if arr.flags.c_contiguous:
-            ctypes.memmove(sc.ptr.value, arr.ctypes.data, nbytes)
+            ctypes.memmove(sc.ptr.value, _address(arr), nbytes)
         else:  # strided input: let numpy copy straight into the slot
             dst = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(sc.ptr.value))
             dst.view(arr.dtype).reshape(arr.shape)[...] = arr
@@ -128,14 +138,14 @@ def write_value(writer: int, name: str, value: Any) -> None:
 def reply_array(job: int, name: bytes, arr: np.ndarray) -> int | None:
     """Replies to `job` with one plain array in a single C call; None when `arr` needs the
     general path (strings, big-endian, strided, too many dims)."""
-    code = _CODES.get((arr.dtype.kind, arr.dtype.itemsize))
-    if code is None or arr.dtype.byteorder == ">" or arr.ndim > MAX_DIMS or not arr.flags.c_contiguous:
+    code = _CODES_BY_DTYPE.get(arr.dtype)
+    if code is None or arr.ndim > MAX_DIMS or not arr.flags.c_contiguous:
         return None
     sc = _scratch()
     shape = sc.shape
     for i, d in enumerate(arr.shape):
         shape[i] = d
-    return lib.ferry_job_reply_tensor(job, name, code, arr.ndim, shape, arr.__array_interface__["data"][0], arr.nbytes)
+    return lib.ferry_job_reply_tensor(job, name, code, arr.ndim, shape, _address(arr), arr.nbytes)
 
 
 def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[str, str] | None = None) -> None:
