@@ -135,14 +135,13 @@ def write_value(writer: int, name: str, value: Any) -> None:
             dst.view(arr.dtype).reshape(arr.shape)[...] = arr
 
 
-def reply_array(job: int, name: bytes, arr: np.ndarray) -> int | None:
+def reply_array(job: int, name: bytes, arr: np.ndarray, sc: "_Scratch | None" = None) -> int | None:
     """Replies to `job` with one plain array in a single C call; None when `arr` needs the
     general path (strings, big-endian, strided, too many dims)."""
     code = _CODES_BY_DTYPE.get(arr.dtype)
     if code is None or arr.ndim > MAX_DIMS or not arr.flags.c_contiguous:
         return None
-    sc = _scratch()
-    shape = sc.shape
+    shape = (sc or _scratch()).shape
     for i, d in enumerate(arr.shape):
         shape[i] = d
     return lib.ferry_job_reply_tensor(job, name, code, arr.ndim, shape, _address(arr), arr.nbytes)
@@ -182,6 +181,16 @@ class MessageReader:
         segment) and its `base` address, arrays are read-only views into shared memory."""
         tensors, n = self.descriptors(msg)
         return self.convert(n, base, mapping, copy)
+
+    def only_array(self, base: int, mapping: memoryview):
+        """The first descriptor as a read-only view when it is a plain array (the common
+        single-input request), else None. Skips decoding a name nobody will read."""
+        t = self._tensors[0]
+        dt = NUMPY_DTYPES.get(t.dtype)
+        if dt is None:
+            return None
+        ndim = t.ndim
+        return np.ndarray(tuple(t.shape[:ndim]) if ndim else (), dtype=dt, buffer=mapping, offset=(t.data or base) - base)
 
     def convert(self, n: int, base: int | None = None, mapping: memoryview | None = None, copy: bool = True) -> dict:
         """Turns the first `n` filled descriptors into arrays (see `read`)."""

@@ -17,7 +17,7 @@ import numpy as np
 from ._handle import Handle, check
 from ._lib import lib
 from .errors import ChannelClosed, FerryError
-from .message import DEFAULT_OUTPUT, MessageReader, reply_array, write_message
+from .message import DEFAULT_OUTPUT, MessageReader, _scratch, reply_array, write_message
 
 _TIMEOUT = 4  # FERRY_ETIMEDOUT
 _CLOSED = 8  # FERRY_ECLOSED
@@ -62,6 +62,8 @@ class Worker(Handle):
         reader = self._reader
         nxt, request, writer_of, reply = lib.ferry_worker_next, lib.ferry_job_request, lib.ferry_job_writer, lib.ferry_job_reply
         convert, read, base, mapping = reader.convert, reader.read, self._base, self._mapping
+        only_array, single = reader.only_array, inputs != "dict"
+        scratch = _scratch()  # this thread's reusable ctypes out-parameters
         output = DEFAULT_OUTPUT.encode()
         ndarray = np.ndarray
         wait_ms = int(poll * 1000)
@@ -80,14 +82,16 @@ class Worker(Handle):
                 if rc != 0:
                     check(rc)  # a malformed request: the client gets the error
                 n = count.value
-                if n <= reader._cap:
-                    tensors = convert(n, base, mapping, False)
-                else:
-                    check(request(job_ptr, msg_ref))
-                    tensors = read(msg.value, base, mapping, copy=False)
-                arg = tensors if (inputs == "dict" or n != 1) else next(iter(tensors.values()))
+                arg = only_array(base, mapping) if (n == 1 and single) else None
+                if arg is None:
+                    if n <= reader._cap:
+                        tensors = convert(n, base, mapping, False)
+                    else:
+                        check(request(job_ptr, msg_ref))
+                        tensors = read(msg.value, base, mapping, copy=False)
+                    arg = tensors if (not single or n != 1) else next(iter(tensors.values()))
                 result = fn(arg)
-                rc = reply_array(job_ptr, output, result) if type(result) is ndarray else None
+                rc = reply_array(job_ptr, output, result, scratch) if type(result) is ndarray else None
                 if rc is None:
                     write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
