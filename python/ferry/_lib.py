@@ -124,4 +124,14 @@ for _name, (_res, _args) in _SIGNATURES.items():
     _fn.restype = _res
     _fn.argtypes = _args
 
-__all__ = ["lib", "FerryTensor", "FerryOptions", "MAX_DIMS"]
+
+def raw(name: str, restype=c_int):
+    """A second pointer to `name` without argtypes, for hot loops whose arguments are all
+    prebuilt ctypes objects: skipping per-call argument conversion halves the call cost."""
+    fn = lib._FuncPtr((name, lib))
+    fn.restype = restype
+    fn.argtypes = None
+    return fn
+
+
+__all__ = ["lib", "raw", "FerryTensor", "FerryOptions", "MAX_DIMS"]

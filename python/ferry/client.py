@@ -1,12 +1,18 @@
 """The calling side: send arrays to a model served on a channel and get arrays back."""
 from __future__ import annotations
 
-from ctypes import byref, c_size_t, c_void_p
+from ctypes import byref, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
 
 from ._handle import Handle, check
-from ._lib import lib
+from ._lib import lib, raw
 from .message import DEFAULT_INPUT, MessageReader, read_metadata, write_message
+
+
+# Hot-path entry points called with prebuilt ctypes arguments (see _lib.raw).
+_begin, _finish = raw("ferry_call_begin"), raw("ferry_call_finish")
+_writer = raw("ferry_call_writer", c_void_p)
+_DEFAULT_MS = c_int64(-1)
 
 
 class Client(Handle):
@@ -33,13 +39,17 @@ class Client(Handle):
                      timeout: float | None = None, with_metadata: bool = True) -> tuple[dict, dict]:
         """Sends `inputs` (an array, or a dict of named arrays) and returns the reply as
         (tensors by name, metadata). Arrays are copied out of shared memory."""
-        ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        ms = _DEFAULT_MS if timeout is None else c_int64(max(0, int(timeout * 1000)))
         call, reply, count = self._call, self._reply, self._count
-        check(lib.ferry_call_begin(self._handle(), ms, self._call_ref))
+        rc = _begin(self._handle(), ms, self._call_ref)
+        if rc:
+            check(rc)
         try:
-            write_message(lib.ferry_call_writer(call), inputs, DEFAULT_INPUT, metadata)
+            write_message(_writer(call), inputs, DEFAULT_INPUT, metadata)
             reader = self._reader
-            check(lib.ferry_call_finish(call, ms, self._reply_ref, reader._tensors, reader._cap, self._count_ref))
+            rc = _finish(call, ms, self._reply_ref, reader._tensors, reader._cap_c, self._count_ref)
+            if rc:
+                check(rc)
             n = count.value
             tensors = reader.convert(n) if n <= reader._cap else reader.read(reply.value)
             return tensors, (read_metadata(reply.value) if with_metadata else {})

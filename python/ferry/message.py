@@ -164,6 +164,7 @@ class MessageReader:
 
     def __init__(self, capacity: int = 16):
         self._cap = capacity
+        self._cap_c = c_size_t(capacity)
         self._tensors = (FerryTensor * capacity)()
         self._count = c_size_t()
 
@@ -171,6 +172,7 @@ class MessageReader:
         rc = lib.ferry_message_tensors(msg, self._tensors, self._cap, byref(self._count))
         if rc != 0 and self._count.value > self._cap:
             self._cap = self._count.value
+            self._cap_c = c_size_t(self._cap)
             self._tensors = (FerryTensor * self._cap)()
             rc = lib.ferry_message_tensors(msg, self._tensors, self._cap, byref(self._count))
         check(rc)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ._handle import Handle, check
-from ._lib import lib
+from ._lib import lib, raw
 from .errors import ChannelClosed, FerryError
 from .message import DEFAULT_OUTPUT, MessageReader, _scratch, reply_array, write_message
 
@@ -60,7 +60,9 @@ class Worker(Handle):
         job, msg, count = c_void_p(), c_void_p(), c_size_t()
         job_ref, msg_ref, count_ref = byref(job), byref(msg), byref(count)
         reader = self._reader
-        nxt, request, writer_of, reply = lib.ferry_worker_next, lib.ferry_job_request, lib.ferry_job_writer, lib.ferry_job_reply
+        request, writer_of, reply = lib.ferry_job_request, lib.ferry_job_writer, lib.ferry_job_reply
+        nxt = raw("ferry_worker_next")
+        wait_c = ctypes.c_int64(int(poll * 1000))
         convert, read, base, mapping = reader.convert, reader.read, self._base, self._mapping
         only_array, single = reader.only_array, inputs != "dict"
         scratch = _scratch()  # this thread's reusable ctypes out-parameters
@@ -69,8 +71,8 @@ class Worker(Handle):
         wait_ms = int(poll * 1000)
         served = 0
         while not self._stop and (max_requests is None or served < max_requests):
-            # recv + validate + tensor descriptors in one C call.
-            rc = nxt(w, wait_ms, job_ref, reader._tensors, reader._cap, count_ref)
+            # recv + validate + tensor descriptors in one C call, arguments prebuilt.
+            rc = nxt(w, wait_c, job_ref, reader._tensors, reader._cap_c, count_ref)
             if rc == _TIMEOUT:
                 continue
             if rc == _CLOSED:
