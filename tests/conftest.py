@@ -61,14 +61,16 @@ class Procs:
         self.items: list[subprocess.Popen] = []
 
     def start(self, args, **kw) -> subprocess.Popen:
-        p = subprocess.Popen(args, env=env(), **kw)
+        kw.setdefault("env", env())
+        p = subprocess.Popen(args, **kw)
         self.items.append(p)
         return p
 
-    def worker(self, url: str, model: str = os.path.join(MODELS, "testmodel.py"), wait: bool = True, extra=()) -> subprocess.Popen:
-        p = self.start([sys.executable, "-m", "ferry.worker", model, "--url", url, *extra])
+    def worker(self, url: str, model: str = os.path.join(MODELS, "testmodel.py"), wait: bool = True, extra=(),
+               timeout: float = 20.0, **kw) -> subprocess.Popen:
+        p = self.start([sys.executable, "-m", "ferry.worker", model, "--url", url, *extra], **kw)
         if wait:
-            wait_served(url, p)
+            wait_served(url, p, timeout=timeout)
         return p
 
     def stop_all(self):

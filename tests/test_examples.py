@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, env, wait_served
+from conftest import ROOT, env
 
 EXAMPLES = os.path.join(ROOT, "examples")
 RELEASE = os.path.join(ROOT, ".build", "release")
@@ -56,11 +56,8 @@ def binaries(prefix, tmp_path_factory):
 
 
 def serve(procs, prefix, pattern, url):
-    p = subprocess.Popen([sys.executable, "-m", "ferry.worker", os.path.join(EXAMPLES, pattern, "model.py"), "--url", url],
-                         env=installed_env(prefix))
-    procs.items.append(p)
-    wait_served(url.split("?")[0], p, timeout=60)
-    return p
+    """The pattern's Python model, run from the installed package (the first start may train)."""
+    return procs.worker(url, model=os.path.join(EXAMPLES, pattern, "model.py"), env=installed_env(prefix), timeout=60)
 
 
 def run(cmd, prefix, *args) -> str:

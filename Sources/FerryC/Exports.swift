@@ -97,13 +97,8 @@ public func ferry_call_finish(_ call: OpaquePointer?, _ timeoutMs: Int64, _ repl
     var message: OpaquePointer? = nil
     rc = ferry_call_wait(call, timeoutMs, &message)
     reply?.pointee = message
-    guard rc == FERRY_OK, let m = try? borrow(message, MessageHandle.self, "message") else { return rc }
-    let n = m.view.tensorCount
-    count?.pointee = n
-    if n <= cap, let tensors {
-        for i in 0..<n { fill(tensors + i, m.view.rawTensor(at: i)) }
-    }
-    return FERRY_OK
+    if rc == FERRY_OK, let m = try? borrow(message, MessageHandle.self, "message") { _ = describe(m.view, tensors, cap, count) }
+    return rc
 }
 
 @_cdecl("ferry_call_free")
@@ -163,12 +158,8 @@ public func ferry_worker_next(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ ou
     guard rc == FERRY_OK, let job = out?.pointee else { return rc }
     var request: OpaquePointer? = nil
     let rq = ferry_job_request(job, &request)
-    guard rq == FERRY_OK else { count?.pointee = 0; return rq }
-    let n = ferry_message_tensor_count(request)
-    count?.pointee = n
-    if n <= cap, let tensors, let m = try? borrow(request, MessageHandle.self, "message") {
-        for i in 0..<n { fill(tensors + i, m.view.rawTensor(at: i)) }
-    }
+    guard rq == FERRY_OK, let m = try? borrow(request, MessageHandle.self, "message") else { count?.pointee = 0; return rq }
+    _ = describe(m.view, tensors, cap, count)
     return FERRY_OK
 }
 
@@ -353,12 +344,22 @@ public func ferry_message_tensors(_ msg: OpaquePointer?, _ out: UnsafeMutablePoi
                                   _ count: UnsafeMutablePointer<Int>?) -> Int32 {
     status {
         let m = try borrow(msg, MessageHandle.self, "message")
-        let n = m.view.tensorCount
-        count?.pointee = n
-        guard n <= cap else { throw invalid("\(n) tensors but room for \(cap)") }
-        guard let out else { if n == 0 { return }; throw invalid("out is NULL") }
-        for i in 0..<n { fill(out + i, m.view.rawTensor(at: i)) }
+        guard describe(m.view, out, cap, count) else {
+            let n = m.view.tensorCount
+            throw invalid(n > cap ? "\(n) tensors but room for \(cap)" : "out is NULL")
+        }
     }
+}
+
+/// Fills the descriptors of `view` into `out` when they fit in `cap` (and `*count` with how
+/// many there are); false when they do not fit or `out` is NULL for a non-empty message.
+/// Shared by ferry_message_tensors and the fast paths that end with it.
+func describe(_ view: MessageView, _ out: UnsafeMutablePointer<ferry_tensor>?, _ cap: Int, _ count: UnsafeMutablePointer<Int>?) -> Bool {
+    let n = view.tensorCount
+    count?.pointee = n
+    guard n <= cap, out != nil || n == 0 else { return false }
+    for i in 0..<n { fill(out! + i, view.rawTensor(at: i)) }
+    return true
 }
 
 @_cdecl("ferry_message_find")

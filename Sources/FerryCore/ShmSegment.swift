@@ -185,13 +185,6 @@ final class ShmSegment {
                 defer { System.unmap(header, size: SegmentLayout.headerSize) }
                 do { geometry = try SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size) }
                 catch let e as FerryError { headerError = e }
-                if !alive {
-                    // Stale: tell clients still mapped to it, then remove it.
-                    if geometry != nil {
-                        UnsafeAtomic<UInt32>(at: (header + SegmentLayout.oState).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
-                            .store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
-                    }
-                }
             }
             if alive {
                 guard let g = geometry else {
@@ -210,16 +203,7 @@ final class ShmSegment {
                 keepFd = true
                 return seg
             }
-            if let g = geometry {
-                // Wake clients of the stale segment so they notice it closed.
-                if let base = try? System.mapShared(fd: fd, size: g.totalSize) {
-                    let seg = ShmSegment(channel: channel, fd: -1, base: base, geometry: g, isServer: false)
-                    seg.wakeEveryone()
-                    seg.isOpen = false
-                    System.unmap(base, size: g.totalSize)
-                }
-            }
-            System.shmUnlink(name)
+            retire(fd: fd, channel: channel, geometry: geometry)
         }
         throw FerryError(.busy, "could not create or join channel \"\(channel)\": too many concurrent creators")
     }
@@ -239,19 +223,27 @@ final class ShmSegment {
         let st = try System.stat(fd: fd)
         guard let ino = System.inode(path: path(channel)), ino == st.inode else { return false }
         if System.isLocked(fd: fd, byte: livenessByte) { return false }
+        var geometry: SegmentLayout.Geometry? = nil
         if st.size >= SegmentLayout.headerSize, let header = try? System.mapShared(fd: fd, size: SegmentLayout.headerSize) {
-            if let g = try? SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size),
-               let base = try? System.mapShared(fd: fd, size: g.totalSize) {
-                let seg = ShmSegment(channel: channel, fd: -1, base: base, geometry: g, isServer: false)
-                seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
-                seg.wakeEveryone()
-                seg.isOpen = false
-                System.unmap(base, size: g.totalSize)
-            }
+            geometry = try? SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size)
             System.unmap(header, size: SegmentLayout.headerSize)
         }
-        System.shmUnlink(shmName(channel))
+        retire(fd: fd, channel: channel, geometry: geometry)
         return true
+    }
+
+    /// Removes a stale segment (the caller holds the mutex byte and saw no server): marks it
+    /// closed and wakes every sleeper, so clients still mapped to it notice and re-attach by
+    /// name, then unlinks it.
+    private static func retire(fd: Int32, channel: String, geometry: SegmentLayout.Geometry?) {
+        if let g = geometry, let base = try? System.mapShared(fd: fd, size: g.totalSize) {
+            let seg = ShmSegment(channel: channel, fd: -1, base: base, geometry: g, isServer: false)
+            seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
+            seg.wakeEveryone()
+            seg.isOpen = false
+            System.unmap(base, size: g.totalSize)
+        }
+        System.shmUnlink(shmName(channel))
     }
 
     // MARK: client side

@@ -23,16 +23,8 @@ NUMPY_DTYPES = {
     UINT64: np.dtype("<u8"), FLOAT16: np.dtype("<f2"), FLOAT32: np.dtype("<f4"), FLOAT64: np.dtype("<f8"),
 }
 _CODES = {(dt.kind, dt.itemsize): code for code, dt in NUMPY_DTYPES.items()}
-#: the same table keyed by (native, little-endian) dtype objects: one dict lookup per array
+#: the same table keyed by (little-endian) dtype objects: one dict lookup per array
 _CODES_BY_DTYPE = {dt: code for code, dt in NUMPY_DTYPES.items()}
-
-
-def _address(arr: np.ndarray) -> int:
-    """Data address of a contiguous array. `from_buffer` is ~3× cheaper than
-    `__array_interface__` but needs a writable buffer."""
-    if arr.flags.writeable and arr.nbytes:
-        return ctypes.addressof(ctypes.c_char.from_buffer(arr))
-    return arr.__array_interface__["data"][0]
 
 #: name of the tensor used when a single array is sent or returned
 DEFAULT_INPUT = "input"
@@ -45,6 +37,14 @@ def dtype_code(dt: np.dtype) -> int:
     if code is None:
         raise TypeError(f"numpy dtype {dt} has no Ferry equivalent (supported: bool, int8-64, uint8-64, float16/32/64, str, bytes)")
     return code
+
+
+def _address(arr: np.ndarray) -> int:
+    """Data address of a contiguous array. `from_buffer` is ~3× cheaper than
+    `__array_interface__` but needs a writable buffer."""
+    if arr.flags.writeable and arr.nbytes:
+        return ctypes.addressof(ctypes.c_char.from_buffer(arr))
+    return arr.__array_interface__["data"][0]
 
 
 def _shape(shape) -> "ctypes.Array[c_int64]":
@@ -85,6 +85,13 @@ class _Scratch:
 _local = threading.local()
 
 
+def _fill_shape(dst, shape):
+    """Copies `shape` into a reusable c_int64[8] (entries past ndim are ignored by the C side)."""
+    for i, d in enumerate(shape):
+        dst[i] = d
+    return dst
+
+
 def _scratch() -> _Scratch:
     s = getattr(_local, "scratch", None)
     if s is None:
@@ -113,19 +120,16 @@ def write_value(writer: int, name: str, value: Any) -> None:
         lens = (c_size_t * max(n, 1))(*[len(b) for b in encoded])
         check(lib.ferry_writer_put_strings(writer, key, arr.ndim, _shape(arr.shape), ptrs, lens, n))
         return
-    code = _CODES.get((kind, arr.dtype.itemsize))
-    if code is None:
-        dtype_code(arr.dtype)  # raises with the explanation
-    if arr.dtype.byteorder == ">":
-        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    code = _CODES_BY_DTYPE.get(arr.dtype)
+    if code is None:  # big-endian (convert) or unsupported (dtype_code explains)
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        code = dtype_code(arr.dtype)
     ndim = arr.ndim
     if ndim > MAX_DIMS:
         raise ValueError(f"{ndim} dimensions; Ferry allows at most {MAX_DIMS}")
     sc = _scratch()
-    shape = sc.shape
-    for i, d in enumerate(arr.shape):
-        shape[i] = d
-    check(lib.ferry_writer_add_tensor(writer, key, code, ndim, shape, sc.ptr_ref, sc.nbytes_ref))
+    check(lib.ferry_writer_add_tensor(writer, key, code, ndim, _fill_shape(sc.shape, arr.shape), sc.ptr_ref, sc.nbytes_ref))
     nbytes = sc.nbytes.value
     if nbytes:
         if arr.flags.c_contiguous:
@@ -141,9 +145,7 @@ def reply_array(job: int, name: bytes, arr: np.ndarray, sc: "_Scratch | None" = 
     code = _CODES_BY_DTYPE.get(arr.dtype)
     if code is None or arr.ndim > MAX_DIMS or not arr.flags.c_contiguous:
         return None
-    shape = (sc or _scratch()).shape
-    for i, d in enumerate(arr.shape):
-        shape[i] = d
+    shape = _fill_shape((sc or _scratch()).shape, arr.shape)
     return lib.ferry_job_reply_tensor(job, name, code, arr.ndim, shape, _address(arr), arr.nbytes)
 
 

@@ -68,7 +68,6 @@ class Worker(Handle):
         scratch = _scratch()  # this thread's reusable ctypes out-parameters
         output = DEFAULT_OUTPUT.encode()
         ndarray = np.ndarray
-        wait_ms = int(poll * 1000)
         served = 0
         while not self._stop and (max_requests is None or served < max_requests):
             # recv + validate + tensor descriptors in one C call, arguments prebuilt.
