@@ -76,3 +76,69 @@ int cferry_pin_cpu(int cpu) {
     CPU_SET(cpu, &set);
     return sched_setaffinity(0, sizeof set, &set);
 }
+
+#include <pthread.h>
+#include <stdlib.h>
+
+#define CFERRY_MAX_LIVENESS_FDS 4096
+static pthread_mutex_t cferry_liveness_lock = PTHREAD_MUTEX_INITIALIZER;
+static int cferry_liveness_fds[CFERRY_MAX_LIVENESS_FDS];
+static int cferry_liveness_count = 0;
+static uint64_t cferry_forks = 0;
+static pthread_once_t cferry_atfork_once = PTHREAD_ONCE_INIT;
+
+static void cferry_prepare(void) { pthread_mutex_lock(&cferry_liveness_lock); }
+static void cferry_parent(void) { pthread_mutex_unlock(&cferry_liveness_lock); }
+static void cferry_child(void) {
+    // Only async-signal-safe calls here: open, dup3, close.
+    int null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    for (int i = 0; i < cferry_liveness_count; i++) {
+        if (null_fd >= 0) dup3(null_fd, cferry_liveness_fds[i], O_CLOEXEC);
+    }
+    if (null_fd >= 0) close(null_fd);
+    cferry_liveness_count = 0;
+    cferry_forks++;
+    pthread_mutex_init(&cferry_liveness_lock, NULL);
+}
+static void cferry_install_atfork(void) { pthread_atfork(cferry_prepare, cferry_parent, cferry_child); }
+
+int cferry_liveness_register(int fd) {
+    pthread_once(&cferry_atfork_once, cferry_install_atfork);
+    pthread_mutex_lock(&cferry_liveness_lock);
+    int rc = 0;
+    if (cferry_liveness_count >= CFERRY_MAX_LIVENESS_FDS) { errno = ENFILE; rc = -1; }
+    else cferry_liveness_fds[cferry_liveness_count++] = fd;
+    pthread_mutex_unlock(&cferry_liveness_lock);
+    return rc;
+}
+
+void cferry_liveness_close(int fd) {
+    pthread_mutex_lock(&cferry_liveness_lock);
+    for (int i = 0; i < cferry_liveness_count; i++) {
+        if (cferry_liveness_fds[i] == fd) {
+            cferry_liveness_fds[i] = cferry_liveness_fds[--cferry_liveness_count];
+            break;
+        }
+    }
+    close(fd);
+    pthread_mutex_unlock(&cferry_liveness_lock);
+}
+
+uint64_t cferry_fork_generation(void) { return __atomic_load_n(&cferry_forks, __ATOMIC_RELAXED); }
+
+#include <stdio.h>
+int cferry_reopen(int fd) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return open(path, O_RDWR | O_CLOEXEC);
+}
+
+int cferry_privatize(void *addr, size_t len) {
+    void *copy = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED) return -1;
+    memcpy(copy, addr, len);
+    // mremap moves the private pages over the range atomically (no window without a mapping).
+    void *moved = mremap(copy, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, addr);
+    if (moved == MAP_FAILED) { int e = errno; munmap(copy, len); errno = e; return -1; }
+    return 0;
+}

@@ -1,31 +1,37 @@
-/// Calls a model served on a channel. One client may have several calls in flight; it is not
-/// thread-safe (use one client per thread).
+import Synchronization
+
+/// Calls a model served on a channel. Safe to share across threads: each call claims its
+/// own slot, and several calls may be in flight at once, from one thread or many. A
+/// `PendingCall` itself belongs to one thread at a time.
 ///
 ///     let client = try Client("shm://digits")
 ///     let reply = try client.call(Message([("image", Tensor(pixels, shape: [9, 28, 28]))]))
-public final class Client {
+public final class Client: Sendable {
     /// The parsed URL.
     public let endpoint: Endpoint
-    var channel: ShmChannel?
+    private let state: Mutex<ShmChannel?>
 
     /// Connects to the channel at `url` (it must be served already).
     public init(_ url: String) throws {
         endpoint = try Endpoint(url)
-        channel = ShmChannel(try ShmSegment.attach(channel: endpoint.name))
+        state = Mutex(ShmChannel(try ShmSegment.attach(channel: endpoint.name)))
     }
 
-    /// The attached channel, re-attaching when the old one was closed or reclaimed
-    /// (a restarted server serves the same name on a new segment).
+    /// The attached channel, re-attaching when the old one was closed or reclaimed (a
+    /// restarted server serves the same name on a new segment), or when this process is a
+    /// fork()ed child of the one that attached (the child needs liveness of its own).
     func attached() throws -> ShmChannel {
-        if let c = channel, !c.segment.isClosed { return c }
-        channel = nil
-        let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name))
-        channel = c
-        return c
+        try state.withLock { channel in
+            if let c = channel, !c.segment.isClosed, !c.segment.isStale { return c }
+            channel = nil
+            let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name))
+            channel = c
+            return c
+        }
     }
 
     /// Slot capacity in bytes (request and reply share it).
-    public var slotSize: Int { channel?.slotSize ?? endpoint.slotSize }
+    public var slotSize: Int { state.withLock { $0?.slotSize } ?? endpoint.slotSize }
 
     func deadline(_ timeout: Duration?) -> UInt64 {
         System.nowNanos() &+ (timeout?.clampedNanoseconds ?? endpoint.timeoutNanos)
@@ -61,24 +67,26 @@ public final class Client {
         return try read(try call.wait())
     }
 
-    /// Detaches from the channel.
+    /// Detaches from the channel. Calls still open keep the mapping until they are closed.
     public func close() {
-        channel?.segment.leave()
-        channel = nil
+        state.withLock { $0 = nil }
     }
 }
 
 /// One call in flight: a claimed slot, its request writer and, later, its reply.
-/// Free it with `close()` (also done on deinit).
+/// Free it with `close()` (also done on deinit). The memory stays mapped while it lives.
 public final class PendingCall {
     let client: Client
     let channel: ShmChannel
     let slot: Int
     let gen: UInt32
     let deadline: UInt64
+    /// True while this call owns its slot (CLAIMED before sending, DONE after the reply).
     var owned = true
     var sent = false
     var requestLength = 0
+    /// The failure that ended the call, repeated to later `wait`s.
+    var failure: FerryError?
     /// Writes the request in place in the slot.
     public var writer: MessageWriter
 
@@ -88,8 +96,8 @@ public final class PendingCall {
         self.slot = slot
         self.gen = gen
         self.deadline = deadline
-        self.writer = MessageWriter(base: channel.data(slot), capacity: channel.slotSize,
-                                    limitHint: "raise the channel's slot_size (e.g. shm://\(channel.segment.channel)?slot_size=64M where the server creates it, or ferry serve --slot-size 64M)")
+        self.writer = MessageWriter(base: channel.data(slot), capacity: channel.requestCapacity,
+                                    limitHint: "a request may use the slot size less one page (kept for the reply); raise the channel's slot_size (e.g. shm://\(channel.segment.channel)?slot_size=64M where the server creates it, or ferry serve --slot-size 64M)")
     }
 
     /// Finishes the request and hands it to a worker.
@@ -97,24 +105,28 @@ public final class PendingCall {
         guard owned, !sent else { throw FerryError(.invalidArgument, "call already sent or closed") }
         for (k, v) in metadata { writer.setMetadata(k, v) }
         requestLength = try writer.finish()
-        // Leave a page-aligned remainder for the reply, which the worker writes after the request.
         sent = true
-        channel.publish(slot: slot, gen: gen, length: requestLength)
+        try channel.publish(slot: slot, gen: gen, length: requestLength)
     }
 
-    /// Waits for the reply and returns a view of it in the slot (valid until `close`).
-    /// Throws `.remote` when the model failed, with its message.
+    /// Waits for the reply and returns a view of it in the slot (valid while the view or
+    /// this call lives; the slot is freed by `close`). Throws `.remote` when the model
+    /// failed, with its message. After any other error the call is over.
     public func wait(timeout: Duration? = nil) throws -> MessageView {
-        guard owned, sent else { throw FerryError(.invalidArgument, "call not sent or already closed") }
+        if let failure { throw failure }
+        guard sent else { throw FerryError(.invalidArgument, "call not sent yet") }
+        guard owned else { throw FerryError(.invalidArgument, "call already closed") }
         let d = timeout.map { client.deadline($0) } ?? deadline
-        let pos: (offset: Int, length: Int)
         do {
-            pos = try channel.awaitReply(slot: slot, gen: gen, deadline: d, strategy: client.endpoint.wait)
-        } catch let e as ShmChannel.AbandonedSlot {
-            owned = false
-            throw e.error
+            try channel.awaitReply(slot: slot, gen: gen, deadline: d, strategy: client.endpoint.wait)
+        } catch let e as FerryError {
+            owned = false  // withdrawn, abandoned to the worker, or recovered: not ours
+            failure = e
+            throw e
         }
-        let view = try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot) + pos.offset, count: pos.length))
+        let offset = channel.replyOffset(requestLength: requestLength)
+        let view = try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot) + offset, count: channel.slotSize - offset),
+                                   owner: self)
         if view.status != 0 {
             let code = FerryError.Code(rawValue: view.status) ?? .remote
             throw FerryError(code, view.metadata("error") ?? "the worker failed with status \(view.status)")

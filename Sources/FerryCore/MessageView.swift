@@ -19,69 +19,114 @@ public struct RawTensor {
     public var dataOffset: Int
 }
 
-/// A read-only view of a message in memory, checked once on creation so that every later
-/// access stays inside the buffer. It does not own the bytes: keep them alive while in use.
+/// The validated table of a message, copied once into private memory: tensor descriptors,
+/// names, metadata and the bytes of string tensors. Another process may still write the
+/// shared bytes after validation; nothing is ever read from them again but numeric tensor
+/// data, whose bounds come from here.
+final class MessageTable {
+    struct Entry {
+        var nameStart: Int, nameLength: Int
+        var dtype: DType
+        var ndim: Int
+        var shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64)
+        /// Offset in the message (numeric data), or in `text` (string tensors, copied).
+        var dataOffset: Int, dataLength: Int
+        var dataIsPrivate: Bool
+    }
+    var entries: [Entry] = []
+    /// (keyStart, keyLength, valueStart, valueLength) in `text`.
+    var meta: [(Int, Int, Int, Int)] = []
+    /// Names, metadata and string tensors' bytes.
+    let text: UnsafeMutableRawBufferPointer
+
+    init(textCapacity: Int) {
+        text = .allocate(byteCount: max(textCapacity, 1), alignment: 64)
+    }
+    deinit { text.deallocate() }
+}
+
+/// A read-only view of a message, checked once on creation: every field of its header, table
+/// and metadata is read exactly once from the given bytes and copied into private memory
+/// (`MessageTable`), so a writer that changes the bytes afterwards cannot change what this
+/// view reports. Numeric tensor data stays in place (zero copy): `owner` keeps it alive.
 public struct MessageView {
     /// Message start.
     public let base: UnsafeRawPointer
     /// Total message length in bytes.
     public let length: Int
-    /// Number of tensors.
-    public let tensorCount: Int
     /// Reply status: 0 for success, otherwise a `FerryError.Code` raw value.
     public let status: Int32
-    let tableOffset: Int
-    let metaOffset: Int
-    let metaLength: Int
-    let metaCount: Int
+    let table: MessageTable
+    /// Whatever keeps `base` mapped (a call, a job, a buffer); nil when the caller does.
+    let owner: AnyObject?
+
+    /// Number of tensors.
+    public var tensorCount: Int { table.entries.count }
 
     /// Validates the message at the start of `buffer` (which may be longer than the message).
     /// Throws `.malformed` or `.version` with a precise reason on any inconsistency.
     public init(validating buffer: UnsafeRawBufferPointer) throws {
+        try self.init(validating: buffer, owner: nil)
+    }
+
+    /// Validates as above; `owner` is kept alive as long as the view.
+    init(validating buffer: UnsafeRawBufferPointer, owner: AnyObject?) throws {
         typealias L = MessageLayout
         func bad(_ why: String) -> FerryError { FerryError(.malformed, "malformed message: \(why)") }
         guard let p = buffer.baseAddress, buffer.count >= L.headerSize else {
             throw bad("\(buffer.count) bytes is shorter than the \(L.headerSize)-byte header")
         }
-        guard p.u32(L.oMagic) == L.magic else { throw bad("bad magic (not a Ferry message)") }
-        let version = p.u16(L.oVersion)
+        // The header, read once.
+        var header = [UInt8](repeating: 0, count: L.headerSize)
+        header.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: p, count: L.headerSize)) }
+        let (magic, version, headerSize, total64, count32, metaCount32, table64, meta64, metaLen64, status) = header.withUnsafeBytes { h in
+            let q = h.baseAddress!
+            return (q.u32(L.oMagic), q.u16(L.oVersion), q.u16(L.oHeaderSize), q.u64(L.oTotal), q.u32(L.oTensorCount),
+                    q.u32(L.oMetaCount), q.u64(L.oTable), q.u64(L.oMeta), q.u64(L.oMetaLength), Int32(bitPattern: q.u32(L.oStatus)))
+        }
+        guard magic == L.magic else { throw bad("bad magic (not a Ferry message)") }
         guard version == L.version else {
             throw FerryError(.version, "message format version \(version) is not supported (this build speaks \(L.version))")
         }
-        guard Int(p.u16(L.oHeaderSize)) == L.headerSize else { throw bad("header size \(p.u16(L.oHeaderSize)) != \(L.headerSize)") }
-        let total64 = p.u64(L.oTotal)
+        guard Int(headerSize) == L.headerSize else { throw bad("header size \(headerSize) != \(L.headerSize)") }
         guard total64 >= UInt64(L.headerSize), total64 <= UInt64(buffer.count) else {
             throw bad("total length \(total64) outside 64...\(buffer.count)")
         }
         let total = Int(total64)
-        let count = Int(p.u32(L.oTensorCount))
-        guard count <= L.maxTensors else { throw bad("\(count) tensors exceeds the limit of \(L.maxTensors)") }
-        let table64 = p.u64(L.oTable)
+        guard count32 <= UInt32(L.maxTensors) else { throw bad("\(count32) tensors exceeds the limit of \(L.maxTensors)") }
+        let count = Int(count32)
         guard table64 >= UInt64(L.headerSize), table64 <= UInt64(total),
               UInt64(count) * UInt64(L.tensorEntrySize) <= UInt64(total) - table64 else {
             throw bad("tensor table (offset \(table64), \(count) entries) outside the message")
         }
-        let table = Int(table64)
-        let meta64 = p.u64(L.oMeta), metaLen64 = p.u64(L.oMetaLength)
+        let tableOffset = Int(table64)
         guard meta64 <= UInt64(total), metaLen64 <= UInt64(total) - meta64 else {
             throw bad("metadata (offset \(meta64), length \(metaLen64)) outside the message")
         }
-        let metaCount = Int(p.u32(L.oMetaCount))
-        guard metaCount <= L.maxMetadata else { throw bad("\(metaCount) metadata entries exceeds the limit") }
+        guard metaCount32 <= UInt32(L.maxMetadata) else { throw bad("\(metaCount32) metadata entries exceeds the limit") }
+        let metaCount = Int(metaCount32)
+        let metaOffset = Int(meta64), metaLength = Int(metaLen64)
 
-        // Tensors.
+        // The tensor table, copied once, then checked from the copy.
+        let tableBytes = count * L.tensorEntrySize
+        let rawTable = UnsafeMutableRawBufferPointer.allocate(byteCount: max(tableBytes, 1), alignment: 8)
+        defer { rawTable.deallocate() }
+        if tableBytes > 0 { rawTable.copyMemory(from: UnsafeRawBufferPointer(start: p + tableOffset, count: tableBytes)) }
+        let t = UnsafeRawPointer(rawTable.baseAddress!)
+        var entries: [MessageTable.Entry] = []
+        entries.reserveCapacity(count)
+        var textNeeded = metaLength
         for i in 0..<count {
-            let e = table + i * L.tensorEntrySize
+            let e = i * L.tensorEntrySize
             let where_ = "tensor \(i)"
-            guard let dtype = DType(rawValue: p.load(fromByteOffset: e + L.eDType, as: UInt8.self)) else {
-                throw bad("\(where_): unknown dtype code \(p.load(fromByteOffset: e + L.eDType, as: UInt8.self))")
-            }
-            let ndim = Int(p.load(fromByteOffset: e + L.eNDim, as: UInt8.self))
+            let code = t.load(fromByteOffset: e + L.eDType, as: UInt8.self)
+            guard let dtype = DType(rawValue: code) else { throw bad("\(where_): unknown dtype code \(code)") }
+            let ndim = Int(t.load(fromByteOffset: e + L.eNDim, as: UInt8.self))
             guard ndim <= L.maxDims else { throw bad("\(where_): \(ndim) dimensions exceeds \(L.maxDims)") }
             var elements: UInt64 = 1
             var overflow = false
             for d in 0..<L.maxDims {
-                let dim = p.i64(e + L.eShape + 8 * d)
+                let dim = t.i64(e + L.eShape + 8 * d)
                 if d >= ndim {
                     guard dim == 0 else { throw bad("\(where_): unused dimension \(d) is \(dim), must be 0") }
                     continue
@@ -92,14 +137,11 @@ public struct MessageView {
                 overflow = overflow || o
             }
             guard !overflow, elements <= UInt64(Int.max / 16) else { throw bad("\(where_): element count overflows") }
-            let nameOff = p.u64(e + L.eName), nameLen = UInt64(p.u32(e + L.eNameLength))
+            let nameOff = t.u64(e + L.eName), nameLen = UInt64(t.u32(e + L.eNameLength))
             guard nameLen <= UInt64(L.maxNameLength), nameOff <= UInt64(total), nameLen <= UInt64(total) - nameOff else {
                 throw bad("\(where_): name (offset \(nameOff), length \(nameLen)) outside the message")
             }
-            guard isValidUTF8(UnsafeRawBufferPointer(start: p + Int(nameOff), count: Int(nameLen))) else {
-                throw bad("\(where_): name is not valid UTF-8")
-            }
-            let dataOff = p.u64(e + L.eData), dataLen = p.u64(e + L.eDataLength)
+            let dataOff = t.u64(e + L.eData), dataLen = t.u64(e + L.eDataLength)
             guard dataOff >= UInt64(L.headerSize), dataOff % UInt64(L.dataAlignment) == 0 else {
                 throw bad("\(where_): data offset \(dataOff) is not a 64-byte aligned offset past the header")
             }
@@ -112,42 +154,77 @@ public struct MessageView {
                     throw bad("\(where_): \(dataLen) data bytes for \(elements) elements of \(dtype.name)")
                 }
             } else {
-                try MessageView.validateStrings(p + Int(dataOff), length: Int(dataLen), count: Int(elements), bad: { bad("\(where_): \($0)") })
+                textNeeded += Int(dataLen) + 8  // copied privately, kept 8-byte aligned
+            }
+            textNeeded += Int(nameLen)
+            entries.append(MessageTable.Entry(
+                nameStart: Int(nameOff), nameLength: Int(nameLen), dtype: dtype, ndim: ndim,
+                shape: (t.i64(e + 32), t.i64(e + 40), t.i64(e + 48), t.i64(e + 56), t.i64(e + 64), t.i64(e + 72), t.i64(e + 80), t.i64(e + 88)),
+                dataOffset: Int(dataOff), dataLength: Int(dataLen), dataIsPrivate: false))
+        }
+
+        // Names, metadata and string tensors: copied once into private memory, checked there.
+        let table = MessageTable(textCapacity: textNeeded)
+        let text = table.text.baseAddress!
+        var used = 0
+        func copyIn(_ offset: Int, _ n: Int) -> Int {
+            let at = used
+            if n > 0 { (text + at).copyMemory(from: p + offset, byteCount: n) }
+            used += n
+            return at
+        }
+        for i in 0..<count {
+            let at = copyIn(entries[i].nameStart, entries[i].nameLength)
+            entries[i].nameStart = at
+            guard isValidUTF8(UnsafeRawBufferPointer(start: text + at, count: entries[i].nameLength)) else {
+                throw bad("tensor \(i): name is not valid UTF-8")
+            }
+            if entries[i].dtype == .string {
+                used = MessageLayout.align(used, 8)
+                let d = copyIn(entries[i].dataOffset, entries[i].dataLength)
+                var elements = 1
+                for k in 0..<entries[i].ndim { elements *= Int(withUnsafeBytes(of: entries[i].shape) { $0.load(fromByteOffset: 8 * k, as: Int64.self) }) }
+                try MessageView.validateStrings(UnsafeRawPointer(text + d), length: entries[i].dataLength, count: elements,
+                                                bad: { bad("tensor \(i): \($0)") })
+                entries[i].dataOffset = d
+                entries[i].dataIsPrivate = true
             }
         }
         // Names must be unique so lookup by name is unambiguous.
         if count > 1 {
             var seen = Set<[UInt8]>()
-            for i in 0..<count {
-                let e = table + i * L.tensorEntrySize
-                let nameBytes = Array(UnsafeRawBufferPointer(start: p + Int(p.u64(e + L.eName)), count: Int(p.u32(e + L.eNameLength))))
+            for e in entries {
+                let nameBytes = Array(UnsafeRawBufferPointer(start: text + e.nameStart, count: e.nameLength))
                 guard seen.insert(nameBytes).inserted else { throw bad("duplicate tensor name \"\(String(decoding: nameBytes, as: UTF8.self))\"") }
             }
         }
         // Metadata: exactly metaCount entries filling exactly metaLength bytes.
-        var o = Int(meta64)
-        let end = o + Int(metaLen64)
+        let m0 = copyIn(metaOffset, metaLength)
+        var o = m0
+        let end = m0 + metaLength
+        var meta: [(Int, Int, Int, Int)] = []
+        meta.reserveCapacity(metaCount)
         for i in 0..<metaCount {
             guard end - o >= 8 else { throw bad("metadata entry \(i) header past the metadata area") }
-            let k = Int(p.u32(o)), v = Int(p.u32(o + 4))
+            let k = Int(UnsafeRawPointer(text).u32(o)), v = Int(UnsafeRawPointer(text).u32(o + 4))
             o += 8
             guard k <= end - o, v <= end - o - k else { throw bad("metadata entry \(i) past the metadata area") }
-            guard isValidUTF8(UnsafeRawBufferPointer(start: p + o, count: k)),
-                  isValidUTF8(UnsafeRawBufferPointer(start: p + o + k, count: v)) else {
+            guard isValidUTF8(UnsafeRawBufferPointer(start: text + o, count: k)),
+                  isValidUTF8(UnsafeRawBufferPointer(start: text + o + k, count: v)) else {
                 throw bad("metadata entry \(i) is not valid UTF-8")
             }
+            meta.append((o, k, o + k, v))
             o += k + v
         }
         guard o == end else { throw bad("\(end - o) stray bytes after the metadata entries") }
+        table.entries = entries
+        table.meta = meta
 
         self.base = p
         self.length = total
-        self.tensorCount = count
-        self.status = Int32(bitPattern: p.u32(L.oStatus))
-        self.tableOffset = table
-        self.metaOffset = Int(meta64)
-        self.metaLength = Int(metaLen64)
-        self.metaCount = metaCount
+        self.status = status
+        self.table = table
+        self.owner = owner
     }
 
     static func validateStrings(_ p: UnsafeRawPointer, length: Int, count: Int, bad: (String) -> FerryError) throws {
@@ -168,25 +245,21 @@ public struct MessageView {
         guard prev == UInt64(textLength) else { throw bad("last string offset \(prev) != text length \(textLength)") }
     }
 
-    /// The raw fields of tensor `i` (0 ≤ i < tensorCount), pointing into the message.
+    /// The raw fields of tensor `i` (0 ≤ i < tensorCount): the name (and a string tensor's
+    /// bytes) in the view's private copy, numeric data in place.
     @inline(__always)
     public func rawTensor(at i: Int) -> RawTensor {
         precondition(i >= 0 && i < tensorCount, "tensor index out of range")
-        typealias L = MessageLayout
-        let e = tableOffset + i * L.tensorEntrySize
-        let p = base
-        let dataOff = Int(p.u64(e + L.eData))
-        return RawTensor(
-            name: p + Int(p.u64(e + L.eName)), nameLength: Int(p.u32(e + L.eNameLength)),
-            dtype: DType(rawValue: p.load(fromByteOffset: e + L.eDType, as: UInt8.self))!,
-            ndim: Int(p.load(fromByteOffset: e + L.eNDim, as: UInt8.self)),
-            shape: (p.i64(e + 32), p.i64(e + 40), p.i64(e + 48), p.i64(e + 56), p.i64(e + 64), p.i64(e + 72), p.i64(e + 80), p.i64(e + 88)),
-            data: p + dataOff, dataLength: Int(p.u64(e + L.eDataLength)), dataOffset: dataOff)
+        let e = table.entries[i]
+        let text = UnsafeRawPointer(table.text.baseAddress!)
+        let data = e.dataIsPrivate ? text + e.dataOffset : base + e.dataOffset
+        return RawTensor(name: text + e.nameStart, nameLength: e.nameLength, dtype: e.dtype, ndim: e.ndim, shape: e.shape,
+                         data: data, dataLength: e.dataLength, dataOffset: e.dataOffset)
     }
 
     /// Tensor `i` with its name and shape decoded.
     public func tensor(at i: Int) -> TensorView {
-        TensorView(raw: rawTensor(at: i))
+        TensorView(raw: rawTensor(at: i), keep: self)
     }
 
     /// The tensor called `name`, if any.
@@ -203,18 +276,11 @@ public struct MessageView {
 
     /// Metadata entries in order.
     public var metadata: [(key: String, value: String)] {
-        var out: [(key: String, value: String)] = []
-        out.reserveCapacity(metaCount)
-        var o = metaOffset
-        for _ in 0..<metaCount {
-            let k = Int(base.u32(o)), v = Int(base.u32(o + 4))
-            o += 8
-            let key = String(decoding: UnsafeRawBufferPointer(start: base + o, count: k), as: UTF8.self)
-            let value = String(decoding: UnsafeRawBufferPointer(start: base + o + k, count: v), as: UTF8.self)
-            out.append((key, value))
-            o += k + v
+        (0..<metadataCount).map { i in
+            let e = rawMetadata(at: i)!
+            return (String(decoding: UnsafeRawBufferPointer(start: e.key, count: e.keyLength), as: UTF8.self),
+                    String(decoding: UnsafeRawBufferPointer(start: e.value, count: e.valueLength), as: UTF8.self))
         }
-        return out
     }
 
     /// The value of metadata `key`, if present.
@@ -222,17 +288,16 @@ public struct MessageView {
         metadata.first(where: { $0.key == key })?.value
     }
 
-    /// Raw metadata entry `i`: pointers into the message for the C ABI.
+    /// Raw metadata entry `i`: pointers into the view's private copy, for the C ABI.
     public func rawMetadata(at i: Int) -> (key: UnsafeRawPointer, keyLength: Int, value: UnsafeRawPointer, valueLength: Int)? {
-        guard i >= 0 && i < metaCount else { return nil }
-        var o = metaOffset
-        for _ in 0..<i { o += 8 + Int(base.u32(o)) + Int(base.u32(o + 4)) }
-        let k = Int(base.u32(o)), v = Int(base.u32(o + 4))
-        return (base + o + 8, k, base + o + 8 + k, v)
+        guard i >= 0 && i < metadataCount else { return nil }
+        let (k, kl, v, vl) = table.meta[i]
+        let text = UnsafeRawPointer(table.text.baseAddress!)
+        return (text + k, kl, text + v, vl)
     }
 
     /// Number of metadata entries.
-    public var metadataCount: Int { metaCount }
+    public var metadataCount: Int { table.meta.count }
 }
 
 /// A tensor inside a `MessageView`: decoded name and shape, data still in place.
@@ -243,10 +308,13 @@ public struct TensorView {
     public let dtype: DType
     /// Dimensions (empty for a 0-d scalar).
     public let shape: [Int]
-    /// The bytes, in place in the message.
+    /// The bytes, in place in the message (a string tensor's: in the view's private copy).
     public let data: UnsafeRawBufferPointer
+    /// Keeps the private copy and the message's memory alive as long as this view.
+    let keep: (MessageTable, AnyObject?)
 
-    init(raw: RawTensor) {
+    init(raw: RawTensor, keep view: MessageView) {
+        keep = (view.table, view.owner)
         name = String(decoding: UnsafeRawBufferPointer(start: raw.name, count: raw.nameLength), as: UTF8.self)
         dtype = raw.dtype
         shape = withUnsafeBytes(of: raw.shape) { buf in (0..<raw.ndim).map { Int(buf.load(fromByteOffset: 8 * $0, as: Int64.self)) } }
@@ -256,12 +324,17 @@ public struct TensorView {
     /// Number of elements (1 for a 0-d tensor).
     public var count: Int { shape.reduce(1, *) }
 
-    /// Copies the elements out as `T` (which must match `dtype`).
+    /// Copies the elements out as `T` (which must match `dtype`). The copy is sized from
+    /// the validated shape, and never copies more than the validated data length.
     public func values<T: TensorElement>(as type: T.Type = T.self) throws -> [T] {
         guard T.dtype == dtype else { throw FerryError(.invalidArgument, "tensor \"\(name)\" is \(dtype.name), not \(T.dtype.name)") }
-        return [T](unsafeUninitializedCapacity: count) { buf, n in
-            UnsafeMutableRawBufferPointer(buf).copyMemory(from: data)
-            n = count
+        let n = count
+        let bytes = min(n * MemoryLayout<T>.stride, data.count)
+        return [T](unsafeUninitializedCapacity: n) { buf, filled in
+            let dst = UnsafeMutableRawBufferPointer(buf)
+            if bytes > 0 { dst.baseAddress!.copyMemory(from: data.baseAddress!, byteCount: bytes) }
+            if bytes < dst.count { (dst.baseAddress! + bytes).initializeMemory(as: UInt8.self, repeating: 0, count: dst.count - bytes) }
+            filled = n
         }
     }
 

@@ -1,48 +1,68 @@
 import Atomics
 
-/// The slot state machine of a shared-memory channel (docs/protocol.md, "Slots").
+/// The slots of a shared-memory channel, driven by `SlotMachine` (docs/protocol.md, "Slots").
 ///
-/// Each slot has one 32-bit word: a generation (upper 28 bits, bumped on every claim) and a
-/// state (lower 4 bits). Every transition is one compare-and-swap on that word, so a process
-/// that dies between two steps leaves the slot in a well-defined state that a survivor can
-/// recover, and a stale actor can never act on a slot's next generation.
-///
-///     FREE ─client claims─▶ CLAIMED ─publish─▶ READY ─worker takes─▶ BUSY ─reply─▶ DONE ─client reads, frees─▶ FREE
-///                             ▲                  │ client times out      │ client times out
-///                             └──────────────────┘                      ▼
-///                                                                   ABANDONED ─worker finishes─▶ FREE
-final class ShmChannel {
-    enum SlotState: UInt32 { case free = 0, claimed, ready, busy, done, abandoned }
-
+/// Every step is `transition`: read the slot's 64-bit word, ask a `SlotMachine` function for
+/// the next word, install it with one compare-and-swap, and on failure decide again from the
+/// word the CAS found. Data is written only by the slot's current owner: the client while
+/// CLAIMED, the worker while BUSY (or ABANDONED to it), so a late actor can never touch the
+/// slot's next use. The reply starts at a page boundary after the request, an offset both
+/// sides compute from the request length; its length is its own (validated) header's.
+final class ShmChannel: @unchecked Sendable {
     let segment: ShmSegment
     let slots: Int
     let slotSize: Int
-    let me = System.pid
-    private var cursor = 0
+    /// Where the next search for a free or published slot starts (a hint; races are harmless).
+    private let cursor = ManagedAtomic<Int>(0)
 
     init(_ segment: ShmSegment) {
         self.segment = segment
         self.slots = segment.geometry.slots
         self.slotSize = segment.geometry.slotSize
-        cursor = Int(System.pid) % slots
+        cursor.store(Int(segment.peer) % slots, ordering: .relaxed)
+        // A token is reused only after its holder died: free what that holder left behind.
+        recoverDead(treatingAsDead: segment.peer)
     }
 
-    @inline(__always) static func pack(_ gen: UInt32, _ s: SlotState) -> UInt32 { (gen << 4) | s.rawValue }
-    @inline(__always) static func gen(_ w: UInt32) -> UInt32 { w >> 4 }
-    @inline(__always) static func state(_ w: UInt32) -> SlotState { SlotState(rawValue: w & 0xF) ?? .free }
+    var me: PeerID { segment.peer }
 
     @inline(__always) func entry(_ slot: Int) -> Int { SegmentLayout.headerSize + slot * SegmentLayout.slotEntrySize }
-    @inline(__always) func slotWord(_ slot: Int) -> UnsafeAtomic<UInt32> { segment.atomic(entry(slot) + SegmentLayout.sWord) }
-    @inline(__always) func field32(_ slot: Int, _ f: Int) -> UnsafeAtomic<UInt32> { segment.atomic(entry(slot) + f) }
+    @inline(__always) func word(_ slot: Int) -> UnsafeAtomic<UInt64> {
+        UnsafeAtomic(at: (segment.base + entry(slot) + SegmentLayout.sWord).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
+    }
+    @inline(__always) func load(_ slot: Int) -> SlotWord { SlotWord(raw: word(slot).load(ordering: .acquiring)) }
     @inline(__always) func field64(_ slot: Int, _ f: Int) -> UInt64 { UnsafeRawPointer(segment.base).u64(entry(slot) + f) }
     @inline(__always) func setField64(_ slot: Int, _ f: Int, _ v: UInt64) { segment.base.put(v, at: entry(slot) + f) }
 
     /// Start of slot `slot`'s data.
     @inline(__always) func data(_ slot: Int) -> UnsafeMutableRawPointer { segment.base + segment.geometry.slotsOffset + slot * slotSize }
 
+    /// Where a reply starts for a request of `requestLength` bytes (both sides compute it).
+    @inline(__always) func replyOffset(requestLength: Int) -> Int {
+        min(MessageLayout.align(requestLength, SegmentLayout.page), slotSize)
+    }
+
+    /// Room for a request: one page stays free so a worker can always answer (an error fits).
+    var requestCapacity: Int { slotSize - SegmentLayout.page }
+
+    /// One step of the state machine on `slot`: decide from the current word, install with a
+    /// CAS, and on failure decide again from the word the CAS returned.
+    @inline(__always)
+    func transition<R>(_ slot: Int, _ decide: (SlotWord) -> (SlotWord?, R)) -> (installed: Bool, result: R, word: SlotWord) {
+        var w = load(slot)
+        while true {
+            let (next, r) = decide(w)
+            guard let next else { return (false, r, w) }
+            let (ok, found) = word(slot).compareExchange(expected: w.raw, desired: next.raw, ordering: .acquiringAndReleasing)
+            if ok { return (true, r, next) }
+            w = SlotWord(raw: found)
+        }
+    }
+
     var slotWaitPoint: (Int) -> WaitPoint {
+        // The futex is the word's low half (state and owners), which every transition changes.
         { slot in WaitPoint(word: self.segment.word(self.entry(slot) + SegmentLayout.sWord),
-                            sleepers: self.field32(slot, SegmentLayout.sClientWaiting)) }
+                            sleepers: self.segment.atomic(self.entry(slot) + SegmentLayout.sClientWaiting)) }
     }
     var requestWaitPoint: WaitPoint {
         WaitPoint(word: segment.word(SegmentLayout.oRequestSeq), sleepers: segment.atomic(SegmentLayout.oSleepingWorkers))
@@ -55,169 +75,191 @@ final class ShmChannel {
         FerryError(.closed, "channel shm://\(segment.channel) was closed by its server")
     }
 
+    func staleError() -> FerryError {
+        FerryError(.invalidArgument, "this handle was made before fork(); a forked child must make its own client or worker")
+    }
+
+    /// Tells free-slot waiters that a slot became free.
+    func announceFree() {
+        segment.atomic(SegmentLayout.oFreeSeq).wrappingIncrement(ordering: .sequentiallyConsistent)
+        freeWaitPoint.wake()
+    }
+
     // MARK: client side
 
     /// Claims a free slot, waiting up to the deadline. Returns (slot, generation).
     func claim(deadline: UInt64, strategy: WaitStrategy) throws -> (Int, UInt32) {
+        guard !segment.isStale else { throw staleError() }
+        let me = self.me
         var swept = false
         let found: (Int, UInt32)? = try freeWaitPoint.wait(strategy: strategy, deadline: deadline, poll: {
             if segment.isClosed { throw closedError() }
+            let start = cursor.load(ordering: .relaxed)
             for k in 0..<slots {
-                let i = (cursor + k) % slots
-                let w = slotWord(i).load(ordering: .relaxed)
-                guard ShmChannel.state(w) == .free else { continue }
-                let g = (ShmChannel.gen(w) &+ 1) & 0x0FFF_FFFF
-                if slotWord(i).compareExchange(expected: w, desired: ShmChannel.pack(g, .claimed), ordering: .acquiringAndReleasing).exchanged {
-                    field32(i, SegmentLayout.sClientPid).store(me, ordering: .releasing)
+                let i = (start + k) % slots
+                guard load(i).state == .free else { continue }
+                let t = transition(i) { w in (SlotMachine.claim(w, client: me), ()) }
+                if t.installed {
                     // Start the next search here: a client with one call in flight reuses the
                     // same slot, whose pages are still warm in its cache.
-                    cursor = i
-                    return (i, g)
+                    cursor.store(i, ordering: .relaxed)
+                    return (i, t.word.gen)
                 }
             }
-            if !swept { swept = true; sweep() }
+            if !swept { swept = true; recoverDead() }
             return nil
-        }, check: { sweep() })
+        }, check: { recoverDead() })
         guard let f = found else {
+            if !segment.hasServer {
+                throw FerryError(.noServer, "no process serves shm://\(segment.channel) any more")
+            }
             throw FerryError(.busy, "all \(slots) slots of shm://\(segment.channel) stayed busy until the deadline; raise slots or the timeout")
         }
         return f
     }
 
     /// Publishes a written request of `length` bytes in a claimed slot and wakes a worker.
-    func publish(slot: Int, gen: UInt32, length: Int) {
+    func publish(slot: Int, gen: UInt32, length: Int) throws {
+        guard !segment.isStale else { throw staleError() }
         setField64(slot, SegmentLayout.sRequestLength, UInt64(length))
-        slotWord(slot).store(ShmChannel.pack(gen, .ready), ordering: .sequentiallyConsistent)
+        let me = self.me
+        let t = transition(slot) { w in (SlotMachine.publish(w, gen: gen, client: me), ()) }
+        guard t.installed else {
+            throw FerryError(.invalidArgument, "the call's slot is not claimed by this client any more")
+        }
         segment.atomic(SegmentLayout.oRequestSeq).wrappingIncrement(ordering: .sequentiallyConsistent)
         requestWaitPoint.wake()
     }
 
-    /// Waits for the reply in `slot`. On return the slot is DONE and still owned by the caller.
-    /// On error the caller keeps ownership unless the error says the slot was abandoned
-    /// (`owned == false`), in which case it must not touch or free the slot.
-    func awaitReply(slot: Int, gen: UInt32, deadline: UInt64, strategy: WaitStrategy) throws -> (offset: Int, length: Int) {
-        let word = slotWord(slot)
-        let done = ShmChannel.pack(gen, .done)
-        var lastServerCheck: UInt64 = 0
-        let got: Bool? = try slotWaitPoint(slot).wait(strategy: strategy, deadline: deadline, poll: {
-            word.load(ordering: .acquiring) == done ? true : nil
-        }, check: {
-            let w = word.load(ordering: .acquiring)
-            switch ShmChannel.state(w) {
-            case .busy:
-                let pid = field32(slot, SegmentLayout.sWorkerPid).load(ordering: .acquiring)
-                if pid != 0 && !System.isAlive(pid) {
-                    if word.compareExchange(expected: w, desired: ShmChannel.pack(gen, .claimed), ordering: .acquiringAndReleasing).exchanged {
-                        throw FerryError(.peerDied, "the worker (pid \(pid)) serving shm://\(segment.channel) died before it replied")
-                    }
-                }
-            case .ready:
-                if segment.isClosed || (System.nowNanos() - lastServerCheck > 200_000_000 && !segment.hasServer) {
-                    if word.compareExchange(expected: w, desired: ShmChannel.pack(gen, .claimed), ordering: .acquiringAndReleasing).exchanged {
-                        if segment.isClosed { throw closedError() }
-                        throw FerryError(.noServer, "no process serves shm://\(segment.channel) any more")
-                    }
-                }
-                lastServerCheck = System.nowNanos()
-            default: break
-            }
-        })
-        if got == nil {
-            // Deadline passed: take the request back if no worker has it, else abandon the slot
-            // to the worker, who frees it when done.
-            let w = word.load(ordering: .acquiring)
-            if ShmChannel.state(w) == .ready,
-               word.compareExchange(expected: w, desired: ShmChannel.pack(gen, .claimed), ordering: .acquiringAndReleasing).exchanged {
-                throw FerryError(.timedOut, "no worker took the request on shm://\(segment.channel) before the deadline")
-            }
-            if ShmChannel.state(w) == .busy,
-               word.compareExchange(expected: w, desired: ShmChannel.pack(gen, .abandoned), ordering: .acquiringAndReleasing).exchanged {
-                throw AbandonedSlot(FerryError(.timedOut, "the worker on shm://\(segment.channel) did not reply before the deadline"))
-            }
-            if word.load(ordering: .acquiring) != done {
-                throw FerryError(.timedOut, "no reply on shm://\(segment.channel) before the deadline")
-            }
-        }
-        let offset = Int(field64(slot, SegmentLayout.sResponseOffset))
-        let length = Int(field64(slot, SegmentLayout.sResponseLength))
-        guard offset >= 0, offset <= slotSize, length >= 0, length <= slotSize - offset else {
-            throw FerryError(.malformed, "reply position (offset \(offset), length \(length)) outside the slot")
-        }
-        return (offset, length)
+    /// Why a wait ended without a reply. The call no longer owns its slot after any of them.
+    func lostError() -> FerryError {
+        FerryError(.peerDied, "the worker serving shm://\(segment.channel) died before it replied")
     }
 
-    /// Marks an error that already gave the slot away.
-    struct AbandonedSlot: Error { let error: FerryError; init(_ e: FerryError) { error = e } }
+    /// Waits for the reply to the request in `slot`. On return the slot is DONE and owned by
+    /// the caller, and the reply starts at `replyOffset(requestLength:)`. On error the
+    /// caller no longer owns the slot (it was withdrawn, abandoned to its worker, or
+    /// recovered after the worker died).
+    func awaitReply(slot: Int, gen: UInt32, deadline: UInt64, strategy: WaitStrategy) throws {
+        guard !segment.isStale else { throw staleError() }
+        let me = self.me
+        let got: Bool? = try slotWaitPoint(slot).wait(strategy: strategy, deadline: deadline, poll: {
+            switch SlotMachine.progress(load(slot), gen: gen, client: me) {
+            case .replied: return true
+            case .waiting: return nil
+            case .lost: throw lostError()
+            }
+        }, check: {
+            // Runs every check interval while waiting (never reset by polling).
+            let w = load(slot)
+            if w.state == .busy, w.gen == gen, !segment.isAlive(w.worker) {
+                _ = transition(slot) { w in (SlotMachine.recover(w, alive: segment.isAlive), ()) }
+                announceFree()
+                throw lostError()
+            }
+            if w.state == .ready {
+                let closed = segment.isClosed
+                if closed || !segment.hasServer {
+                    let t = transition(slot) { w in (SlotMachine.withdraw(w, gen: gen, client: me), ()) }
+                    if t.installed {
+                        announceFree()
+                        throw closed ? closedError() : FerryError(.noServer, "no process serves shm://\(segment.channel) any more")
+                    }
+                }
+            }
+        })
+        if got == true { return }
+        // Deadline passed: withdraw the request if no worker has it, else abandon the slot
+        // to its worker, who frees it when done. A reply that raced in is used.
+        let t = transition(slot) { w in SlotMachine.giveUp(w, gen: gen, client: me) }
+        switch t.result {
+        case .replied: return
+        case .withdrawn:
+            announceFree()
+            throw FerryError(.timedOut, "no worker took the request on shm://\(segment.channel) before the deadline")
+        case .abandoned:
+            throw FerryError(.timedOut, "the worker on shm://\(segment.channel) did not reply before the deadline")
+        case .lost:
+            throw lostError()
+        }
+    }
 
-    /// Returns a slot the caller owns (CLAIMED or DONE) to the free pool.
-    func release(slot: Int, gen: UInt32) {
-        field32(slot, SegmentLayout.sClientPid).store(0, ordering: .relaxed)
-        field32(slot, SegmentLayout.sWorkerPid).store(0, ordering: .relaxed)
-        slotWord(slot).store(ShmChannel.pack(gen, .free), ordering: .sequentiallyConsistent)
-        segment.atomic(SegmentLayout.oFreeSeq).wrappingIncrement(ordering: .sequentiallyConsistent)
-        freeWaitPoint.wake()
+    /// Returns a slot the caller owns (CLAIMED or DONE) to the free pool. False when the
+    /// slot was not the caller's any more (nothing is changed then).
+    @discardableResult
+    func release(slot: Int, gen: UInt32) -> Bool {
+        guard !segment.isStale else { return false }
+        let me = self.me
+        let t = transition(slot) { w in (SlotMachine.release(w, gen: gen, client: me), ()) }
+        if t.installed { announceFree() }
+        return t.installed
     }
 
     // MARK: worker side
 
     /// Takes the next published request, waiting up to the deadline; nil on timeout.
-    func take(deadline: UInt64, strategy: WaitStrategy) throws -> (slot: Int, gen: UInt32, length: Int)? {
+    /// The request length is read once, after the take, and is only a claim to validate.
+    func take(deadline: UInt64, strategy: WaitStrategy) throws -> (slot: Int, gen: UInt32, length: UInt64)? {
+        guard !segment.isStale else { throw staleError() }
+        let me = self.me
         var lastSweep = System.nowNanos()
         return try requestWaitPoint.wait(strategy: strategy, deadline: deadline, poll: {
+            let start = cursor.load(ordering: .relaxed)
             for k in 0..<slots {
-                let i = (cursor + k) % slots
-                let w = slotWord(i).load(ordering: .relaxed)
-                guard ShmChannel.state(w) == .ready else { continue }
-                if slotWord(i).compareExchange(expected: w, desired: ShmChannel.pack(ShmChannel.gen(w), .busy), ordering: .acquiringAndReleasing).exchanged {
+                let i = (start + k) % slots
+                guard load(i).state == .ready else { continue }
+                let t = transition(i) { w in (SlotMachine.take(w, worker: me), ()) }
+                if t.installed {
                     setField64(i, SegmentLayout.sBusySince, System.nowNanos())
-                    field32(i, SegmentLayout.sWorkerPid).store(me, ordering: .sequentiallyConsistent)
-                    cursor = (i + 1) % slots
-                    return (i, ShmChannel.gen(w), Int(field64(i, SegmentLayout.sRequestLength)))
+                    segment.atomic(entry(i) + SegmentLayout.sWorkerPid).store(System.pid, ordering: .relaxed)
+                    cursor.store((i + 1) % slots, ordering: .relaxed)
+                    return (i, t.word.gen, field64(i, SegmentLayout.sRequestLength))
                 }
             }
             if segment.isClosed { throw closedError() }
             return nil
         }, check: {
             let now = System.nowNanos()
-            if now - lastSweep > 250_000_000 { sweep(); lastSweep = now }
+            if now - lastSweep > 250_000_000 { recoverDead(); lastSweep = now }
         })
     }
 
-    /// Publishes the reply written at `offset` (length bytes) and wakes the client. If the
-    /// client abandoned the slot meanwhile, frees it instead.
-    func complete(slot: Int, gen: UInt32, offset: Int, length: Int) {
-        setField64(slot, SegmentLayout.sResponseOffset, UInt64(offset))
-        setField64(slot, SegmentLayout.sResponseLength, UInt64(length))
-        let word = slotWord(slot)
-        if word.compareExchange(expected: ShmChannel.pack(gen, .busy), desired: ShmChannel.pack(gen, .done), ordering: .sequentiallyConsistent).exchanged {
-            slotWaitPoint(slot).wake(all: true)
-        } else if word.load(ordering: .acquiring) == ShmChannel.pack(gen, .abandoned) {
-            release(slot: slot, gen: gen)
+    /// Publishes the reply written in the slot and wakes the client; if the client gave up
+    /// meanwhile, frees the slot instead.
+    @discardableResult
+    func complete(slot: Int, gen: UInt32) -> SlotMachine.Completion {
+        guard !segment.isStale else { return .lost }
+        let me = self.me
+        let t = transition(slot) { w in SlotMachine.complete(w, gen: gen, worker: me) }
+        switch t.result {
+        case .delivered: slotWaitPoint(slot).wake(all: true)
+        case .freed: announceFree()
+        case .lost: break
         }
+        return t.result
     }
 
     // MARK: recovery
 
-    /// Frees slots held by processes that died: a client that claimed or was answered and is
-    /// gone, a worker that was abandoned and is gone, or both sides gone.
-    func sweep() {
+    /// Frees what dead processes held (SlotMachine.recover), judging each token by its lock.
+    /// `treatingAsDead` is a token this process just took over from a dead holder.
+    func recoverDead(treatingAsDead reused: PeerID = 0) {
+        guard !segment.isStale else { return }
+        var verdict = [PeerID: Bool]()
+        let alive: (PeerID) -> Bool = { id in
+            if id == reused { return false }
+            if let v = verdict[id] { return v }
+            let v = self.segment.isAlive(id)
+            verdict[id] = v
+            return v
+        }
         for i in 0..<slots {
-            let w = slotWord(i).load(ordering: .acquiring)
-            let state = ShmChannel.state(w)
-            if state == .free { continue }
-            let client = field32(i, SegmentLayout.sClientPid).load(ordering: .acquiring)
-            let worker = field32(i, SegmentLayout.sWorkerPid).load(ordering: .acquiring)
-            let clientDead = client != 0 && !System.isAlive(client)
-            let workerDead = worker != 0 && !System.isAlive(worker)
-            let reclaim: Bool
-            switch state {
-            case .claimed, .ready, .done: reclaim = clientDead
-            case .busy: reclaim = clientDead && workerDead
-            case .abandoned: reclaim = workerDead
-            case .free: reclaim = false
-            }
-            if reclaim, slotWord(i).compareExchange(expected: w, desired: ShmChannel.pack(ShmChannel.gen(w), .claimed), ordering: .acquiringAndReleasing).exchanged {
-                release(slot: i, gen: ShmChannel.gen(w))
+            let w = load(i)
+            guard w.state != .free, w.client == reused || w.worker == reused || reused == 0 else { continue }
+            let t = transition(i) { w in (SlotMachine.recover(w, alive: alive), ()) }
+            if t.installed {
+                if t.word.state == .free { announceFree() }
+                slotWaitPoint(i).wake(all: true)
             }
         }
     }
@@ -227,9 +269,9 @@ final class ShmChannel {
         let now = System.nowNanos()
         var out: [(pid: UInt32, seconds: Double)] = []
         for i in 0..<slots {
-            let state = ShmChannel.state(slotWord(i).load(ordering: .acquiring))
+            let state = load(i).state
             guard state == .busy || state == .abandoned else { continue }
-            let pid = field32(i, SegmentLayout.sWorkerPid).load(ordering: .acquiring)
+            let pid = segment.atomic(entry(i) + SegmentLayout.sWorkerPid).load(ordering: .relaxed)
             let since = field64(i, SegmentLayout.sBusySince)
             if pid != 0, since != 0, now > since, now - since > limitNanos {
                 out.append((pid, Double(now - since) / 1e9))
@@ -241,7 +283,7 @@ final class ShmChannel {
     /// Counts slots by state (for `ferry status` and tests).
     func census() -> [SlotState: Int] {
         var out: [SlotState: Int] = [:]
-        for i in 0..<slots { out[ShmChannel.state(slotWord(i).load(ordering: .relaxed)), default: 0] += 1 }
+        for i in 0..<slots { if let s = load(i).state { out[s, default: 0] += 1 } }
         return out
     }
 }

@@ -7,8 +7,8 @@ import Glibc
 public enum SegmentLayout {
     /// "FERRYSEG" read as a little-endian u64.
     public static let magic: UInt64 = 0x4745_5359_5252_4546
-    /// Segment layout version.
-    public static let version: UInt32 = 1
+    /// Segment layout version (2: 64-bit slot words carrying owner tokens).
+    public static let version: UInt32 = 2
     /// Size of the header page.
     public static let headerSize = 4096
     /// Size of one slot descriptor.
@@ -25,9 +25,13 @@ public enum SegmentLayout {
     // Each hot counter on its own cache line.
     static let oRequestSeq = 64, oSleepingWorkers = 128, oFreeSeq = 192, oFreeWaiters = 256, oWorkers = 320
 
-    // Slot descriptor fields.
-    static let sWord = 0, sClientWaiting = 4, sClientPid = 8, sWorkerPid = 12
-    static let sRequestLength = 16, sResponseOffset = 24, sResponseLength = 32, sBusySince = 40
+    // Slot descriptor fields: the 64-bit control word (SlotWord), the count of clients
+    // sleeping on its low half, the worker's pid (informational: for the hang watchdog and
+    // `ferry status`, never for liveness), the request length, when the worker took it.
+    static let sWord = 0, sClientWaiting = 8, sWorkerPid = 12, sRequestLength = 16, sBusySince = 24
+
+    /// File byte whose OFD lock is peer `id`'s liveness token is `peerLockBase + id`.
+    static let peerLockBase: Int64 = 1024
 
     static let stateInit: UInt32 = 0, stateReady: UInt32 = 1, stateClosed: UInt32 = 2
 
@@ -76,9 +80,16 @@ public enum SegmentLayout {
 /// A mapped shared-memory segment, as the process serving it or as a client.
 ///
 /// Liveness and creation use open-file-description locks on the segment itself, which the
-/// kernel drops when a process dies: byte 0 serialises create/join/reclaim/leave, and every
-/// serving process holds a shared lock on byte 1. A segment whose byte 1 nobody holds is
-/// stale (its servers are gone) and the next server reclaims it.
+/// kernel drops when a process dies (pids are never used: they are reused, and differ
+/// between pid namespaces): byte 0 serialises create/join/reclaim/leave, every serving
+/// process holds a shared lock on byte 1, and every attachment holds an exclusive lock on
+/// byte `peerLockBase + id` through a descriptor of its own: its liveness token `id`, which
+/// slot words record as owner. A segment whose byte 1 nobody holds is stale (its servers are
+/// gone) and the next server reclaims it. Every such descriptor is fork-guarded: a forked
+/// child does not inherit the liveness (CFerryLinux `cferry_liveness_register`).
+///
+/// The mapping lives as long as this object: calls, jobs and message views keep it alive,
+/// so `leave()` (stop serving, detach) never unmaps memory that something still points into.
 final class ShmSegment {
     let channel: String
     let shmName: String
@@ -87,6 +98,11 @@ final class ShmSegment {
     let geometry: SegmentLayout.Geometry
     let isServer: Bool
     var isOpen = true
+    /// This attachment's liveness token and the descriptor that holds its lock.
+    private(set) var peer: PeerID = 0
+    private var tokenFd: Int32 = -1
+    /// The fork generation this object was made in; in a forked child it is stale.
+    let forkGeneration = System.forkGeneration
 
     static let mutexByte: Int64 = 0
     static let livenessByte: Int64 = 1
@@ -98,6 +114,37 @@ final class ShmSegment {
         self.base = base
         self.geometry = geometry
         self.isServer = isServer
+        if fd >= 0 { _ = System.guardLiveness(fd) }
+    }
+
+    /// True in a forked child for an object its parent made: it must not touch shared state.
+    var isStale: Bool { forkGeneration != System.forkGeneration }
+
+    /// Takes a free liveness token: the first id whose lock byte nobody holds. A token left
+    /// by a dead process is reused; the channel then recovers what that process held.
+    func acquirePeer() throws {
+        let tfd = try System.reopen(fd)
+        guard System.guardLiveness(tfd) else {
+            System.closeGuarded(tfd)
+            throw FerryError(.system, "too many Ferry attachments in this process")
+        }
+        let n = Int(SlotWord.maxPeer)
+        let start = Int(System.nowNanos() % UInt64(n))
+        for k in 0..<n {
+            let id = PeerID(1 + (start + k) % n)
+            if try System.lock(fd: tfd, byte: SegmentLayout.peerLockBase + Int64(id), exclusive: true, wait: false) {
+                peer = id
+                tokenFd = tfd
+                return
+            }
+        }
+        System.closeGuarded(tfd)
+        throw FerryError(.busy, "shm://\(channel) already has \(n) attached processes (the most a segment tracks)")
+    }
+
+    /// True while the process holding liveness token `id` lives (or `id` is 0, nobody).
+    func isAlive(_ id: PeerID) -> Bool {
+        id == 0 || System.isLocked(fd: fd, byte: SegmentLayout.peerLockBase + Int64(id))
     }
 
     static func shmName(_ channel: String) -> String { "/ferry.\(channel)" }
@@ -129,6 +176,7 @@ final class ShmSegment {
             let created = cferryOpen(name, create: true)
             if created.fd >= 0 {
                 let fd = created.fd
+                let seg: ShmSegment
                 do {
                     try System.lock(fd: fd, byte: mutexByte, exclusive: true, wait: true)
                     // A racing server may have judged our empty file stale and unlinked it.
@@ -150,7 +198,15 @@ final class ShmSegment {
                     base.put(System.pid, at: SegmentLayout.oCreator)
                     base.put(UInt32(truncatingIfNeeded: System.nowNanos()), at: SegmentLayout.oInstance)
                     let geometry = SegmentLayout.Geometry(slots: slots, slotSize: slotSize, slotsOffset: offset, totalSize: total)
-                    let seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: geometry, isServer: true)
+                    seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: geometry, isServer: true)
+                } catch {
+                    System.shmUnlink(name)
+                    System.close(fd)
+                    throw error
+                }
+                // From here `seg` owns the descriptor and the mapping.
+                do {
+                    try seg.acquirePeer()
                     seg.atomic(SegmentLayout.oWorkers).store(1, ordering: .relaxed)
                     seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateReady, ordering: .releasing)
                     try System.lock(fd: fd, byte: livenessByte, exclusive: false, wait: true)
@@ -158,7 +214,7 @@ final class ShmSegment {
                     return seg
                 } catch {
                     System.shmUnlink(name)
-                    System.close(fd)
+                    seg.isOpen = false
                     throw error
                 }
             }
@@ -192,15 +248,14 @@ final class ShmSegment {
                 }
                 let base = try System.mapShared(fd: fd, size: g.totalSize)
                 let seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: g, isServer: true)
-                guard seg.atomic(SegmentLayout.oState).load(ordering: .acquiring) == SegmentLayout.stateReady else {
-                    seg.isOpen = false
-                    System.unmap(base, size: g.totalSize)
-                    continue
-                }
+                keepFd = true  // `seg` owns it now, and closes it when it goes
+                seg.isOpen = false  // until it is fully joined
+                guard seg.atomic(SegmentLayout.oState).load(ordering: .acquiring) == SegmentLayout.stateReady else { continue }
+                try seg.acquirePeer()
                 try System.lock(fd: fd, byte: livenessByte, exclusive: false, wait: true)
+                seg.isOpen = true
                 seg.atomic(SegmentLayout.oWorkers).wrappingIncrement(ordering: .relaxed)
                 System.unlock(fd: fd, byte: mutexByte)
-                keepFd = true
                 return seg
             }
             retire(fd: fd, channel: channel, geometry: geometry)
@@ -241,7 +296,6 @@ final class ShmSegment {
             seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
             seg.wakeEveryone()
             seg.isOpen = false
-            System.unmap(base, size: g.totalSize)
         }
         System.shmUnlink(shmName(channel))
     }
@@ -259,6 +313,7 @@ final class ShmSegment {
             throw System.error("shm_open", shmName(channel), errno: opened.errno)
         }
         let fd = opened.fd
+        let seg: ShmSegment
         do {
             let st = try System.stat(fd: fd)
             guard st.uid == System.euid else {
@@ -276,17 +331,18 @@ final class ShmSegment {
                 g = try SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size)
             }
             let base = try System.mapShared(fd: fd, size: g.totalSize)
-            let seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: g, isServer: false)
-            guard seg.state == SegmentLayout.stateReady else {
-                seg.isOpen = false
-                System.unmap(base, size: g.totalSize)
-                throw FerryError(.closed, "channel shm://\(channel) is closing")
-            }
-            return seg
+            seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: g, isServer: false)
         } catch {
             System.close(fd)
             throw error
         }
+        // `seg` owns the descriptor and the mapping now.
+        guard seg.state == SegmentLayout.stateReady else {
+            seg.isOpen = false
+            throw FerryError(.closed, "channel shm://\(channel) is closing")
+        }
+        try seg.acquirePeer()
+        return seg
     }
 
     private static func cferryOpen(_ name: String, create: Bool) -> (fd: Int32, errno: Int32) {
@@ -331,10 +387,11 @@ final class ShmSegment {
     }
 
     /// Stops serving (server) or detaches (client). The last server closes and unlinks.
+    /// The mapping stays until the object is gone (see the type's comment).
     func leave() {
         guard isOpen else { return }
         isOpen = false
-        if isServer {
+        if isServer && !isStale {
             _ = try? System.lock(fd: fd, byte: ShmSegment.mutexByte, exclusive: true, wait: true)
             System.unlock(fd: fd, byte: ShmSegment.livenessByte)
             atomic(SegmentLayout.oWorkers).wrappingDecrement(ordering: .relaxed)
@@ -347,9 +404,12 @@ final class ShmSegment {
             }
             System.unlock(fd: fd, byte: ShmSegment.mutexByte)
         }
-        System.unmap(base, size: geometry.totalSize)
-        System.close(fd)
     }
 
-    deinit { leave() }
+    deinit {
+        leave()
+        System.unmap(base, size: geometry.totalSize)
+        if tokenFd >= 0 { System.closeGuarded(tokenFd) }
+        if fd >= 0 { System.closeGuarded(fd) }
+    }
 }

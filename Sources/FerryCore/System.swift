@@ -153,6 +153,27 @@ public enum System {
         if cferry_pin_cpu(Int32(cpu)) != 0 { throw error("sched_setaffinity", "cpu \(cpu)") }
     }
 
+    /// How many forks this process descends from (see `cferry_fork_generation`).
+    static var forkGeneration: UInt64 { cferry_fork_generation() }
+
+    /// Fork-guards a descriptor that carries liveness locks; false when the table is full.
+    static func guardLiveness(_ fd: Int32) -> Bool { cferry_liveness_register(fd) == 0 }
+
+    /// Closes a descriptor (fork-guarded or not) without racing a fork.
+    static func closeGuarded(_ fd: Int32) { cferry_liveness_close(fd) }
+
+    /// A second open file description of `fd`'s file, for locks of its own.
+    static func reopen(_ fd: Int32) throws -> Int32 {
+        let r = cferry_reopen(fd)
+        if r < 0 { throw error("open(/proc/self/fd)") }
+        return r
+    }
+
+    /// Replaces [p, p+len) with a private copy of its bytes (see `cferry_privatize`).
+    static func privatize(_ p: UnsafeMutableRawPointer, length: Int) throws {
+        if cferry_privatize(p, length) != 0 { throw error("mremap", "privatize \(length) bytes") }
+    }
+
     /// Current effective user id.
     static var euid: UInt32 { geteuid() }
 }

@@ -35,12 +35,14 @@ public final class Worker {
     /// Base address and size of the shared mapping (the Python binding views it once).
     public var mapping: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: channel.segment.base, count: geometry.totalSize) }
 
+
     /// Waits up to `timeout` for the next request; nil when none came. Throws `.closed`
     /// when the channel was closed.
     public func receive(timeout: Duration? = nil) throws -> Job? {
         let ns = timeout?.clampedNanoseconds ?? endpoint.timeoutNanos
         guard let (slot, gen, length) = try channel.take(deadline: System.nowNanos() &+ ns, strategy: endpoint.wait) else { return nil }
-        return Job(channel: channel, slot: slot, gen: gen, requestLength: length)
+        // The length is the client's claim: validated against the slot before any use.
+        return Job(channel: channel, slot: slot, gen: gen, requestLength: length <= UInt64(channel.slotSize) ? Int(length) : -1)
     }
 
     /// Answers requests with `handler` until `stop()` or the channel closes. The handler
@@ -75,6 +77,7 @@ public final class Job {
     let channel: ShmChannel
     let slot: Int
     let gen: UInt32
+    /// -1 when the client's claimed length was past the slot (the request is malformed).
     let requestLength: Int
     let replyOffset: Int
     private var finished = false
@@ -85,16 +88,18 @@ public final class Job {
         self.channel = channel
         self.slot = slot
         self.gen = gen
-        let len = min(max(requestLength, 0), channel.slotSize)
-        self.requestLength = len
-        replyOffset = min(MessageLayout.align(len, SegmentLayout.page), channel.slotSize)
+        self.requestLength = requestLength
+        replyOffset = channel.replyOffset(requestLength: max(requestLength, 0))
         writer = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset,
                                limitHint: "the reply does not fit after the request; raise the channel's slot_size (shm://\(channel.segment.channel)?slot_size=… or ferry serve --slot-size)")
     }
 
     /// The request, validated. Throws `.malformed` for a bad message.
     public func request() throws -> MessageView {
-        try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot), count: requestLength))
+        guard requestLength >= 0 else {
+            throw FerryError(.malformed, "malformed message: the request length is past the \(channel.slotSize)-byte slot")
+        }
+        return try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot), count: requestLength), owner: self)
     }
 
     /// Offset of the request from the start of the shared mapping (for zero-copy views).
@@ -103,9 +108,9 @@ public final class Job {
     /// Sends the reply written with `writer`.
     public func reply() throws {
         guard !finished else { throw FerryError(.invalidArgument, "job already answered") }
-        let n = try writer.finish()
+        _ = try writer.finish()
         finished = true
-        channel.complete(slot: slot, gen: gen, offset: replyOffset, length: n)
+        channel.complete(slot: slot, gen: gen)
     }
 
     /// Sends an error reply carrying `error`'s code and message.
@@ -114,8 +119,12 @@ public final class Job {
         finished = true
         var w = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset)
         w.setMetadata("error", String(error.message.utf8.prefix(4000)) ?? "error")
-        let n = (try? w.finish(status: error.code.rawValue)) ?? 0
-        channel.complete(slot: slot, gen: gen, offset: replyOffset, length: n)
+        if (try? w.finish(status: error.code.rawValue)) == nil {
+            // Cannot happen while a page stays free for the reply; still, never deliver garbage.
+            var bare = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset)
+            _ = try? bare.finish(status: error.code.rawValue)
+        }
+        channel.complete(slot: slot, gen: gen)
     }
 
     /// Runs `handler` on this job and replies (or fails with the handler's error).

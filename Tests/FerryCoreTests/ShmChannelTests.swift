@@ -121,7 +121,8 @@ final class ShmChannelTests: XCTestCase {
             let slot = call.channel.data(call.slot)
             for i in 0..<256 { slot.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31), toByteOffset: i, as: UInt8.self) }
             call.sent = true
-            call.channel.publish(slot: call.slot, gen: call.gen, length: 256)
+            call.requestLength = 256
+            try call.channel.publish(slot: call.slot, gen: call.gen, length: 256)
             XCTAssertThrowsError(try call.wait()) { e in
                 XCTAssertEqual((e as? FerryError)?.code, .malformed)
                 XCTAssertTrue("\(e)".contains("bad magic"), "\(e)")

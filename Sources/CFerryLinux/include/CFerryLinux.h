@@ -54,4 +54,24 @@ const char *cferry_get_error(void);
 /// sched_setaffinity(2) to one CPU: cpu_set_t's CPU_SET macros are not visible to Swift.
 int cferry_pin_cpu(int cpu);
 
+/// Fork safety for liveness. Ferry marks a process alive by open-file-description locks,
+/// which a fork()ed child would otherwise share (the child's copy of the descriptor keeps
+/// the lock after the parent dies). Descriptors registered here are replaced by /dev/null
+/// in every forked child (pthread_atfork), so a lock lives exactly as long as the process
+/// that took it. Returns 0, or -1 with errno (ENFILE when the table is full).
+int cferry_liveness_register(int fd);
+/// Unregisters `fd` and closes it, under the same lock as fork, so a fork never sees a
+/// registered descriptor that is already closed (and maybe reused).
+void cferry_liveness_close(int fd);
+/// Number of forks this process descends from since libferry was loaded; objects made
+/// before a fork compare it to know they belong to the parent.
+uint64_t cferry_fork_generation(void);
+/// Opens a second, independent open file description of the file behind `fd`
+/// (open("/proc/self/fd/N")): OFD locks taken through it are separate from `fd`'s.
+int cferry_reopen(int fd);
+/// mmap(2) MAP_FIXED of private anonymous memory over [addr, addr+len) after copying the
+/// range's current bytes into it: views into the range keep their bytes while the shared
+/// pages behind them go on being reused. Returns 0 or -1 with errno.
+int cferry_privatize(void *addr, size_t len);
+
 #endif
