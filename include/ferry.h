@@ -204,6 +204,19 @@ int ferry_job_fail(ferry_job *job, int status, const char *message);
  */
 int ferry_channel_reclaim(const char *url, int *removed);
 
+/** Slot states, as counted by ferry_channel_census (docs/protocol.md, "Slot state machine"). */
+enum {
+    FERRY_SLOT_FREE = 0, FERRY_SLOT_CLAIMED = 1, FERRY_SLOT_READY = 2, FERRY_SLOT_BUSY = 3,
+    FERRY_SLOT_DONE = 4, FERRY_SLOT_ABANDONED = 5, FERRY_SLOT_STATES = 6
+};
+
+/**
+ * Counts the slots of `url`'s channel by state into `counts[FERRY_SLOT_STATES]`, attaching as a
+ * client. With `recover` non-zero it first frees what dead processes held (as every client
+ * and worker does when it needs a slot), so the counts show what live processes hold.
+ */
+int ferry_channel_census(const char *url, int recover, size_t *counts);
+
 /* ---- writing messages ------------------------------------------------------------------- */
 
 /**

@@ -425,6 +425,15 @@ public func ferry_channel_reclaim(_ url: UnsafePointer<CChar>?, _ removed: Unsaf
     }
 }
 
+@_cdecl("ferry_channel_census")
+public func ferry_channel_census(_ url: UnsafePointer<CChar>?, _ recover: Int32, _ counts: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        guard let counts else { throw invalid("counts is NULL") }
+        let census = try Client(try string(url, "url")).census(recover: recover != 0)
+        for s in SlotState.allCases { counts[Int(s.rawValue)] = census[s] ?? 0 }
+    }
+}
+
 @_cdecl("ferry_segment_validate")
 public func ferry_segment_validate(_ header: UnsafeRawPointer?, _ len: Int, _ fileSize: Int) -> Int32 {
     status {

@@ -67,6 +67,13 @@ public final class Client: Sendable {
         return try read(try call.wait())
     }
 
+    /// Slots of the channel by state; with `recover`, after freeing what dead processes held.
+    public func census(recover: Bool = false) throws -> [SlotState: Int] {
+        let c = try attached()
+        if recover { c.recoverDead() }
+        return c.census()
+    }
+
     /// Detaches from the channel. Calls still open keep the mapping until they are closed.
     public func close() {
         state.withLock { $0 = nil }

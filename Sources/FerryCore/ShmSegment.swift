@@ -79,14 +79,19 @@ public enum SegmentLayout {
 
 /// A mapped shared-memory segment, as the process serving it or as a client.
 ///
-/// Liveness and creation use open-file-description locks on the segment itself, which the
+/// Liveness and creation use open-file-description locks on the segment's file, which the
 /// kernel drops when a process dies (pids are never used: they are reused, and differ
 /// between pid namespaces): byte 0 serialises create/join/reclaim/leave, every serving
 /// process holds a shared lock on byte 1, and every attachment holds an exclusive lock on
-/// byte `peerLockBase + id` through a descriptor of its own: its liveness token `id`, which
-/// slot words record as owner. A segment whose byte 1 nobody holds is stale (its servers are
-/// gone) and the next server reclaims it. Every such descriptor is fork-guarded: a forked
-/// child does not inherit the liveness (CFerryLinux `cferry_liveness_register`).
+/// byte `peerLockBase + id`: its liveness token `id`, which slot words record as owner.
+/// A segment whose byte 1 nobody holds is stale (its servers are gone) and the next server
+/// reclaims it.
+///
+/// Every lock is taken through `lockFd`, a second open file description of the file that
+/// is never mapped and is fork-guarded (`cferry_liveness_register`): a forked child gets
+/// /dev/null in its place, so it neither inherits nor prolongs the parent's liveness. (The
+/// mapping itself keeps `fd`'s description open in a child, which is why no lock is ever
+/// taken through `fd`; `fd` only maps and tests locks.)
 ///
 /// The mapping lives as long as this object: calls, jobs and message views keep it alive,
 /// so `leave()` (stop serving, detach) never unmaps memory that something still points into.
@@ -94,27 +99,28 @@ final class ShmSegment {
     let channel: String
     let shmName: String
     let fd: Int32
+    let lockFd: Int32
     let base: UnsafeMutableRawPointer
     let geometry: SegmentLayout.Geometry
     let isServer: Bool
     var isOpen = true
-    /// This attachment's liveness token and the descriptor that holds its lock.
+    /// This attachment's liveness token (0 until acquired).
     private(set) var peer: PeerID = 0
-    private var tokenFd: Int32 = -1
     /// The fork generation this object was made in; in a forked child it is stale.
     let forkGeneration = System.forkGeneration
 
     static let mutexByte: Int64 = 0
     static let livenessByte: Int64 = 1
 
-    private init(channel: String, fd: Int32, base: UnsafeMutableRawPointer, geometry: SegmentLayout.Geometry, isServer: Bool) {
+    /// Takes ownership of `fd`, `lockFd` (either may be -1) and the mapping.
+    private init(channel: String, fd: Int32, lockFd: Int32, base: UnsafeMutableRawPointer, geometry: SegmentLayout.Geometry, isServer: Bool) {
         self.channel = channel
         self.shmName = ShmSegment.shmName(channel)
         self.fd = fd
+        self.lockFd = lockFd
         self.base = base
         self.geometry = geometry
         self.isServer = isServer
-        if fd >= 0 { _ = System.guardLiveness(fd) }
     }
 
     /// True in a forked child for an object its parent made: it must not touch shared state.
@@ -123,22 +129,15 @@ final class ShmSegment {
     /// Takes a free liveness token: the first id whose lock byte nobody holds. A token left
     /// by a dead process is reused; the channel then recovers what that process held.
     func acquirePeer() throws {
-        let tfd = try System.reopen(fd)
-        guard System.guardLiveness(tfd) else {
-            System.closeGuarded(tfd)
-            throw FerryError(.system, "too many Ferry attachments in this process")
-        }
         let n = Int(SlotWord.maxPeer)
         let start = Int(System.nowNanos() % UInt64(n))
         for k in 0..<n {
             let id = PeerID(1 + (start + k) % n)
-            if try System.lock(fd: tfd, byte: SegmentLayout.peerLockBase + Int64(id), exclusive: true, wait: false) {
+            if try System.lock(fd: lockFd, byte: SegmentLayout.peerLockBase + Int64(id), exclusive: true, wait: false) {
                 peer = id
-                tokenFd = tfd
                 return
             }
         }
-        System.closeGuarded(tfd)
         throw FerryError(.busy, "shm://\(channel) already has \(n) attached processes (the most a segment tracks)")
     }
 
@@ -160,6 +159,24 @@ final class ShmSegment {
         }
     }
 
+    /// A fork-guarded second description of `fd`'s file, for locks; closes `fd` on failure.
+    private static func lockDescriptor(for fd: Int32) throws -> Int32 {
+        let lfd: Int32
+        do { lfd = try System.reopen(fd) } catch { System.close(fd); throw error }
+        guard System.guardLiveness(lfd) else {
+            System.close(lfd)
+            System.close(fd)
+            throw FerryError(.system, "too many Ferry attachments in this process")
+        }
+        return lfd
+    }
+
+    /// Closes both descriptors of an attempt that did not produce a segment.
+    private static func closePair(_ fd: Int32, _ lfd: Int32) {
+        System.closeGuarded(lfd)
+        System.close(fd)
+    }
+
     // MARK: serving side
 
     /// Creates the segment, or joins it when live servers already serve it, or reclaims it
@@ -176,12 +193,14 @@ final class ShmSegment {
             let created = cferryOpen(name, create: true)
             if created.fd >= 0 {
                 let fd = created.fd
+                let lfd: Int32
+                do { lfd = try lockDescriptor(for: fd) } catch { System.shmUnlink(name); throw error }
                 let seg: ShmSegment
                 do {
-                    try System.lock(fd: fd, byte: mutexByte, exclusive: true, wait: true)
+                    try System.lock(fd: lfd, byte: mutexByte, exclusive: true, wait: true)
                     // A racing server may have judged our empty file stale and unlinked it.
                     guard let ino = System.inode(path: path), ino == (try System.stat(fd: fd)).inode else {
-                        System.close(fd)
+                        closePair(fd, lfd)
                         continue
                     }
                     let offset = SegmentLayout.slotsOffset(slots: slots)
@@ -198,19 +217,19 @@ final class ShmSegment {
                     base.put(System.pid, at: SegmentLayout.oCreator)
                     base.put(UInt32(truncatingIfNeeded: System.nowNanos()), at: SegmentLayout.oInstance)
                     let geometry = SegmentLayout.Geometry(slots: slots, slotSize: slotSize, slotsOffset: offset, totalSize: total)
-                    seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: geometry, isServer: true)
+                    seg = ShmSegment(channel: channel, fd: fd, lockFd: lfd, base: base, geometry: geometry, isServer: true)
                 } catch {
                     System.shmUnlink(name)
-                    System.close(fd)
+                    closePair(fd, lfd)
                     throw error
                 }
-                // From here `seg` owns the descriptor and the mapping.
+                // From here `seg` owns the descriptors and the mapping.
                 do {
                     try seg.acquirePeer()
                     seg.atomic(SegmentLayout.oWorkers).store(1, ordering: .relaxed)
                     seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateReady, ordering: .releasing)
-                    try System.lock(fd: fd, byte: livenessByte, exclusive: false, wait: true)
-                    System.unlock(fd: fd, byte: mutexByte)
+                    try System.lock(fd: lfd, byte: livenessByte, exclusive: false, wait: true)
+                    System.unlock(fd: lfd, byte: mutexByte)
                     return seg
                 } catch {
                     System.shmUnlink(name)
@@ -225,9 +244,10 @@ final class ShmSegment {
                 throw System.error("shm_open", name, errno: opened.errno)
             }
             let fd = opened.fd
-            var keepFd = false
-            defer { if !keepFd { System.close(fd) } }
-            try System.lock(fd: fd, byte: mutexByte, exclusive: true, wait: true)
+            let lfd = try lockDescriptor(for: fd)
+            var owned = false  // true once a ShmSegment owns the descriptors
+            defer { if !owned { closePair(fd, lfd) } }
+            try System.lock(fd: lfd, byte: mutexByte, exclusive: true, wait: true)
             let st = try System.stat(fd: fd)
             guard let ino = System.inode(path: path), ino == st.inode else { continue }
             guard st.uid == System.euid else {
@@ -247,15 +267,15 @@ final class ShmSegment {
                     throw headerError ?? FerryError(.malformed, "channel \"\(channel)\" is served by a process whose segment is not a Ferry segment")
                 }
                 let base = try System.mapShared(fd: fd, size: g.totalSize)
-                let seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: g, isServer: true)
-                keepFd = true  // `seg` owns it now, and closes it when it goes
+                let seg = ShmSegment(channel: channel, fd: fd, lockFd: lfd, base: base, geometry: g, isServer: true)
+                owned = true
                 seg.isOpen = false  // until it is fully joined
                 guard seg.atomic(SegmentLayout.oState).load(ordering: .acquiring) == SegmentLayout.stateReady else { continue }
                 try seg.acquirePeer()
-                try System.lock(fd: fd, byte: livenessByte, exclusive: false, wait: true)
+                try System.lock(fd: lfd, byte: livenessByte, exclusive: false, wait: true)
                 seg.isOpen = true
                 seg.atomic(SegmentLayout.oWorkers).wrappingIncrement(ordering: .relaxed)
-                System.unlock(fd: fd, byte: mutexByte)
+                System.unlock(fd: lfd, byte: mutexByte)
                 return seg
             }
             retire(fd: fd, channel: channel, geometry: geometry)
@@ -273,8 +293,9 @@ final class ShmSegment {
             throw System.error("shm_open", shmName(channel), errno: opened.errno)
         }
         let fd = opened.fd
-        defer { System.close(fd) }
-        try System.lock(fd: fd, byte: mutexByte, exclusive: true, wait: true)
+        let lfd = try lockDescriptor(for: fd)
+        defer { closePair(fd, lfd) }
+        try System.lock(fd: lfd, byte: mutexByte, exclusive: true, wait: true)
         let st = try System.stat(fd: fd)
         guard let ino = System.inode(path: path(channel)), ino == st.inode else { return false }
         if System.isLocked(fd: fd, byte: livenessByte) { return false }
@@ -292,7 +313,7 @@ final class ShmSegment {
     /// name, then unlinks it.
     private static func retire(fd: Int32, channel: String, geometry: SegmentLayout.Geometry?) {
         if let g = geometry, let base = try? System.mapShared(fd: fd, size: g.totalSize) {
-            let seg = ShmSegment(channel: channel, fd: -1, base: base, geometry: g, isServer: false)
+            let seg = ShmSegment(channel: channel, fd: -1, lockFd: -1, base: base, geometry: g, isServer: false)
             seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
             seg.wakeEveryone()
             seg.isOpen = false
@@ -330,13 +351,15 @@ final class ShmSegment {
                 defer { System.unmap(header, size: SegmentLayout.headerSize) }
                 g = try SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size)
             }
-            let base = try System.mapShared(fd: fd, size: g.totalSize)
-            seg = ShmSegment(channel: channel, fd: fd, base: base, geometry: g, isServer: false)
+            let lfd = try lockDescriptor(for: fd)
+            let base: UnsafeMutableRawPointer
+            do { base = try System.mapShared(fd: fd, size: g.totalSize) } catch { System.closeGuarded(lfd); throw error }
+            seg = ShmSegment(channel: channel, fd: fd, lockFd: lfd, base: base, geometry: g, isServer: false)
         } catch {
             System.close(fd)
             throw error
         }
-        // `seg` owns the descriptor and the mapping now.
+        // `seg` owns the descriptors and the mapping now.
         guard seg.state == SegmentLayout.stateReady else {
             seg.isOpen = false
             throw FerryError(.closed, "channel shm://\(channel) is closing")
@@ -392,8 +415,8 @@ final class ShmSegment {
         guard isOpen else { return }
         isOpen = false
         if isServer && !isStale {
-            _ = try? System.lock(fd: fd, byte: ShmSegment.mutexByte, exclusive: true, wait: true)
-            System.unlock(fd: fd, byte: ShmSegment.livenessByte)
+            _ = try? System.lock(fd: lockFd, byte: ShmSegment.mutexByte, exclusive: true, wait: true)
+            System.unlock(fd: lockFd, byte: ShmSegment.livenessByte)
             atomic(SegmentLayout.oWorkers).wrappingDecrement(ordering: .relaxed)
             if !System.isLocked(fd: fd, byte: ShmSegment.livenessByte) {
                 atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
@@ -402,14 +425,14 @@ final class ShmSegment {
                     System.shmUnlink(shmName)
                 }
             }
-            System.unlock(fd: fd, byte: ShmSegment.mutexByte)
+            System.unlock(fd: lockFd, byte: ShmSegment.mutexByte)
         }
     }
 
     deinit {
         leave()
         System.unmap(base, size: geometry.totalSize)
-        if tokenFd >= 0 { System.closeGuarded(tokenFd) }
-        if fd >= 0 { System.closeGuarded(fd) }
+        if lockFd >= 0 { System.closeGuarded(lockFd) }
+        if fd >= 0 { System.close(fd) }
     }
 }

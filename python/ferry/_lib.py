@@ -117,6 +117,7 @@ _SIGNATURES = {
     "ferry_message_bytes": (c_int, [c_void_p, _pp, _P(c_size_t)]),
     "ferry_segment_validate": (c_int, [c_void_p, c_size_t, c_size_t]),
     "ferry_channel_reclaim": (c_int, [c_char_p, _P(c_int)]),
+    "ferry_channel_census": (c_int, [c_char_p, c_int, _P(c_size_t)]),
 }
 
 for _name, (_res, _args) in _SIGNATURES.items():

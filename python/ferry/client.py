@@ -1,6 +1,7 @@
 """The calling side: send arrays to a model served on a channel and get arrays back."""
 from __future__ import annotations
 
+import threading
 from ctypes import byref, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
 
@@ -15,8 +16,18 @@ _writer = raw("ferry_call_writer", c_void_p)
 _DEFAULT_MS = c_int64(-1)
 
 
+class _CallScratch:
+    """ctypes out-parameters and the reply reader of one thread's calls."""
+
+    def __init__(self):
+        self.reader = MessageReader()
+        self.call, self.reply, self.count = c_void_p(), c_void_p(), c_size_t()
+        self.call_ref, self.reply_ref, self.count_ref = byref(self.call), byref(self.reply), byref(self.count)
+
+
 class Client(Handle):
-    """A connection to `url` (e.g. "shm://digits"). Not thread-safe: one per thread.
+    """A connection to `url` (e.g. "shm://digits"). Safe to share across threads: each call
+    claims its own slot, and each thread has its own scratch state.
 
     >>> with Client("shm://digits") as c:
     ...     labels = c.call(images)            # one array in, one array out
@@ -30,24 +41,55 @@ class Client(Handle):
         check(lib.ferry_client_new(url.encode(), None, byref(ptr)))
         super().__init__(ptr)
         self.url = url
-        self._reader = MessageReader()
-        # Out-parameters reused by every call (a client is used by one thread at a time).
-        self._call, self._reply, self._count = c_void_p(), c_void_p(), c_size_t()
-        self._call_ref, self._reply_ref, self._count_ref = byref(self._call), byref(self._reply), byref(self._count)
+        # Out-parameters reused call after call, one set per thread (the C calls release the
+        # GIL, so threads sharing one set would read each other's replies).
+        self._tls = threading.local()
+        # close() from one thread while another is inside ferry_call_begin (which borrows
+        # the handle) defers the free until that begin returns.
+        self._lock = threading.Lock()
+        self._begins = 0
+        self._doomed = None
+
+    def close(self) -> None:
+        with self._lock:
+            ptr, self._ptr = self._ptr, None
+            if ptr and self._begins:
+                self._doomed = ptr
+                return
+        if ptr:
+            lib.ferry_client_free(ptr)
+
+    def _begin(self, ms, ref) -> int:
+        with self._lock:
+            h = self._handle()
+            self._begins += 1
+        try:
+            return _begin(h, ms, ref)
+        finally:
+            with self._lock:
+                self._begins -= 1
+                doomed = self._doomed if not self._begins else None
+                if doomed:
+                    self._doomed = None
+            if doomed:
+                lib.ferry_client_free(doomed)
 
     def call_message(self, inputs: Any, metadata: Mapping[str, str] | None = None,
                      timeout: float | None = None, with_metadata: bool = True) -> tuple[dict, dict]:
         """Sends `inputs` (an array, or a dict of named arrays) and returns the reply as
         (tensors by name, metadata). Arrays are copied out of shared memory."""
         ms = _DEFAULT_MS if timeout is None else c_int64(max(0, int(timeout * 1000)))
-        call, reply, count = self._call, self._reply, self._count
-        rc = _begin(self._handle(), ms, self._call_ref)
+        sc = self._tls.__dict__.get("s")
+        if sc is None:
+            sc = self._tls.s = _CallScratch()
+        call, reply, count = sc.call, sc.reply, sc.count
+        rc = self._begin(ms, sc.call_ref)
         if rc:
             check(rc)
         try:
             write_message(_writer(call), inputs, DEFAULT_INPUT, metadata)
-            reader = self._reader
-            rc = _finish(call, ms, self._reply_ref, reader._tensors, reader._cap_c, self._count_ref)
+            reader = sc.reader
+            rc = _finish(call, ms, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
             if rc:
                 check(rc)
             n = count.value
@@ -64,5 +106,44 @@ class Client(Handle):
             return next(iter(tensors.values()))
         return tensors
 
+    def send(self, inputs: Any, timeout: float | None = None, **metadata: str) -> "Call":
+        """Sends `inputs` without waiting: returns a `Call` whose `result()` waits for the
+        reply. Several calls may be in flight at once (one slot each); `timeout` is the
+        call's deadline, counted from now."""
+        ms = _DEFAULT_MS if timeout is None else c_int64(max(0, int(timeout * 1000)))
+        ptr = c_void_p()
+        rc = self._begin(ms, byref(ptr))
+        if rc:
+            check(rc)
+        call = Call(ptr)
+        try:
+            write_message(_writer(ptr), inputs, DEFAULT_INPUT, metadata or None)
+            check(lib.ferry_call_send(ptr))
+        except BaseException:
+            call.close()
+            raise
+        return call
 
-__all__ = ["Client"]
+
+class Call(Handle):
+    """A call in flight (from `Client.send`): `result()` waits for its reply. Free it with
+    `close()` or `with`; it is freed when garbage-collected too."""
+
+    _free = lib.ferry_call_free
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Waits for the reply (up to `timeout` seconds more, else until the call's deadline)
+        and returns it like `Client.call`; frees the call."""
+        ms = _DEFAULT_MS if timeout is None else c_int64(max(0, int(timeout * 1000)))
+        reply = c_void_p()
+        try:
+            check(lib.ferry_call_wait(self._handle(), ms, byref(reply)))
+            tensors = MessageReader().read(reply.value)
+        finally:
+            self.close()
+        if len(tensors) == 1:
+            return next(iter(tensors.values()))
+        return tensors
+
+
+__all__ = ["Client", "Call"]

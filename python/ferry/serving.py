@@ -142,6 +142,17 @@ def reclaim(url: str) -> bool:
     return bool(removed.value)
 
 
+SLOT_STATES = ("free", "claimed", "ready", "busy", "done", "abandoned")
+
+
+def census(url: str, recover: bool = False) -> dict:
+    """Slots of `url`'s channel by state, e.g. {"free": 8, "busy": 0, ...}. With `recover`,
+    first frees what dead processes held, so the counts show what live processes hold."""
+    counts = (c_size_t * len(SLOT_STATES))()
+    check(lib.ferry_channel_census(url.encode(), int(recover), counts))
+    return dict(zip(SLOT_STATES, counts))
+
+
 def load_model(target: str, function: str = "predict") -> Callable[[Any], Any]:
     """Loads `function` from a file path or a module name; runs its `setup()` first."""
     if target.endswith(".py") or os.path.sep in target:
@@ -168,4 +179,4 @@ def load_model(target: str, function: str = "predict") -> Callable[[Any], Any]:
 
 
 
-__all__ = ["Worker", "serve", "load_model", "reclaim"]
+__all__ = ["Worker", "serve", "load_model", "reclaim", "census"]

@@ -7,6 +7,11 @@ import numpy as np
 
 def predict(x):
     if isinstance(x, dict):
+        if "tag" in x:  # the race stress test: read every byte, answer with what identifies it
+            if "sleep_us" in x:
+                time.sleep(int(x["sleep_us"]) / 1e6)
+            payload = x["payload"]
+            return {"tag": x["tag"], "sum": np.uint64(int(payload.sum(dtype=np.uint64))), "pid": np.int64(os.getpid())}
         if "sleep" in x:
             time.sleep(float(x["sleep"]))
         if "raise" in x:

@@ -1,0 +1,184 @@
+"""Liveness without pids, fork on both sides, one client shared by threads, and a dead
+server reported as such within the check interval (docs/reliability.md)."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ferry
+from ferry._lib import lib
+from conftest import MODELS
+
+
+def tagged(c, ident, **kw) -> int:
+    """A call whose reply must carry `ident` back (the test model's tag echo)."""
+    return int(c.call({"tag": np.int64(ident), "payload": np.arange(8, dtype=np.uint8)}, **kw)["tag"])
+
+
+def test_client_used_in_a_forked_child_that_is_killed_does_not_leak_slots(procs, name):
+    url = f"shm://{name}?slots=4"
+    procs.worker(url)
+    with ferry.Client(url) as c:
+        assert tagged(c, 1) == 1
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child uses the parent's client, then holds every slot and dies
+            try:
+                os.close(r)
+                ok = tagged(c, 2) == 2
+                calls = []
+                for _ in range(4):
+                    call = ctypes.c_void_p()
+                    if lib.ferry_call_begin(c._handle(), 1000, ctypes.byref(call)) == 0:
+                        calls.append(call)
+                os.write(w, b"%d %d" % (ok, len(calls)))
+                time.sleep(60)
+            finally:
+                os._exit(0)
+        os.close(w)
+        ok, held = map(int, os.read(r, 64).split())
+        os.close(r)
+        assert ok == 1, "the forked child's call through the inherited client failed"
+        assert held == 4, "the child could not claim every slot"
+        assert ferry.census(url)["claimed"] == 4
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        # The parent is alive and attached, yet the dead child's slots come back at once.
+        t0 = time.monotonic()
+        for i in range(8):
+            assert tagged(c, 10 + i, timeout=2) == 10 + i
+        assert time.monotonic() - t0 < 2
+        assert ferry.census(url, recover=True)["free"] == 4
+
+
+def test_a_model_that_forks_does_not_keep_a_dead_worker_alive(procs, name, tmp_path):
+    url = f"shm://{name}"
+    pid_file = tmp_path / "child.pid"
+    from conftest import env as base_env
+    e = base_env()
+    e["FORK_PID_FILE"] = str(pid_file)
+    worker = procs.worker(url, model=os.path.join(MODELS, "forking.py"), env=e)
+    child = None
+    try:
+        with ferry.Client(url) as c:
+            c.call(np.zeros(3))  # the model forks a long-lived child
+            child = int(pid_file.read_text())
+            result: dict = {}
+
+            def slow():
+                t0 = time.monotonic()
+                try:
+                    c.call({"sleep": np.float64(3), "x": np.zeros(1)}, timeout=8)
+                    result["busy"] = "reply"
+                except ferry.FerryError as e:
+                    result["busy"] = type(e).__name__
+                result["busy_s"] = time.monotonic() - t0
+
+            t = threading.Thread(target=slow)
+            t.start()
+            time.sleep(0.3)
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.wait()
+            t.join()
+            # The worker's liveness died with it, although its forked child lives on.
+            assert result["busy"] == "WorkerDied", result
+            assert result["busy_s"] < 1.5, result
+            t0 = time.monotonic()
+            with pytest.raises(ferry.NoServer):
+                c.call(np.zeros(1), timeout=8)
+            assert time.monotonic() - t0 < 1.0
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
+    ferry.reclaim(url)
+
+
+def test_dead_server_is_reported_as_no_server_within_the_check_interval(procs, name):
+    url = f"shm://{name}?wait=futex"
+    worker = procs.worker(url)
+    results: dict = {}
+
+    def call(key, payload):
+        t0 = time.monotonic()
+        try:
+            with ferry.Client(url) as c:
+                c.call(payload, timeout=5)
+            results[key] = ("reply", time.monotonic() - t0)
+        except ferry.FerryError as e:
+            results[key] = (type(e).__name__, time.monotonic() - t0)
+
+    busy = threading.Thread(target=call, args=("busy", {"sleep": np.float64(3), "x": np.zeros(1)}))
+    busy.start()
+    time.sleep(0.2)  # the only worker is busy: the next request waits READY
+    queued = threading.Thread(target=call, args=("queued", np.zeros(1)))
+    queued.start()
+    time.sleep(0.3)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    busy.join()
+    queued.join()
+    assert results["busy"][0] == "WorkerDied", results
+    assert results["queued"][0] == "NoServer", results
+    assert results["busy"][1] < 1.5 and results["queued"][1] < 1.5, results
+    ferry.reclaim(url)
+
+
+def test_one_client_shared_by_threads_gets_every_reply_right(procs, name):
+    url = f"shm://{name}?slots=4"
+    procs.worker(url)
+    procs.worker(url)
+    wrong, errors = [], []
+    with ferry.Client(url) as c:
+        def run(t):
+            rng = np.random.default_rng(t)
+            for i in range(400):
+                ident = t * 100_000 + i
+                x = rng.integers(0, 255, int(rng.integers(1, 3000)), dtype=np.uint8)
+                try:
+                    out = c.call({"tag": np.int64(ident), "payload": x})
+                except ferry.FerryError as e:
+                    errors.append(e)
+                    continue
+                if int(out["tag"]) != ident or int(out["sum"]) != int(x.sum(dtype=np.uint64)):
+                    wrong.append((ident, int(out["tag"])))
+
+        threads = [threading.Thread(target=run, args=(t,)) for t in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not wrong, wrong[:5]
+    assert not errors, errors[:5]
+
+
+def test_closing_a_client_while_other_threads_call_it_is_safe(procs, name):
+    url = f"shm://{name}?slots=2"
+    procs.worker(url)
+    c = ferry.Client(url)
+    outcomes = []
+
+    def run():
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                c.call(np.zeros(16))
+                outcomes.append("ok")
+            except ValueError:  # "Client is closed"
+                outcomes.append("closed")
+                return
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.05)
+    c.close()
+    for t in threads:
+        t.join()
+    assert outcomes.count("closed") == 4 and "ok" in outcomes

@@ -1,0 +1,13 @@
+"""The slot protocol under real races: deadlines at every step, kills at every step."""
+from __future__ import annotations
+
+import stress
+
+
+def test_deadlines_and_kills_at_every_step_never_give_a_wrong_reply():
+    totals = stress.run(seconds=10, clients=3, workers=2, slots=2)
+    print("stress:", totals)
+    assert totals["wrong"] == 0
+    assert totals["ok"] > 1000, totals           # the run really exercised the channel
+    assert totals["timeouts"] > 100, totals      # deadlines really landed
+    assert totals["workers_killed"] >= 5, totals
