@@ -165,8 +165,14 @@ void ferry_call_free(ferry_call *call);
 int ferry_worker_new(const char *url, const ferry_options *opts, ferry_worker **out);
 /** Stops serving. NULL is ignored. */
 void ferry_worker_free(ferry_worker *worker);
-/** The shared mapping (base address and size), for zero-copy views by bindings. */
-int ferry_worker_mapping(ferry_worker *worker, void **base, size_t *size);
+/** Number of slots of the channel and bytes per slot. */
+int ferry_worker_slots(ferry_worker *worker, size_t *count, size_t *slot_size);
+/**
+ * Where slot `index` is mapped in this process now (`*data`, slot_size bytes), for bindings
+ * that view requests in place. A slot moves when a kept request is preserved
+ * (ferry_job_preserve); every request's tensor pointers lie inside its slot's current mapping.
+ */
+int ferry_worker_slot(ferry_worker *worker, size_t index, const void **data);
 /**
  * Waits up to timeout_ms for a request. FERRY_ETIMEDOUT when none came (not an error for a
  * serving loop), FERRY_ECLOSED when the channel closed. On FERRY_OK the caller owns `*job`
@@ -196,6 +202,17 @@ int ferry_job_reply_tensor(ferry_job *job, const char *name, int dtype, int ndim
                            const void *data, size_t nbytes);
 /** Sends an error reply (status and message) and frees the job. */
 int ferry_job_fail(ferry_job *job, int status, const char *message);
+/**
+ * Keeps the request's bytes for views that outlive the job (a model that stores its input):
+ * call before replying. In this process only, the request's pages are replaced by a private
+ * copy at the same addresses, so pointers into the request stay valid and unchanged while
+ * the slot is reused; the slot is mapped afresh elsewhere for later requests. `*kept` and
+ * `*kept_len` (may be NULL) give the kept range: pass `*kept` to ferry_preserved_release
+ * when nothing points into it any more. It outlives ferry_worker_free.
+ */
+int ferry_job_preserve(ferry_job *job, const void **kept, size_t *kept_len);
+/** Gives back a range kept by ferry_job_preserve. FERRY_EINVAL if it is not one. */
+int ferry_preserved_release(const void *kept);
 
 /**
  * Removes the segment of `url`'s channel if every process serving it died (a crash leaves it

@@ -182,3 +182,79 @@ def test_closing_a_client_while_other_threads_call_it_is_safe(procs, name):
     for t in threads:
         t.join()
     assert outcomes.count("closed") == 4 and "ok" in outcomes
+
+
+def test_a_model_that_keeps_its_input_never_sees_it_rewritten(procs, name):
+    url = f"shm://{name}?slots=2"
+    procs.worker(url, model=os.path.join(MODELS, "keeper.py"))
+    rng = np.random.default_rng(7)
+    with ferry.Client(url) as c:
+        for i in range(60):
+            x = rng.integers(0, 255, int(rng.integers(10, 20_000)), dtype=np.uint8)
+            if i % 3 == 0:
+                out = c.call({"a": x, "b": np.zeros(2)})
+            else:
+                out = c.call(x)
+            assert int(out) == int(x.astype(np.int64).sum())
+        # Every slot was reused many times since; every kept input still has its own bytes.
+        report = c.call({"check": np.zeros(1), "x": np.zeros(1)})
+    assert int(report["kept"]) >= 60  # and the readiness ping
+    assert int(report["bad"]) == 0
+
+
+KEEP_AFTER_CLOSE = r"""
+import sys, threading, numpy as np, ferry
+url = sys.argv[1]
+kept = []
+w = ferry.Worker(url)
+def model(x):
+    kept.append(x)
+    return np.int64(x.sum())
+t = threading.Thread(target=w.serve, args=(model,), kwargs={"max_requests": 20})
+t.start()
+with ferry.Client(url) as c:
+    for i in range(20):
+        assert int(c.call(np.full(1000, i, np.uint8))) == 1000 * i
+t.join()
+w.close()
+import gc; gc.collect()
+# The worker is closed and its segment unmapped: the kept views still read their own bytes.
+print(all(int(k[0]) == i and int(k.sum()) == 1000 * i for i, k in enumerate(kept)), w.preserved)
+kept.clear(); gc.collect()  # the kept pages go back
+"""
+
+
+def test_views_a_model_kept_stay_valid_after_the_worker_closes(name):
+    import subprocess
+    from conftest import env
+    r = subprocess.run([sys.executable, "-c", KEEP_AFTER_CLOSE, f"shm://{name}?slots=2"], env=env(),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    ok, preserved = r.stdout.split()
+    assert ok == "True"
+    assert int(preserved) == 20
+
+
+def test_a_model_that_does_not_keep_its_input_gets_zero_copy_views_and_no_preservation(name):
+    import subprocess
+    from conftest import env
+    script = r"""
+import sys, threading, numpy as np, ferry
+url = sys.argv[1]
+w = ferry.Worker(url)
+seen = []
+def model(x):
+    seen.append(x.flags.owndata or x.base is None)   # a private copy would own its data
+    return x * 2                                     # a fresh result, the input is dropped
+t = threading.Thread(target=w.serve, args=(model,), kwargs={"max_requests": 50})
+t.start()
+with ferry.Client(url) as c:
+    for i in range(50):
+        assert (c.call(np.full(64, i, np.uint8)) == 2 * i).all()
+t.join()
+print(any(seen), w.preserved)
+w.close()
+"""
+    r = subprocess.run([sys.executable, "-c", script, f"shm://{name}"], env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "0"]

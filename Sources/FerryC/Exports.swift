@@ -126,14 +126,22 @@ public func ferry_worker_free(_ worker: OpaquePointer?) {
     release(worker, WorkerHandle.self)
 }
 
-@_cdecl("ferry_worker_mapping")
-public func ferry_worker_mapping(_ worker: OpaquePointer?, _ base: UnsafeMutablePointer<UnsafeMutableRawPointer?>?,
-                                 _ size: UnsafeMutablePointer<Int>?) -> Int32 {
+@_cdecl("ferry_worker_slots")
+public func ferry_worker_slots(_ worker: OpaquePointer?, _ count: UnsafeMutablePointer<Int>?, _ slotSize: UnsafeMutablePointer<Int>?) -> Int32 {
     status {
         let w = try borrow(worker, WorkerHandle.self, "worker")
-        guard let base, let size else { throw invalid("base or size is NULL") }
-        base.pointee = UnsafeMutableRawPointer(mutating: w.worker.mapping.baseAddress)
-        size.pointee = w.worker.mapping.count
+        count?.pointee = w.worker.geometry.slots
+        slotSize?.pointee = w.worker.geometry.slotSize
+    }
+}
+
+@_cdecl("ferry_worker_slot")
+public func ferry_worker_slot(_ worker: OpaquePointer?, _ index: Int, _ data: UnsafeMutablePointer<UnsafeRawPointer?>?) -> Int32 {
+    status {
+        let w = try borrow(worker, WorkerHandle.self, "worker")
+        guard let data else { throw invalid("data is NULL") }
+        guard index >= 0 && index < w.worker.geometry.slots else { throw invalid("slot index \(index) outside 0..<\(w.worker.geometry.slots)") }
+        data.pointee = w.worker.slotData(index).baseAddress
     }
 }
 
@@ -212,6 +220,24 @@ public func ferry_job_fail(_ job: OpaquePointer?, _ code: Int32, _ message: Unsa
     }
     release(job, JobHandle.self)
     return rc
+}
+
+@_cdecl("ferry_job_preserve")
+public func ferry_job_preserve(_ job: OpaquePointer?, _ kept: UnsafeMutablePointer<UnsafeRawPointer?>?, _ keptLen: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let j = try borrow(job, JobHandle.self, "job")
+        let r = try j.job.preserveRequest()
+        kept?.pointee = r.baseAddress
+        keptLen?.pointee = r.count
+    }
+}
+
+@_cdecl("ferry_preserved_release")
+public func ferry_preserved_release(_ kept: UnsafeRawPointer?) -> Int32 {
+    status {
+        guard let kept else { throw invalid("kept is NULL") }
+        guard Worker.releasePreserved(kept) else { throw invalid("not a range kept by ferry_job_preserve (or given back already)") }
+    }
 }
 
 // MARK: writing

@@ -15,10 +15,18 @@ final class ShmChannel: @unchecked Sendable {
     /// Where the next search for a free or published slot starts (a hint; races are harmless).
     private let cursor = ManagedAtomic<Int>(0)
 
+    /// Where each slot's data is mapped in this process: in the segment mapping, until a
+    /// kept request moves it (`preserve`).
+    private let slotBases: UnsafeMutablePointer<UnsafeMutableRawPointer>
+
     init(_ segment: ShmSegment) {
         self.segment = segment
         self.slots = segment.geometry.slots
         self.slotSize = segment.geometry.slotSize
+        slotBases = .allocate(capacity: segment.geometry.slots)
+        for i in 0..<segment.geometry.slots {
+            (slotBases + i).initialize(to: segment.base + segment.geometry.slotsOffset + i * segment.geometry.slotSize)
+        }
         cursor.store(Int(segment.peer) % slots, ordering: .relaxed)
         // A token is reused only after its holder died: free what that holder left behind.
         recoverDead(treatingAsDead: segment.peer)
@@ -34,8 +42,25 @@ final class ShmChannel: @unchecked Sendable {
     @inline(__always) func field64(_ slot: Int, _ f: Int) -> UInt64 { UnsafeRawPointer(segment.base).u64(entry(slot) + f) }
     @inline(__always) func setField64(_ slot: Int, _ f: Int, _ v: UInt64) { segment.base.put(v, at: entry(slot) + f) }
 
+    deinit { slotBases.deallocate() }
+
     /// Start of slot `slot`'s data.
-    @inline(__always) func data(_ slot: Int) -> UnsafeMutableRawPointer { segment.base + segment.geometry.slotsOffset + slot * slotSize }
+    @inline(__always) func data(_ slot: Int) -> UnsafeMutableRawPointer { slotBases[slot] }
+
+    /// Keeps the first `length` bytes of `slot` (a finished request that views still point
+    /// into) as a private copy at their current addresses, and maps the slot afresh for its
+    /// next uses. Only for the thread that serves (the slot table is not synchronised).
+    /// Returns the kept range, for `PreservedPages.release`.
+    func preserve(slot: Int, length: Int) throws -> UnsafeMutableRawBufferPointer {
+        let keep = min(MessageLayout.align(max(length, 1), SegmentLayout.page), slotSize)
+        let fresh = try System.mapShared(fd: segment.fd, size: slotSize, offset: segment.geometry.slotsOffset + slot * slotSize)
+        let old = slotBases[slot]
+        do { try System.privatize(old, length: keep) } catch { System.unmap(fresh, size: slotSize); throw error }
+        PreservedPages.add(old, length: keep)
+        segment.extraMappings.append((fresh, slotSize))
+        slotBases[slot] = fresh
+        return UnsafeMutableRawBufferPointer(start: old, count: keep)
+    }
 
     /// Where a reply starts for a request of `requestLength` bytes (both sides compute it).
     @inline(__always) func replyOffset(requestLength: Int) -> Int {

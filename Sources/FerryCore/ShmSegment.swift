@@ -429,9 +429,13 @@ final class ShmSegment {
         }
     }
 
+    /// Slot mappings made by `ShmChannel.preserve` (unmapped with the segment).
+    var extraMappings: [(UnsafeMutableRawPointer, Int)] = []
+
     deinit {
         leave()
-        System.unmap(base, size: geometry.totalSize)
+        PreservedPages.unmap(base, size: geometry.totalSize)
+        for (p, n) in extraMappings { PreservedPages.unmap(p, size: n) }
         if lockFd >= 0 { System.closeGuarded(lockFd) }
         if fd >= 0 { System.close(fd) }
     }

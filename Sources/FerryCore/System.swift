@@ -87,11 +87,17 @@ public enum System {
     }
 
     /// mmap(2) a shared read-write mapping of `size` bytes of `fd`.
-    static func mapShared(fd: Int32, size: Int) throws -> UnsafeMutableRawPointer {
-        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+    static func mapShared(fd: Int32, size: Int, offset: Int = 0) throws -> UnsafeMutableRawPointer {
+        guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(offset)), p != MAP_FAILED else {
             throw error("mmap", "\(size) bytes")
         }
         return p
+    }
+
+    /// Gives back the memory of [p, p+size) but keeps the addresses reserved (PROT_NONE), so
+    /// a later unmap of an enclosing range cannot hit a mapping someone else made there.
+    static func discard(_ p: UnsafeMutableRawPointer, size: Int) {
+        _ = mmap(p, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
     }
 
     /// munmap(2).

@@ -36,6 +36,17 @@ public final class Worker {
     public var mapping: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: channel.segment.base, count: geometry.totalSize) }
 
 
+    /// Where slot `index` is mapped in this process now (it moves when a kept request is
+    /// preserved; see `Job.preserveRequest`).
+    public func slotData(_ index: Int) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: channel.data(index), count: geometry.slotSize)
+    }
+
+    /// Gives back the memory of a range returned by `Job.preserveRequest` once nothing
+    /// points into it. False when it is not such a range (or was given back already).
+    @discardableResult
+    public static func releasePreserved(_ start: UnsafeRawPointer) -> Bool { PreservedPages.release(start) }
+
     /// Waits up to `timeout` for the next request; nil when none came. Throws `.closed`
     /// when the channel was closed.
     public func receive(timeout: Duration? = nil) throws -> Job? {
@@ -102,8 +113,17 @@ public final class Job {
         return try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot), count: requestLength), owner: self)
     }
 
-    /// Offset of the request from the start of the shared mapping (for zero-copy views).
-    public var requestOffsetInMapping: Int { channel.data(slot) - channel.segment.base }
+    /// The slot this job's request is in.
+    public var slotIndex: Int { slot }
+
+    /// Keeps the request's bytes for views that outlive the job (a model that stores its
+    /// input): call before replying. The pages stay, privately, at their addresses; the slot
+    /// is mapped afresh for later requests. Returns the kept range: give it back with
+    /// `Worker.releasePreserved` when the last view is gone.
+    public func preserveRequest() throws -> UnsafeRawBufferPointer {
+        guard !finished else { throw FerryError(.invalidArgument, "preserve the request before replying") }
+        return UnsafeRawBufferPointer(try channel.preserve(slot: slot, length: max(requestLength, 0)))
+    }
 
     /// Sends the reply written with `writer`.
     public func reply() throws {

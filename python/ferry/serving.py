@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import traceback
+import weakref
 from ctypes import byref, c_size_t, c_void_p
 from typing import Any, Callable, Mapping
 
@@ -24,9 +25,21 @@ _CLOSED = 8  # FERRY_ECLOSED
 _REMOTE = 10  # FERRY_EREMOTE
 
 
+def _release_kept(kept: int) -> None:
+    lib.ferry_preserved_release(c_void_p(kept))
+
+
 class Worker(Handle):
     """Serves `url`: creates the channel, or joins the processes already serving it (they
-    share the load), or reclaims it from dead ones. The last one to close removes it."""
+    share the load), or reclaims it from dead ones. The last one to close removes it.
+
+    The model receives read-only numpy views of the request in its shared slot (zero copy).
+    A model that keeps an input (or a view of it) past its call gets it preserved: after the
+    call returns, the worker sees the extra references, and before replying replaces the
+    request's pages, in this process only, by a private copy at the same addresses
+    (`ferry_job_preserve`). The kept arrays keep their bytes forever after, also after
+    `close()`; the slot goes on serving from a fresh mapping. That costs a copy of the
+    request, so a model that keeps many inputs should copy them itself (`np.array(x)`)."""
 
     _free = lib.ferry_worker_free
 
@@ -35,13 +48,58 @@ class Worker(Handle):
         check(lib.ferry_worker_new(url.encode(), None, byref(ptr)))
         super().__init__(ptr)
         self.url = url
-        base, size = c_void_p(), c_size_t()
-        check(lib.ferry_worker_mapping(ptr, byref(base), byref(size)))
-        self._base = base.value
-        # One view of the whole segment; every request tensor is a slice of it (zero copy).
-        self._mapping = memoryview((ctypes.c_uint8 * size.value).from_address(base.value)).cast("B").toreadonly()
+        count, size = c_size_t(), c_size_t()
+        check(lib.ferry_worker_slots(ptr, byref(count), byref(size)))
+        self._slot_count, self._slot_size = count.value, size.value
+        # One read-only view per slot; request tensors are slices of their slot's view.
+        self._slot_base: list[int] = []
+        self._slot_obj: list = []
+        self._slot_view: list = []
+        self._slot_rc: list[int] = []
+        for i in range(self._slot_count):
+            self._slot_base.append(0)
+            self._slot_obj.append(None)
+            self._slot_view.append(None)
+            self._slot_rc.append(0)
+            self._map_slot(i)
+        self._origin = self._slot_base[0]
         self._reader = MessageReader()
         self._stop = False
+        self.preserved = 0  #: requests kept by the model and preserved (see the class doc)
+
+    def _map_slot(self, i: int) -> None:
+        data = c_void_p()
+        check(lib.ferry_worker_slot(self._handle(), i, byref(data)))
+        obj = (ctypes.c_uint8 * self._slot_size).from_address(data.value)
+        self._slot_base[i] = data.value
+        self._slot_obj[i] = obj
+        self._slot_view[i] = memoryview(obj).cast("B").toreadonly()
+        # References to the slot object when no request array is alive (ours only; the
+        # local `obj` does not count, getrefcount's own argument does, as in serve()).
+        self._slot_rc[i] = sys.getrefcount(obj) - 1
+
+    def _locate(self, n: int) -> int:
+        """The slot of a request whose first tensor is not in a slot (strings are copies)."""
+        size = self._slot_size
+        for k in range(n):
+            addr = self._reader._tensors[k].data or 0
+            for i, b in enumerate(self._slot_base):
+                if b <= addr < b + size:
+                    return i
+        return -1
+
+    def _preserve(self, job_ptr: int, i: int) -> None:
+        kept, n = c_void_p(), c_size_t()
+        check(lib.ferry_job_preserve(job_ptr, byref(kept), byref(n)))
+        old = self._slot_obj[i]
+        self._map_slot(i)
+        # The kept arrays hold `old` (their numpy base): once the last one goes, so do the pages.
+        weakref.finalize(old, _release_kept, kept.value)
+        self.preserved += 1
+
+    def close(self) -> None:
+        self._slot_obj = self._slot_view = []  # views of non-kept requests: none can be alive
+        super().close()
 
     def stop(self) -> None:
         """Makes `serve` return after the current request."""
@@ -63,11 +121,15 @@ class Worker(Handle):
         request, writer_of, reply = lib.ferry_job_request, lib.ferry_job_writer, lib.ferry_job_reply
         nxt = raw("ferry_worker_next")
         wait_c = ctypes.c_int64(int(poll * 1000))
-        convert, read, base, mapping = reader.convert, reader.read, self._base, self._mapping
+        convert, read = reader.convert, reader.read
         only_array, single = reader.only_array, inputs != "dict"
+        descriptors = reader._tensors
+        slot_base, slot_view, slot_obj, slot_rc = self._slot_base, self._slot_view, self._slot_obj, self._slot_rc
+        origin, size, nslots = self._origin, self._slot_size, self._slot_count
         scratch = _scratch()  # this thread's reusable ctypes out-parameters
         output = DEFAULT_OUTPUT.encode()
         ndarray = np.ndarray
+        refcount = sys.getrefcount
         served = 0
         while not self._stop and (max_requests is None or served < max_requests):
             # recv + validate + tensor descriptors in one C call, arguments prebuilt.
@@ -79,30 +141,68 @@ class Worker(Handle):
             job_ptr = job.value
             if rc != 0 and not job_ptr:
                 check(rc)
+            error = None
+            arg = tensors = result = None
+            slot = -1
             try:
                 if rc != 0:
                     check(rc)  # a malformed request: the client gets the error
                 n = count.value
-                arg = only_array(base, mapping) if (n == 1 and single) else None
+                if n > reader._cap:  # the descriptors did not fit: fetch them all
+                    check(request(job_ptr, msg_ref))
+                    reader.descriptors(msg.value)
+                    descriptors = reader._tensors
+                if n:
+                    # Which slot (and so which view) holds the request: where its data is.
+                    addr = descriptors[0].data or 0
+                    slot = (addr - origin) // size
+                    if not (0 <= slot < nslots and slot_base[slot] <= addr < slot_base[slot] + size):
+                        slot = self._locate(n)
+                sbase = slot_base[slot] if slot >= 0 else 0
+                sview = slot_view[slot] if slot >= 0 else None
+                arg = only_array(sbase, sview) if (n == 1 and single and slot >= 0) else None
                 if arg is None:
-                    if n <= reader._cap:
-                        tensors = convert(n, base, mapping, False)
-                    else:
-                        check(request(job_ptr, msg_ref))
-                        tensors = read(msg.value, base, mapping, copy=False)
+                    tensors = convert(n, sbase, sview, sview is None)
                     arg = tensors if (not single or n != 1) else next(iter(tensors.values()))
                 result = fn(arg)
-                rc = reply_array(job_ptr, output, result, scratch) if type(result) is ndarray else None
-                if rc is None:
-                    write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
-                text = f"{type(e).__name__}: {e}"
-                code = e.code if isinstance(e, FerryError) and e.code in (2, 3) else _REMOTE
-                lib.ferry_job_fail(job_ptr, code, text.encode("utf-8", "replace")[:4000])
-                if isinstance(e, (KeyboardInterrupt, SystemExit)):
-                    raise
+                error = (f"{type(e).__name__}: {e}", e.code if isinstance(e, FerryError) and e.code in (2, 3) else _REMOTE,
+                         type(e) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None)
                 if os.environ.get("FERRY_TRACEBACK"):
                     traceback.print_exc()
+            # Did the model keep its input? Our own references are: `arg` (+1 when `tensors`
+            # holds it too), the dict, and the slot's baseline. Anything more is the model's.
+            kept = False
+            if slot >= 0:
+                if tensors is None:
+                    kept = refcount(arg) > 2 or refcount(slot_obj[slot]) > slot_rc[slot] + 1
+                else:
+                    arrays = [v for v in tensors.values() if type(v) is ndarray]
+                    kept = refcount(slot_obj[slot]) > slot_rc[slot] + len(arrays) or refcount(tensors) > 2 + (arg is tensors) or \
+                        any(refcount(v) > 3 + (v is arg) for v in arrays)
+            if error is not None:
+                if kept:
+                    arg = tensors = arrays = None
+                    if refcount(slot_obj[slot]) > slot_rc[slot]:
+                        self._preserve(job_ptr, slot)
+                lib.ferry_job_fail(job_ptr, error[1], error[0].encode("utf-8", "replace")[:4000])
+                if error[2] is not None:
+                    raise error[2]()
+                continue
+            try:
+                if not kept and type(result) is ndarray and result.base is None:
+                    rc = reply_array(job_ptr, output, result, scratch)
+                else:
+                    rc = None
+                    write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
+                    if slot >= 0:
+                        # The reply is written; now only the model can hold the input.
+                        arg = tensors = result = arrays = None
+                        if refcount(slot_obj[slot]) > slot_rc[slot]:
+                            self._preserve(job_ptr, slot)
+            except BaseException as e:  # e.g. the reply does not fit: the client is told why
+                code = e.code if isinstance(e, FerryError) and e.code in (2, 3) else _REMOTE
+                lib.ferry_job_fail(job_ptr, code, f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:4000])
                 continue
             if rc is None:
                 rc = reply(job_ptr)
