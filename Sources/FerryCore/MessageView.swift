@@ -22,7 +22,7 @@ public struct RawTensor {
 /// The validated table of a message, copied once into private memory: tensor descriptors,
 /// names, metadata and the bytes of string tensors. Another process may still write the
 /// shared bytes after validation; nothing is ever read from them again but numeric tensor
-/// data, whose bounds come from here.
+/// data, whose bounds come from here. One allocation holds it all.
 final class MessageTable {
     struct Entry {
         var nameStart: Int, nameLength: Int
@@ -33,20 +33,32 @@ final class MessageTable {
         var dataOffset: Int, dataLength: Int
         var dataIsPrivate: Bool
     }
-    var entries: [Entry] = []
     /// (keyStart, keyLength, valueStart, valueLength) in `text`.
-    var meta: [(Int, Int, Int, Int)] = []
-    /// Names, metadata and string tensors' bytes.
-    let text: UnsafeMutableRawBufferPointer
+    typealias Meta = (Int, Int, Int, Int)
 
-    init(textCapacity: Int) {
-        text = .allocate(byteCount: max(textCapacity, 1), alignment: 64)
+    let count: Int
+    let metaCount: Int
+    let entries: UnsafeMutablePointer<Entry>
+    let meta: UnsafeMutablePointer<Meta>
+    /// Names, metadata and string tensors' bytes.
+    let text: UnsafeMutableRawPointer
+    private let storage: UnsafeMutableRawPointer
+
+    init(count: Int, metaCount: Int, textCapacity: Int) {
+        let e = MemoryLayout<Entry>.stride * count
+        let m = MemoryLayout<Meta>.stride * metaCount
+        storage = .allocate(byteCount: max(e + m + textCapacity, 1), alignment: 64)
+        self.count = count
+        self.metaCount = metaCount
+        entries = storage.bindMemory(to: Entry.self, capacity: count)
+        meta = (storage + e).bindMemory(to: Meta.self, capacity: metaCount)
+        text = storage + e + m
     }
-    deinit { text.deallocate() }
+    deinit { storage.deallocate() }
 }
 
 /// A read-only view of a message, checked once on creation: every field of its header, table
-/// and metadata is read exactly once from the given bytes and copied into private memory
+/// and metadata is read exactly once from the given bytes and kept in private memory
 /// (`MessageTable`), so a writer that changes the bytes afterwards cannot change what this
 /// view reports. Numeric tensor data stays in place (zero copy): `owner` keeps it alive.
 public struct MessageView {
@@ -61,7 +73,7 @@ public struct MessageView {
     let owner: AnyObject?
 
     /// Number of tensors.
-    public var tensorCount: Int { table.entries.count }
+    public var tensorCount: Int { table.count }
 
     /// Validates the message at the start of `buffer` (which may be longer than the message).
     /// Throws `.malformed` or `.version` with a precise reason on any inconsistency.
@@ -76,96 +88,98 @@ public struct MessageView {
         guard let p = buffer.baseAddress, buffer.count >= L.headerSize else {
             throw bad("\(buffer.count) bytes is shorter than the \(L.headerSize)-byte header")
         }
-        // The header, read once.
-        var header = [UInt8](repeating: 0, count: L.headerSize)
-        header.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: p, count: L.headerSize)) }
-        let (magic, version, headerSize, total64, count32, metaCount32, table64, meta64, metaLen64, status) = header.withUnsafeBytes { h in
-            let q = h.baseAddress!
-            return (q.u32(L.oMagic), q.u16(L.oVersion), q.u16(L.oHeaderSize), q.u64(L.oTotal), q.u32(L.oTensorCount),
-                    q.u32(L.oMetaCount), q.u64(L.oTable), q.u64(L.oMeta), q.u64(L.oMetaLength), Int32(bitPattern: q.u32(L.oStatus)))
-        }
+        // The header: each field read once into a local.
+        let magic = p.u32(L.oMagic)
         guard magic == L.magic else { throw bad("bad magic (not a Ferry message)") }
+        let version = p.u16(L.oVersion)
         guard version == L.version else {
             throw FerryError(.version, "message format version \(version) is not supported (this build speaks \(L.version))")
         }
+        let headerSize = p.u16(L.oHeaderSize)
         guard Int(headerSize) == L.headerSize else { throw bad("header size \(headerSize) != \(L.headerSize)") }
+        let total64 = p.u64(L.oTotal)
         guard total64 >= UInt64(L.headerSize), total64 <= UInt64(buffer.count) else {
             throw bad("total length \(total64) outside 64...\(buffer.count)")
         }
         let total = Int(total64)
+        let count32 = p.u32(L.oTensorCount)
         guard count32 <= UInt32(L.maxTensors) else { throw bad("\(count32) tensors exceeds the limit of \(L.maxTensors)") }
         let count = Int(count32)
+        let table64 = p.u64(L.oTable)
         guard table64 >= UInt64(L.headerSize), table64 <= UInt64(total),
               UInt64(count) * UInt64(L.tensorEntrySize) <= UInt64(total) - table64 else {
             throw bad("tensor table (offset \(table64), \(count) entries) outside the message")
         }
         let tableOffset = Int(table64)
+        let meta64 = p.u64(L.oMeta), metaLen64 = p.u64(L.oMetaLength)
         guard meta64 <= UInt64(total), metaLen64 <= UInt64(total) - meta64 else {
             throw bad("metadata (offset \(meta64), length \(metaLen64)) outside the message")
         }
+        let metaCount32 = p.u32(L.oMetaCount)
         guard metaCount32 <= UInt32(L.maxMetadata) else { throw bad("\(metaCount32) metadata entries exceeds the limit") }
         let metaCount = Int(metaCount32)
         let metaOffset = Int(meta64), metaLength = Int(metaLen64)
+        let status = Int32(bitPattern: p.u32(L.oStatus))
 
-        // The tensor table, copied once, then checked from the copy.
-        let tableBytes = count * L.tensorEntrySize
-        let rawTable = UnsafeMutableRawBufferPointer.allocate(byteCount: max(tableBytes, 1), alignment: 8)
-        defer { rawTable.deallocate() }
-        if tableBytes > 0 { rawTable.copyMemory(from: UnsafeRawBufferPointer(start: p + tableOffset, count: tableBytes)) }
-        let t = UnsafeRawPointer(rawTable.baseAddress!)
-        var entries: [MessageTable.Entry] = []
-        entries.reserveCapacity(count)
-        var textNeeded = metaLength
-        for i in 0..<count {
-            let e = i * L.tensorEntrySize
-            let where_ = "tensor \(i)"
-            let code = t.load(fromByteOffset: e + L.eDType, as: UInt8.self)
-            guard let dtype = DType(rawValue: code) else { throw bad("\(where_): unknown dtype code \(code)") }
-            let ndim = Int(t.load(fromByteOffset: e + L.eNDim, as: UInt8.self))
-            guard ndim <= L.maxDims else { throw bad("\(where_): \(ndim) dimensions exceeds \(L.maxDims)") }
-            var elements: UInt64 = 1
-            var overflow = false
-            for d in 0..<L.maxDims {
-                let dim = t.i64(e + L.eShape + 8 * d)
-                if d >= ndim {
-                    guard dim == 0 else { throw bad("\(where_): unused dimension \(d) is \(dim), must be 0") }
-                    continue
+        // The tensor table: each entry's fields read once, checked, kept.
+        let table = try withUnsafeTemporaryAllocation(of: MessageTable.Entry.self, capacity: max(count, 1)) { tmp -> MessageTable in
+            var textNeeded = metaLength
+            for i in 0..<count {
+                let e = tableOffset + i * L.tensorEntrySize
+                let where_ = "tensor \(i)"
+                let code = p.load(fromByteOffset: e + L.eDType, as: UInt8.self)
+                guard let dtype = DType(rawValue: code) else { throw bad("\(where_): unknown dtype code \(code)") }
+                let ndim = Int(p.load(fromByteOffset: e + L.eNDim, as: UInt8.self))
+                guard ndim <= L.maxDims else { throw bad("\(where_): \(ndim) dimensions exceeds \(L.maxDims)") }
+                var shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64) = (0, 0, 0, 0, 0, 0, 0, 0)
+                var elements: UInt64 = 1
+                var overflow = false
+                try withUnsafeMutableBytes(of: &shape) { dims in
+                    for d in 0..<L.maxDims {
+                        let dim = p.i64(e + L.eShape + 8 * d)
+                        dims.storeBytes(of: dim, toByteOffset: 8 * d, as: Int64.self)
+                        if d >= ndim {
+                            guard dim == 0 else { throw bad("\(where_): unused dimension \(d) is \(dim), must be 0") }
+                            continue
+                        }
+                        guard dim >= 0 else { throw bad("\(where_): negative dimension \(dim)") }
+                        let (m, o) = elements.multipliedReportingOverflow(by: UInt64(dim))
+                        elements = m
+                        overflow = overflow || o
+                    }
                 }
-                guard dim >= 0 else { throw bad("\(where_): negative dimension \(dim)") }
-                let (m, o) = elements.multipliedReportingOverflow(by: UInt64(dim))
-                elements = m
-                overflow = overflow || o
-            }
-            guard !overflow, elements <= UInt64(Int.max / 16) else { throw bad("\(where_): element count overflows") }
-            let nameOff = t.u64(e + L.eName), nameLen = UInt64(t.u32(e + L.eNameLength))
-            guard nameLen <= UInt64(L.maxNameLength), nameOff <= UInt64(total), nameLen <= UInt64(total) - nameOff else {
-                throw bad("\(where_): name (offset \(nameOff), length \(nameLen)) outside the message")
-            }
-            let dataOff = t.u64(e + L.eData), dataLen = t.u64(e + L.eDataLength)
-            guard dataOff >= UInt64(L.headerSize), dataOff % UInt64(L.dataAlignment) == 0 else {
-                throw bad("\(where_): data offset \(dataOff) is not a 64-byte aligned offset past the header")
-            }
-            guard dataOff <= UInt64(total), dataLen <= UInt64(total) - dataOff else {
-                throw bad("\(where_): data (offset \(dataOff), length \(dataLen)) outside the message")
-            }
-            if let item = dtype.itemSize {
-                if dtype == .bytes && ndim != 1 { throw bad("\(where_): a bytes tensor must have 1 dimension") }
-                guard dataLen == elements * UInt64(item) else {
-                    throw bad("\(where_): \(dataLen) data bytes for \(elements) elements of \(dtype.name)")
+                guard !overflow, elements <= UInt64(Int.max / 16) else { throw bad("\(where_): element count overflows") }
+                let nameOff = p.u64(e + L.eName), nameLen = UInt64(p.u32(e + L.eNameLength))
+                guard nameLen <= UInt64(L.maxNameLength), nameOff <= UInt64(total), nameLen <= UInt64(total) - nameOff else {
+                    throw bad("\(where_): name (offset \(nameOff), length \(nameLen)) outside the message")
                 }
-            } else {
-                textNeeded += Int(dataLen) + 8  // copied privately, kept 8-byte aligned
+                let dataOff = p.u64(e + L.eData), dataLen = p.u64(e + L.eDataLength)
+                guard dataOff >= UInt64(L.headerSize), dataOff % UInt64(L.dataAlignment) == 0 else {
+                    throw bad("\(where_): data offset \(dataOff) is not a 64-byte aligned offset past the header")
+                }
+                guard dataOff <= UInt64(total), dataLen <= UInt64(total) - dataOff else {
+                    throw bad("\(where_): data (offset \(dataOff), length \(dataLen)) outside the message")
+                }
+                if let item = dtype.itemSize {
+                    if dtype == .bytes && ndim != 1 { throw bad("\(where_): a bytes tensor must have 1 dimension") }
+                    guard dataLen == elements * UInt64(item) else {
+                        throw bad("\(where_): \(dataLen) data bytes for \(elements) elements of \(dtype.name)")
+                    }
+                } else {
+                    textNeeded += Int(dataLen) + 8  // copied privately, kept 8-byte aligned
+                }
+                textNeeded += Int(nameLen)
+                (tmp.baseAddress! + i).initialize(to: MessageTable.Entry(
+                    nameStart: Int(nameOff), nameLength: Int(nameLen), dtype: dtype, ndim: ndim, shape: shape,
+                    dataOffset: Int(dataOff), dataLength: Int(dataLen), dataIsPrivate: false))
             }
-            textNeeded += Int(nameLen)
-            entries.append(MessageTable.Entry(
-                nameStart: Int(nameOff), nameLength: Int(nameLen), dtype: dtype, ndim: ndim,
-                shape: (t.i64(e + 32), t.i64(e + 40), t.i64(e + 48), t.i64(e + 56), t.i64(e + 64), t.i64(e + 72), t.i64(e + 80), t.i64(e + 88)),
-                dataOffset: Int(dataOff), dataLength: Int(dataLen), dataIsPrivate: false))
+            let t = MessageTable(count: count, metaCount: metaCount, textCapacity: textNeeded)
+            if count > 0 { t.entries.initialize(from: tmp.baseAddress!, count: count) }
+            return t
         }
 
         // Names, metadata and string tensors: copied once into private memory, checked there.
-        let table = MessageTable(textCapacity: textNeeded)
-        let text = table.text.baseAddress!
+        let text = table.text
         var used = 0
         func copyIn(_ offset: Int, _ n: Int) -> Int {
             let at = used
@@ -174,26 +188,30 @@ public struct MessageView {
             return at
         }
         for i in 0..<count {
-            let at = copyIn(entries[i].nameStart, entries[i].nameLength)
-            entries[i].nameStart = at
-            guard isValidUTF8(UnsafeRawBufferPointer(start: text + at, count: entries[i].nameLength)) else {
+            let e = table.entries + i
+            let at = copyIn(e.pointee.nameStart, e.pointee.nameLength)
+            e.pointee.nameStart = at
+            guard isValidUTF8(UnsafeRawBufferPointer(start: text + at, count: e.pointee.nameLength)) else {
                 throw bad("tensor \(i): name is not valid UTF-8")
             }
-            if entries[i].dtype == .string {
+            if e.pointee.dtype == .string {
                 used = MessageLayout.align(used, 8)
-                let d = copyIn(entries[i].dataOffset, entries[i].dataLength)
+                let d = copyIn(e.pointee.dataOffset, e.pointee.dataLength)
                 var elements = 1
-                for k in 0..<entries[i].ndim { elements *= Int(withUnsafeBytes(of: entries[i].shape) { $0.load(fromByteOffset: 8 * k, as: Int64.self) }) }
-                try MessageView.validateStrings(UnsafeRawPointer(text + d), length: entries[i].dataLength, count: elements,
+                withUnsafeBytes(of: e.pointee.shape) { dims in
+                    for k in 0..<e.pointee.ndim { elements *= Int(dims.load(fromByteOffset: 8 * k, as: Int64.self)) }
+                }
+                try MessageView.validateStrings(UnsafeRawPointer(text + d), length: e.pointee.dataLength, count: elements,
                                                 bad: { bad("tensor \(i): \($0)") })
-                entries[i].dataOffset = d
-                entries[i].dataIsPrivate = true
+                e.pointee.dataOffset = d
+                e.pointee.dataIsPrivate = true
             }
         }
         // Names must be unique so lookup by name is unambiguous.
         if count > 1 {
             var seen = Set<[UInt8]>()
-            for e in entries {
+            for i in 0..<count {
+                let e = table.entries[i]
                 let nameBytes = Array(UnsafeRawBufferPointer(start: text + e.nameStart, count: e.nameLength))
                 guard seen.insert(nameBytes).inserted else { throw bad("duplicate tensor name \"\(String(decoding: nameBytes, as: UTF8.self))\"") }
             }
@@ -202,23 +220,20 @@ public struct MessageView {
         let m0 = copyIn(metaOffset, metaLength)
         var o = m0
         let end = m0 + metaLength
-        var meta: [(Int, Int, Int, Int)] = []
-        meta.reserveCapacity(metaCount)
+        let t = UnsafeRawPointer(text)
         for i in 0..<metaCount {
             guard end - o >= 8 else { throw bad("metadata entry \(i) header past the metadata area") }
-            let k = Int(UnsafeRawPointer(text).u32(o)), v = Int(UnsafeRawPointer(text).u32(o + 4))
+            let k = Int(t.u32(o)), v = Int(t.u32(o + 4))
             o += 8
             guard k <= end - o, v <= end - o - k else { throw bad("metadata entry \(i) past the metadata area") }
             guard isValidUTF8(UnsafeRawBufferPointer(start: text + o, count: k)),
                   isValidUTF8(UnsafeRawBufferPointer(start: text + o + k, count: v)) else {
                 throw bad("metadata entry \(i) is not valid UTF-8")
             }
-            meta.append((o, k, o + k, v))
+            (table.meta + i).initialize(to: (o, k, o + k, v))
             o += k + v
         }
         guard o == end else { throw bad("\(end - o) stray bytes after the metadata entries") }
-        table.entries = entries
-        table.meta = meta
 
         self.base = p
         self.length = total
@@ -251,7 +266,7 @@ public struct MessageView {
     public func rawTensor(at i: Int) -> RawTensor {
         precondition(i >= 0 && i < tensorCount, "tensor index out of range")
         let e = table.entries[i]
-        let text = UnsafeRawPointer(table.text.baseAddress!)
+        let text = UnsafeRawPointer(table.text)
         let data = e.dataIsPrivate ? text + e.dataOffset : base + e.dataOffset
         return RawTensor(name: text + e.nameStart, nameLength: e.nameLength, dtype: e.dtype, ndim: e.ndim, shape: e.shape,
                          data: data, dataLength: e.dataLength, dataOffset: e.dataOffset)
@@ -292,12 +307,12 @@ public struct MessageView {
     public func rawMetadata(at i: Int) -> (key: UnsafeRawPointer, keyLength: Int, value: UnsafeRawPointer, valueLength: Int)? {
         guard i >= 0 && i < metadataCount else { return nil }
         let (k, kl, v, vl) = table.meta[i]
-        let text = UnsafeRawPointer(table.text.baseAddress!)
+        let text = UnsafeRawPointer(table.text)
         return (text + k, kl, text + v, vl)
     }
 
     /// Number of metadata entries.
-    public var metadataCount: Int { table.meta.count }
+    public var metadataCount: Int { table.metaCount }
 }
 
 /// A tensor inside a `MessageView`: decoded name and shape, data still in place.

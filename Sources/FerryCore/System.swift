@@ -1,5 +1,6 @@
 // The one place where FerryCore makes raw system calls; every failure becomes a FerryError
 // naming the call and errno.
+import Atomics
 import CFerryLinux
 #if canImport(Glibc)
 import Glibc
@@ -28,8 +29,20 @@ public enum System {
         return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
     }
 
-    /// This process's id.
-    public static var pid: UInt32 { UInt32(bitPattern: getpid()) }
+    /// This process's id (informational only: never used for liveness). getpid(2) is a real
+    /// system call in current glibc, so it is cached, and refreshed after a fork.
+    public static var pid: UInt32 {
+        let gen = forkGeneration
+        let cached = pidCache.load(ordering: .relaxed)
+        if UInt64(truncatingIfNeeded: cached >> 32) == gen & 0xFFFF_FFFF, cached & 0xFFFF_FFFF != 0 {
+            return UInt32(truncatingIfNeeded: cached)
+        }
+        let p = UInt32(bitPattern: getpid())
+        pidCache.store((gen & 0xFFFF_FFFF) << 32 | UInt64(p), ordering: .relaxed)
+        return p
+    }
+    /// (fork generation << 32) | pid.
+    private static let pidCache = ManagedAtomic<UInt64>(0)
 
     /// True while `pid` names a live (non-zombie) process.
     public static func isAlive(_ pid: UInt32) -> Bool {

@@ -186,10 +186,11 @@ class MessageReader:
         tensors, n = self.descriptors(msg)
         return self.convert(n, base, mapping, copy)
 
-    def only_array(self, base: int, mapping: memoryview):
-        """The first descriptor as a read-only view when it is a plain array (the common
-        single-input request), else None. Skips decoding a name nobody will read."""
-        t = self._tensors[0]
+    def only_array(self, base: int, mapping: memoryview, t=None):
+        """The first descriptor (or `t`) as a read-only view when it is a plain array (the
+        common single-input request), else None. Skips decoding a name nobody will read."""
+        if t is None:
+            t = self._tensors[0]
         dt = NUMPY_DTYPES.get(t.dtype)
         if dt is None:
             return None

@@ -154,13 +154,18 @@ class Worker(Handle):
                     descriptors = reader._tensors
                 if n:
                     # Which slot (and so which view) holds the request: where its data is.
-                    addr = descriptors[0].data or 0
+                    t0 = descriptors[0]
+                    addr = t0.data or 0
                     slot = (addr - origin) // size
-                    if not (0 <= slot < nslots and slot_base[slot] <= addr < slot_base[slot] + size):
+                    if not (0 <= slot < nslots and 0 <= addr - slot_base[slot] < size):
                         slot = self._locate(n)
-                sbase = slot_base[slot] if slot >= 0 else 0
-                sview = slot_view[slot] if slot >= 0 else None
-                arg = only_array(sbase, sview) if (n == 1 and single and slot >= 0) else None
+                    if slot >= 0:
+                        sbase, sview = slot_base[slot], slot_view[slot]
+                        arg = only_array(sbase, sview, t0) if (n == 1 and single) else None
+                    else:
+                        sbase, sview = 0, None
+                else:
+                    sbase, sview = 0, None
                 if arg is None:
                     tensors = convert(n, sbase, sview, sview is None)
                     arg = tensors if (not single or n != 1) else next(iter(tensors.values()))
@@ -174,8 +179,8 @@ class Worker(Handle):
             # holds it too), the dict, and the slot's baseline. Anything more is the model's.
             kept = False
             if slot >= 0:
-                if tensors is None:
-                    kept = refcount(arg) > 2 or refcount(slot_obj[slot]) > slot_rc[slot] + 1
+                if tensors is None:  # `result is arg`: an echo holds one more reference
+                    kept = refcount(arg) > 2 + (result is arg) or refcount(slot_obj[slot]) > slot_rc[slot] + 1
                 else:
                     arrays = [v for v in tensors.values() if type(v) is ndarray]
                     kept = refcount(slot_obj[slot]) > slot_rc[slot] + len(arrays) or refcount(tensors) > 2 + (arg is tensors) or \
@@ -190,7 +195,7 @@ class Worker(Handle):
                     raise error[2]()
                 continue
             try:
-                if not kept and type(result) is ndarray and result.base is None:
+                if not kept and type(result) is ndarray and (result.base is None or result is arg):
                     rc = reply_array(job_ptr, output, result, scratch)
                 else:
                     rc = None
