@@ -43,10 +43,11 @@ build-examples: build
 
 test: build build-examples test-swift test-python fuzz-short
 
-# libFuzzer on the message decoder and the segment-header check (fuzz/); crashes land in fuzz/.build/.
+# libFuzzer on the message decoder (also while a peer thread rewrites the message) and the
+# segment-header check (fuzz/); crashes land in fuzz/.build/.
 fuzz:
 	@cd fuzz && $(SWIFT) build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -vE '^(Building|Build complete|\[[0-9]+/[0-9]+\])' || true
-	@for t in message segment; do \
+	@for t in message segment racing; do \
 	  bin=fuzz/.build/release/Fuzz$$(echo $$t | sed 's/./\U&/'); mkdir -p fuzz/.build/work-$$t; \
 	  $$bin -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=fuzz/.build/crash-$$t- \
 	    fuzz/.build/work-$$t fuzz/corpus/$$t 2>&1 | grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' ; \

@@ -1,5 +1,6 @@
 // swift-tools-version:6.0
-// libFuzzer targets for the message decoder and the segment-header validation. Built only
+// libFuzzer targets for the message decoder (alone, and while a peer thread rewrites the
+// bytes) and the segment-header validation. Built only
 // by `make fuzz` (with -sanitize=fuzzer,address), so the main package stays free of them.
 // FerryCore and its C shim are symlinks to the main package's sources (a path dependency
 // would be named after the folder the repository is cloned into).
@@ -14,5 +15,6 @@ let package = Package(
         .target(name: "FerryCore", dependencies: ["CFerryLinux", .product(name: "Atomics", package: "swift-atomics")]),
         .executableTarget(name: "FuzzMessage", dependencies: ["FerryCore", "CFuzz"]),
         .executableTarget(name: "FuzzSegment", dependencies: ["FerryCore", "CFuzz"]),
+        .executableTarget(name: "FuzzRacing", dependencies: ["FerryCore", "CFuzz"]),
     ]
 )

@@ -1,5 +1,5 @@
 """Writes the seed corpora (fuzz/corpus/*): valid messages of every dtype, shape, strings and
-metadata, and valid segment headers. Run once after a format change: python3 fuzz/make_corpus.py"""
+metadata, valid segment headers, and the same messages with a rewrite script (racing). Run once after a format change: python3 fuzz/make_corpus.py"""
 import os
 import struct
 import sys
@@ -31,7 +31,15 @@ for slots, slot_size in [(1, 4096), (8, 8 << 20), (1024, 4096)]:
     offset = (4096 + slots * 64 + 4095) // 4096 * 4096
     total = offset + slots * slot_size
     header = bytearray(4096)
-    struct.pack_into("<QIIIIQQQ", header, 0, 0x4745535952524546, 1, 4096, slots, 1, slot_size, offset, total)
+    struct.pack_into("<QIIIIQQQ", header, 0, 0x4745535952524546, 2, 4096, slots, 1, slot_size, offset, total)
     with open(os.path.join(out, f"seed-{slots}.bin"), "wb") as f:
         f.write(struct.pack("<Q", total) + bytes(header[:128]))
+# Racing: [u16 message length][message][rewrite script: (u16 offset, u8 xor) …]
+out = os.path.join(HERE, "corpus", "racing")
+os.makedirs(out, exist_ok=True)
+for i, tensors in enumerate(samples):
+    msg = ferry.encode(tensors, {"k": "v"} if i % 2 else None)
+    script = b"".join(struct.pack("<HB", (off * 7 + 16) % len(msg), 0x80 >> (off % 8)) for off in range(8))
+    with open(os.path.join(out, f"seed-{i}.bin"), "wb") as f:
+        f.write(struct.pack("<H", len(msg)) + msg + script)
 print("corpus written")

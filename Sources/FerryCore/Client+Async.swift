@@ -2,10 +2,10 @@ import Dispatch
 
 extension Client {
     /// Async variant of `call`: the blocking wait runs on a Dispatch thread, so a task can
-    /// await a reply without holding a thread of the cooperative pool. Like every use of a
-    /// client, do not run two calls of one client at the same time.
+    /// await a reply without holding a thread of the cooperative pool. A client may run many
+    /// such calls at once (one slot each).
     public func call(_ message: Message, timeout: Duration? = nil) async throws -> Message {
-        nonisolated(unsafe) let client = self
+        let client = self
         return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
                 continuation.resume(with: Result { try client.call(message, timeout: timeout) })
