@@ -49,7 +49,7 @@ fuzz:
 	@cd fuzz && $(SWIFT) build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -vE '^(Building|Build complete|\[[0-9]+/[0-9]+\])' || true
 	@for t in message segment racing; do \
 	  bin=fuzz/.build/release/Fuzz$$(echo $$t | sed 's/./\U&/'); mkdir -p fuzz/.build/work-$$t; \
-	  $$bin -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=fuzz/.build/crash-$$t- \
+	  SWIFT_BACKTRACE=enable=no $$bin -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=fuzz/.build/crash-$$t- \
 	    fuzz/.build/work-$$t fuzz/corpus/$$t 2>&1 | grep -E '^(Done|stat::number_of_executed_units|==[0-9]+==|SUMMARY)' ; \
 	  test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz $$t: crash, see fuzz/.build/crash-$$t-*"; exit 1; }; \
 	  echo "fuzz $$t: no crash in $(FUZZ_SECONDS) s"; \
@@ -98,6 +98,8 @@ uninstall:
 SOAK_SECONDS ?= 180
 soak: build
 	$(PYTHON) tests/soak.py --seconds $(SOAK_SECONDS)
+	$(PYTHON) tests/stress.py --seconds $(SOAK_SECONDS)
+	FERRY_EXPLORER_CALLS=2 $(SWIFT) test --filter SlotMachineExplorerTests.testEveryInterleavingOfTwoClientsTwoWorkersTwoSlots 2>&1 | grep -E 'explorer:|error|Executed'; exit $${PIPESTATUS[0]}
 
 clean:
 	rm -rf .build bin

@@ -81,8 +81,11 @@ def test_restarted_worker_serves_the_same_name_and_old_clients_reconnect(procs, 
         os.kill(w.pid, signal.SIGKILL)
         w.wait()
         assert os.path.exists(f"/dev/shm/ferry.{name}"), "a crashed server leaves its segment"
-        with pytest.raises((ferry.NoServer, ferry.Timeout, ferry.WorkerDied)):
-            c.call(np.int64(6), timeout=1)
+        # The request was never taken: the docs promise NoServer, within the check interval.
+        t0 = time.monotonic()
+        with pytest.raises(ferry.NoServer):
+            c.call(np.int64(6), timeout=5)
+        assert time.monotonic() - t0 < 1
         procs.worker(url)  # reclaims the stale segment
         assert c.call(np.int64(7), timeout=5) == 7
 

@@ -258,3 +258,41 @@ w.close()
     r = subprocess.run([sys.executable, "-c", script, f"shm://{name}"], env=env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "0"]
+
+
+def test_a_worker_in_another_pid_namespace_is_judged_by_its_token_not_its_pid(procs, name):
+    """Two containers sharing /dev/shm see different pids for the same process: liveness
+    must not depend on them. The worker runs in a pid namespace of its own (pid 1 there)."""
+    import shutil
+    import subprocess
+    from conftest import env
+    if not shutil.which("unshare") or subprocess.run(["unshare", "--pid", "--fork", "true"], capture_output=True).returncode:
+        pytest.skip("unshare --pid is not permitted here")
+    url = f"shm://{name}"
+    w = procs.start(["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-m", "ferry.worker",
+                     os.path.join(MODELS, "testmodel.py"), "--url", url], env=env())
+    from conftest import wait_served
+    wait_served(url, w)
+    with ferry.Client(url) as c:
+        # A live worker with a foreign pid is alive: a 1.5 s request completes.
+        assert int(c.call({"sleep": np.float64(1.5), "x": np.zeros(1)}, timeout=10)["x"][0]) == 0
+        result = {}
+
+        def slow():
+            t0 = time.monotonic()
+            try:
+                c.call({"sleep": np.float64(5), "x": np.zeros(1)}, timeout=20)
+                result["r"] = "reply"
+            except ferry.FerryError as e:
+                result["r"] = type(e).__name__
+            result["s"] = time.monotonic() - t0
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.5)
+        w.kill()  # unshare --kill-child: the namespace's processes die with it
+        w.wait()
+        t.join()
+        assert result["r"] == "WorkerDied", result
+        assert result["s"] < 2, result
+    ferry.reclaim(url)

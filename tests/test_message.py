@@ -155,3 +155,19 @@ def test_string_tensor_with_zero_elements_and_stray_text_is_rejected():
     bad = corrupt(corrupt(GOOD, table + 96 + 29, "<B", 7), table + 96 + 40, "<q", 0)
     with pytest.raises(ferry.MalformedMessage, match="string"):
         ferry.decode(bad)
+
+
+def test_zero_sized_shape_whose_other_dimensions_overflow_decodes_without_a_trap():
+    # Found by fuzzing: dims (2**62, 2, 0) hold 0 elements, but their running product
+    # overflows a signed integer before reaching 0.
+    import struct
+    msg = bytearray(ferry.encode({"s": np.zeros((0, 2, 1), np.uint8)}))
+    table = struct.unpack_from("<Q", msg, 24)[0]
+    struct.pack_into("<qqq", msg, table + 32, 2**31, 2, 0)
+    tensors, _ = ferry.decode(bytes(msg))
+    assert tensors["s"].shape == (2**31, 2, 0) and tensors["s"].size == 0
+    # numpy cannot represent (2**62, 2, 0); the library must not trap on it (this process
+    # survives), and the binding says why it cannot build the array.
+    struct.pack_into("<qqq", msg, table + 32, 2**62, 2, 0)
+    with pytest.raises(ValueError, match="shape"):
+        ferry.decode(bytes(msg))

@@ -275,10 +275,19 @@ public func ferry_writer_put_strings(_ w: OpaquePointer?, _ name: UnsafePointer<
         let h = try borrow(w, WriterHandle.self, "writer")
         let n = try string(name, "name"), s = try shapeArray(ndim, shape)
         guard count >= 0, count == 0 || (strings != nil && lengths != nil) else { throw invalid("strings or lengths is NULL") }
+        guard let expected = elementCount(s), expected == count else {
+            throw invalid("\(count) strings for shape \(s)")
+        }
+        // Every string takes an 8-byte offset: refuse what cannot fit before allocating for it.
+        let room = h.mutate { $0.capacity }
+        guard count <= room / 8 else {
+            throw FerryError(.tooLarge, "\(count) strings need at least \(count * 8) bytes; the message has room for \(room)")
+        }
         var values: [String] = []
         values.reserveCapacity(count)
         for i in 0..<count {
             guard let p = strings![i] else { throw invalid("strings[\(i)] is NULL") }
+            guard lengths![i] >= 0, lengths![i] <= room else { throw FerryError(.tooLarge, "strings[\(i)] is \(UInt(bitPattern: lengths![i])) bytes; the message has room for \(room)") }
             let bytes = UnsafeRawBufferPointer(start: p, count: lengths![i])
             guard let text = String(validating: bytes, as: UTF8.self) else { throw invalid("strings[\(i)] is not valid UTF-8") }
             values.append(text)

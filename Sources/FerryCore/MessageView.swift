@@ -197,10 +197,7 @@ public struct MessageView {
             if e.pointee.dtype == .string {
                 used = MessageLayout.align(used, 8)
                 let d = copyIn(e.pointee.dataOffset, e.pointee.dataLength)
-                var elements = 1
-                withUnsafeBytes(of: e.pointee.shape) { dims in
-                    for k in 0..<e.pointee.ndim { elements *= Int(dims.load(fromByteOffset: 8 * k, as: Int64.self)) }
-                }
+                let elements = MessageView.elementCount(e.pointee.shape, e.pointee.ndim)
                 try MessageView.validateStrings(UnsafeRawPointer(text + d), length: e.pointee.dataLength, count: elements,
                                                 bad: { bad("tensor \(i): \($0)") })
                 e.pointee.dataOffset = d
@@ -240,6 +237,23 @@ public struct MessageView {
         self.status = status
         self.table = table
         self.owner = owner
+    }
+
+    /// The element count of a validated shape: 0 when any dimension is 0 (the running
+    /// product of the others may exceed Int even then), else their product, which
+    /// validation bounded.
+    static func elementCount(_ shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64), _ ndim: Int) -> Int {
+        withUnsafeBytes(of: shape) { dims in
+            var n = 1
+            for k in 0..<ndim {
+                let d = dims.load(fromByteOffset: 8 * k, as: Int64.self)
+                if d == 0 { return 0 }
+                let (m, o) = n.multipliedReportingOverflow(by: Int(d))
+                if o { return 0 }  // cannot happen for a validated shape
+                n = m
+            }
+            return n
+        }
     }
 
     static func validateStrings(_ p: UnsafeRawPointer, length: Int, count: Int, bad: (String) -> FerryError) throws {
@@ -336,8 +350,11 @@ public struct TensorView {
         data = UnsafeRawBufferPointer(start: raw.data, count: raw.dataLength)
     }
 
-    /// Number of elements (1 for a 0-d tensor).
-    public var count: Int { shape.reduce(1, *) }
+    /// Number of elements (1 for a 0-d tensor; 0 when a dimension is 0).
+    public var count: Int {
+        if shape.contains(0) { return 0 }
+        return shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? 0 : $0 * $1 }
+    }
 
     /// Copies the elements out as `T` (which must match `dtype`). The copy is sized from
     /// the validated shape, and never copies more than the validated data length.

@@ -76,8 +76,7 @@ public struct MessageWriter {
 
     /// Adds a `string` tensor of `shape` holding `strings` in row-major order.
     public mutating func addStrings(name: String, shape: [Int], strings: [String]) throws {
-        let expected = shape.reduce(1, *)
-        guard expected == strings.count else {
+        guard let expected = elementCount(shape), expected == strings.count else {
             throw FerryError(.invalidArgument, "tensor \"\(name)\": \(strings.count) strings for shape \(shape)")
         }
         let text = strings.reduce(0) { $0 + $1.utf8.count }

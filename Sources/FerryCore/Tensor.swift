@@ -1,3 +1,17 @@
+/// The number of elements of `shape`: nil when a dimension is negative or the product
+/// overflows (0 when any dimension is 0, whatever the others).
+public func elementCount(_ shape: [Int]) -> Int? {
+    if shape.contains(where: { $0 < 0 }) { return nil }
+    if shape.contains(0) { return 0 }
+    var n = 1
+    for d in shape {
+        let (m, o) = n.multipliedReportingOverflow(by: d)
+        if o { return nil }
+        n = m
+    }
+    return n
+}
+
 /// An owned tensor: element type, shape and the bytes in wire form (row-major, little-endian;
 /// for `string`, offsets then text as in docs/protocol.md).
 public struct Tensor: Equatable, Sendable {
@@ -13,13 +27,16 @@ public struct Tensor: Equatable, Sendable {
         guard shape.count <= MessageLayout.maxDims, shape.allSatisfy({ $0 >= 0 }) else {
             throw FerryError(.invalidArgument, "invalid shape \(shape)")
         }
+        guard let elements = elementCount(shape), elements <= Int.max / 16 else {
+            throw FerryError(.invalidArgument, "shape \(shape) has too many elements")
+        }
         if let item = dtype.itemSize {
-            guard bytes.count == shape.reduce(1, *) * item else {
+            guard bytes.count == elements * item else {
                 throw FerryError(.invalidArgument, "\(bytes.count) bytes do not match \(dtype.name) \(shape)")
             }
         } else {
             try bytes.withUnsafeBytes { buf in
-                try MessageView.validateStrings(buf.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, length: buf.count, count: shape.reduce(1, *)) {
+                try MessageView.validateStrings(buf.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, length: buf.count, count: elements) {
                     FerryError(.invalidArgument, "string tensor: \($0)")
                 }
             }
@@ -32,7 +49,7 @@ public struct Tensor: Equatable, Sendable {
     /// A tensor of `values`, shaped `shape` (default: 1-d).
     public init<T: TensorElement>(_ values: [T], shape: [Int]? = nil) {
         let shape = shape ?? [values.count]
-        precondition(shape.reduce(1, *) == values.count, "shape \(shape) does not hold \(values.count) values")
+        precondition(elementCount(shape) == values.count, "shape \(shape) does not hold \(values.count) values")
         self.dtype = T.dtype
         self.shape = shape
         self.bytes = values.withUnsafeBytes { Array($0) }
@@ -44,7 +61,7 @@ public struct Tensor: Equatable, Sendable {
     /// A `string` tensor of `strings`, shaped `shape` (default: 1-d).
     public init(strings: [String], shape: [Int]? = nil) {
         let shape = shape ?? [strings.count]
-        precondition(shape.reduce(1, *) == strings.count, "shape \(shape) does not hold \(strings.count) strings")
+        precondition(elementCount(shape) == strings.count, "shape \(shape) does not hold \(strings.count) strings")
         let length = 8 * (strings.count + 1) + strings.reduce(0) { $0 + $1.utf8.count }
         var bytes = [UInt8](repeating: 0, count: length)
         bytes.withUnsafeMutableBytes { Tensor.encodeStrings(strings, into: $0) }
@@ -61,7 +78,7 @@ public struct Tensor: Equatable, Sendable {
     }
 
     /// Number of elements.
-    public var count: Int { shape.reduce(1, *) }
+    public var count: Int { elementCount(shape) ?? 0 }
 
     /// The elements as `T` (must match `dtype`).
     public func values<T: TensorElement>(as type: T.Type = T.self) throws -> [T] {

@@ -111,6 +111,27 @@ final class ShmChannelTests: XCTestCase {
         worker.close()
     }
 
+    /// One client shared by threads (docs/c-api.md, "Threads"): every reply is its caller's.
+    func testOneClientSharedByThreads() throws {
+        let url = "shm://\(uniqueName("threads"))?slots=4"
+        try withSwiftWorker(url, { $0 }) { _ in
+            let client = try Client(url)
+            defer { client.close() }
+            let wrong = ManagedAtomicCounter()
+            DispatchQueue.concurrentPerform(iterations: 6) { t in
+                for i in 0..<300 {
+                    let tag = Int64(t * 1_000_000 + i)
+                    do {
+                        let reply = try client.call([("tag", Tensor([tag]))])
+                        if reply["tag"] != Tensor([tag]) { wrong.add() }
+                    } catch { wrong.add() }
+                }
+            }
+            XCTAssertEqual(wrong.value, 0)
+            XCTAssertEqual(try client.census(recover: true)[.free], 4)
+        }
+    }
+
     func testMalformedRequestGetsAClearErrorReply() throws {
         let url = "shm://\(uniqueName("malformed"))"
         try withSwiftWorker(url, { $0 }) { _ in
@@ -200,4 +221,12 @@ final class ShmChannelTests: XCTestCase {
         }
         client.close()
     }
+}
+
+/// A thread-safe counter for tests.
+final class ManagedAtomicCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func add() { lock.lock(); n += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
 }
