@@ -62,7 +62,7 @@ public func ferry_call_begin(_ client: OpaquePointer?, _ timeoutMs: Int64, _ out
         guard let out else { throw invalid("out is NULL") }
         out.pointee = nil
         let c = try borrow(client, ClientHandle.self, "client")
-        out.pointee = retain(CallHandle(try c.client.begin(timeout: timeout(timeoutMs))))
+        out.pointee = retain(CallHandle(try c.client.begin(timeout: try timeout(timeoutMs))))
     }
 }
 
@@ -82,7 +82,7 @@ public func ferry_call_wait(_ call: OpaquePointer?, _ timeoutMs: Int64, _ reply:
     status {
         let c = try borrow(call, CallHandle.self, "call")
         reply?.pointee = nil
-        let view = try c.call.wait(timeout: timeout(timeoutMs))
+        let view = try c.call.wait(timeout: try timeout(timeoutMs))
         let m = MessageHandle(view, owner: c.call)
         c.reply = m
         reply?.pointee = OpaquePointer(Unmanaged.passUnretained(m).toOpaque())
@@ -151,7 +151,7 @@ public func ferry_worker_recv(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ ou
         guard let out else { throw invalid("job is NULL") }
         out.pointee = nil
         let w = try borrow(worker, WorkerHandle.self, "worker")
-        guard let job = try w.worker.receive(timeout: timeout(timeoutMs)) else {
+        guard let job = try w.worker.receive(timeout: try timeout(timeoutMs)) else {
             cferry_set_error("no request before the deadline")
             throw FerryError(.timedOut, "no request before the deadline")
         }

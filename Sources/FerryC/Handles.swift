@@ -36,10 +36,11 @@ func release<T: AnyObject>(_ handle: OpaquePointer?, _ type: T.Type) {
     Unmanaged<T>.fromOpaque(UnsafeRawPointer(h)).release()
 }
 
-/// Converts a required C string.
+/// Converts a required C string; invalid UTF-8 is an error, never a replacement character.
 func string(_ p: UnsafePointer<CChar>?, _ name: String) throws -> String {
     guard let p else { throw invalid("\(name) is NULL") }
-    return String(cString: p)
+    guard let s = String(validatingCString: p) else { throw invalid("\(name) is not valid UTF-8") }
+    return s
 }
 
 /// Converts ndim + shape into [Int].
@@ -81,7 +82,14 @@ func endpointURL(_ url: String, _ opts: UnsafePointer<ferry_options>?) throws ->
     return url + (url.contains("?") ? "&" : "?") + extra.joined(separator: "&")
 }
 
-func timeout(_ ms: Int64) -> Duration? { ms < 0 ? nil : .milliseconds(ms) }
+/// A C timeout: negative means the channel's default; past 30 days is an error (a unit mistake).
+func timeout(_ ms: Int64) throws -> Duration? {
+    if ms < 0 { return nil }
+    guard UInt64(ms) <= Endpoint.maxTimeoutMillis else {
+        throw invalid("timeout_ms \(ms) exceeds \(Endpoint.maxTimeoutMillis) (30 days)")
+    }
+    return .milliseconds(ms)
+}
 
 // MARK: handle classes
 

@@ -34,7 +34,7 @@ public final class Client: Sendable {
     public var slotSize: Int { state.withLock { $0?.slotSize } ?? endpoint.slotSize }
 
     func deadline(_ timeout: Duration?) -> UInt64 {
-        System.nowNanos() &+ (timeout?.clampedNanoseconds ?? endpoint.timeoutNanos)
+        FerryCore.deadline(after: timeout?.clampedNanoseconds ?? endpoint.timeoutNanos)
     }
 
     /// Starts a call: claims a slot and returns it for writing the request in place.

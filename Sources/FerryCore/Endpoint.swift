@@ -15,6 +15,13 @@ public struct Endpoint: Sendable, Equatable {
     public var wait: WaitStrategy = .standard
     /// Default per-call timeout in nanoseconds (default 10 s).
     public var timeoutNanos: UInt64 = 10_000_000_000
+    /// The parameters the URL set explicitly (a joining worker checks them against the channel).
+    public var given: Set<String> = []
+
+    /// Longest timeout accepted anywhere (30 days): longer ones are surely a unit mistake.
+    public static let maxTimeoutMillis: UInt64 = 30 * 86_400_000
+    /// Longest spin before sleeping (10 s).
+    public static let maxSpinMicros: UInt64 = 10_000_000
 
     /// Parses `url`; unknown parameters and malformed values are errors.
     public init(_ url: String) throws {
@@ -42,6 +49,9 @@ public struct Endpoint: Sendable, Equatable {
         for pair in query.split(separator: "&") where !pair.isEmpty {
             let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
             guard kv.count == 2 else { throw FerryError(.invalidArgument, "URL parameter \"\(pair)\" has no value") }
+            guard given.insert(kv[0]).inserted else {
+                throw FerryError(.invalidArgument, "URL parameter \"\(kv[0])\" is given twice in \"\(url)\"")
+            }
             switch kv[0] {
             case "slots":
                 guard let v = Int(kv[1]), v >= 1, v <= SegmentLayout.maxSlots else {
@@ -51,10 +61,14 @@ public struct Endpoint: Sendable, Equatable {
             case "slot_size": slotSize = try Endpoint.parseSize(kv[1])
             case "wait": waitName = kv[1]
             case "spin_us":
-                guard let v = UInt64(kv[1]) else { throw FerryError(.invalidArgument, "spin_us must be a whole number of microseconds") }
+                guard let v = UInt64(kv[1]), v <= Endpoint.maxSpinMicros else {
+                    throw FerryError(.invalidArgument, "spin_us=\(kv[1]): use a whole number of microseconds up to \(Endpoint.maxSpinMicros)")
+                }
                 spinMicros = v
             case "timeout_ms":
-                guard let v = UInt64(kv[1]), v > 0 else { throw FerryError(.invalidArgument, "timeout_ms must be a positive integer") }
+                guard let v = UInt64(kv[1]), v > 0, v <= Endpoint.maxTimeoutMillis else {
+                    throw FerryError(.invalidArgument, "timeout_ms=\(kv[1]): use a whole number of milliseconds in 1...\(Endpoint.maxTimeoutMillis) (30 days)")
+                }
                 timeoutNanos = v * 1_000_000
             default:
                 throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" (known: slots, slot_size, wait, spin_us, timeout_ms)")

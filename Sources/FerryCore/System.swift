@@ -199,8 +199,19 @@ public enum System {
 
 extension Duration {
     /// The duration in whole nanoseconds, clamped at zero (deadlines are computed in ns).
+    /// Saturates instead of wrapping: a duration past ~584 years reads as UInt64.max.
     var clampedNanoseconds: UInt64 {
         let c = components
-        return UInt64(max(0, c.seconds)) &* 1_000_000_000 &+ UInt64(max(0, c.attoseconds / 1_000_000_000))
+        let (s, o1) = UInt64(max(0, c.seconds)).multipliedReportingOverflow(by: 1_000_000_000)
+        let (t, o2) = s.addingReportingOverflow(UInt64(max(0, c.attoseconds / 1_000_000_000)))
+        return o1 || o2 ? .max : t
     }
+}
+
+/// `now + ns`, saturating: a deadline never wraps into the past.
+@inline(__always)
+func deadline(after ns: UInt64) -> UInt64 {
+    let now = System.nowNanos()
+    let (d, o) = now.addingReportingOverflow(ns)
+    return o ? .max : d
 }

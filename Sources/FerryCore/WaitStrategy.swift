@@ -18,6 +18,9 @@ public enum WaitStrategy: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses "spin", "futex", "hybrid" or "spin-futex", with an optional spin time in µs.
     public init(name: String, spinMicros: UInt64? = nil) throws {
+        if let s = spinMicros, s > Endpoint.maxSpinMicros {
+            throw FerryError(.invalidArgument, "spin_us=\(s) exceeds \(Endpoint.maxSpinMicros) (10 s)")
+        }
         switch name {
         case "spin": self = .spin
         case "futex": self = .futex

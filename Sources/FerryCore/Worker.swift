@@ -15,6 +15,14 @@ public final class Worker {
     public init(_ url: String) throws {
         endpoint = try Endpoint(url)
         channel = ShmChannel(try ShmSegment.serve(channel: endpoint.name, slots: endpoint.slots, slotSize: endpoint.slotSize))
+        // A worker that joins a running channel gets its geometry; asking for another one
+        // explicitly is an error, not a silent surprise.
+        let g = channel.segment.geometry
+        let askedSize = MessageLayout.align(max(endpoint.slotSize, SegmentLayout.page), SegmentLayout.page)
+        if (endpoint.given.contains("slots") && endpoint.slots != g.slots) || (endpoint.given.contains("slot_size") && askedSize != g.slotSize) {
+            channel.segment.leave()
+            throw FerryError(.invalidArgument, "channel shm://\(endpoint.name) is already served with slots=\(g.slots) slot_size=\(g.slotSize); this worker asked for slots=\(endpoint.slots) slot_size=\(askedSize) (leave them out to join as it is)")
+        }
     }
 
     /// Removes the segment of `url`'s channel if its servers all died (a crash leaves it behind;
@@ -51,7 +59,7 @@ public final class Worker {
     /// when the channel was closed.
     public func receive(timeout: Duration? = nil) throws -> Job? {
         let ns = timeout?.clampedNanoseconds ?? endpoint.timeoutNanos
-        guard let (slot, gen, length) = try channel.take(deadline: System.nowNanos() &+ ns, strategy: endpoint.wait) else { return nil }
+        guard let (slot, gen, length) = try channel.take(deadline: deadline(after: ns), strategy: endpoint.wait) else { return nil }
         // The length is the client's claim: validated against the slot before any use.
         return Job(channel: channel, slot: slot, gen: gen, requestLength: length <= UInt64(channel.slotSize) ? Int(length) : -1)
     }

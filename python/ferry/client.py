@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from ._handle import Handle, check
 from ._lib import lib, raw
+from .errors import InvalidArgument
 from .message import DEFAULT_INPUT, MessageReader, read_metadata, write_message
 
 
@@ -14,6 +15,14 @@ from .message import DEFAULT_INPUT, MessageReader, read_metadata, write_message
 _begin, _finish = raw("ferry_call_begin"), raw("ferry_call_finish")
 _writer = raw("ferry_call_writer", c_void_p)
 _DEFAULT_MS = c_int64(-1)
+_MAX_TIMEOUT_S = 30 * 86_400  # as the library: longer is surely a unit mistake
+
+
+def _timeout_ms(timeout: float) -> c_int64:
+    """A timeout in seconds as the C interface's milliseconds, checked (never wrapped)."""
+    if not (0 <= timeout <= _MAX_TIMEOUT_S):  # also rejects NaN
+        raise InvalidArgument(f"timeout={timeout!r}: use seconds in 0...{_MAX_TIMEOUT_S} (30 days), or None for the channel's default")
+    return c_int64(int(timeout * 1000))
 
 
 class _CallScratch:
@@ -78,7 +87,7 @@ class Client(Handle):
                      timeout: float | None = None, with_metadata: bool = True) -> tuple[dict, dict]:
         """Sends `inputs` (an array, or a dict of named arrays) and returns the reply as
         (tensors by name, metadata). Arrays are copied out of shared memory."""
-        ms = _DEFAULT_MS if timeout is None else c_int64(max(0, int(timeout * 1000)))
+        ms = _DEFAULT_MS if timeout is None else _timeout_ms(timeout)
         sc = self._tls.__dict__.get("s")
         if sc is None:
             sc = self._tls.s = _CallScratch()
@@ -110,7 +119,7 @@ class Client(Handle):
         """Sends `inputs` without waiting: returns a `Call` whose `result()` waits for the
         reply. Several calls may be in flight at once (one slot each); `timeout` is the
         call's deadline, counted from now."""
-        ms = _DEFAULT_MS if timeout is None else c_int64(max(0, int(timeout * 1000)))
+        ms = _DEFAULT_MS if timeout is None else _timeout_ms(timeout)
         ptr = c_void_p()
         rc = self._begin(ms, byref(ptr))
         if rc:
@@ -134,7 +143,7 @@ class Call(Handle):
     def result(self, timeout: float | None = None) -> Any:
         """Waits for the reply (up to `timeout` seconds more, else until the call's deadline)
         and returns it like `Client.call`; frees the call."""
-        ms = _DEFAULT_MS if timeout is None else c_int64(max(0, int(timeout * 1000)))
+        ms = _DEFAULT_MS if timeout is None else _timeout_ms(timeout)
         reply = c_void_p()
         try:
             check(lib.ferry_call_wait(self._handle(), ms, byref(reply)))

@@ -110,11 +110,26 @@ def write_value(writer: int, name: str, value: Any) -> None:
             return
         if isinstance(value, str):
             value = np.array(value, dtype=np.str_)
+        elif isinstance(value, Mapping):
+            raise TypeError(f"tensor {name!r} is a nested {type(value).__name__}; send flat named arrays (a dict of arrays)")
+        elif value is None:
+            raise TypeError(f"tensor {name!r} is None; send an array, a scalar, str or bytes")
+        elif isinstance(value, (list, tuple)):
+            _check_sequence(name, value)
+        elif not isinstance(value, (int, float, bool, complex, np.generic)) and not hasattr(value, "__array__"):
+            raise TypeError(f"tensor {name!r} is a {type(value).__module__}.{type(value).__qualname__}, which Ferry cannot send faithfully; send a numpy array, a scalar, str or bytes")
         arr = np.asarray(value)
     kind = arr.dtype.kind
     if kind in "UO":
-        flat = [s if isinstance(s, str) else str(s) for s in arr.reshape(-1).tolist()]
-        encoded = [s.encode("utf-8") for s in flat]
+        flat = arr.reshape(-1).tolist()
+        if kind == "O":
+            bad = next((v for v in flat if not isinstance(v, str)), None)
+            if bad is not None:
+                raise TypeError(f"tensor {name!r} is an object array holding {type(bad).__name__}; only object arrays of str can be sent")
+        try:
+            encoded = [s.encode("utf-8") for s in flat]
+        except UnicodeEncodeError as e:
+            raise ValueError(f"tensor {name!r} holds a string that is not valid Unicode: {e}") from None
         n = len(encoded)
         ptrs = (c_char_p * max(n, 1))(*encoded)
         lens = (c_size_t * max(n, 1))(*[len(b) for b in encoded])
@@ -137,6 +152,26 @@ def write_value(writer: int, name: str, value: Any) -> None:
         else:  # strided input: let numpy copy straight into the slot
             dst = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(sc.ptr.value))
             dst.view(arr.dtype).reshape(arr.shape)[...] = arr
+
+
+def _check_sequence(name: str, value) -> None:
+    """A list numpy would convert unfaithfully (strings mixed with numbers become strings;
+    dicts, None and ragged rows become objects) is an error instead."""
+    stack, kinds = [value], set()
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            stack.extend(v)
+        elif isinstance(v, str):
+            kinds.add("str")
+        elif isinstance(v, (bool, int, float, complex, np.generic)):
+            kinds.add("number")
+        elif isinstance(v, np.ndarray):
+            kinds.add("str" if v.dtype.kind == "U" else "number")
+        else:
+            raise TypeError(f"tensor {name!r} holds a {type(v).__name__}, which Ferry cannot send faithfully")
+    if len(kinds) > 1:
+        raise TypeError(f"tensor {name!r} mixes strings and numbers; numpy would turn the numbers into text")
 
 
 def reply_array(job: int, name: bytes, arr: np.ndarray, sc: "_Scratch | None" = None) -> int | None:

@@ -195,6 +195,8 @@ class Worker(Handle):
                     raise error[2]()
                 continue
             try:
+                if result is None:
+                    raise TypeError("the model returned None; return an array, a scalar, str, bytes, or a dict of those")
                 if not kept and type(result) is ndarray and (result.base is None or result is arg):
                     rc = reply_array(job_ptr, output, result, scratch)
                 else:

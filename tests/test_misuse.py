@@ -1,0 +1,138 @@
+"""Every misuse gets a clear error naming the value — never a crash, never a silent surprise
+(docs/reliability.md, "Misuse")."""
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from ctypes import byref, c_char_p, c_int64, c_size_t, c_void_p
+
+import numpy as np
+import pytest
+
+import ferry
+from ferry._lib import lib
+from conftest import MODELS, env
+
+
+@pytest.mark.parametrize("url, match", [
+    ("shm://x?timeout_ms=18446744073709551615", "timeout_ms=18446744073709551615"),
+    ("shm://x?timeout_ms=99999999999999", "timeout_ms=99999999999999"),
+    ("shm://x?spin_us=18446744073709551615", "spin_us=18446744073709551615"),
+    ("shm://x?wait=hybrid&spin_us=99999999999", "spin_us=99999999999"),
+    ("shm://x?slots=4&slots=8", "given twice"),
+    ("shm://x?timeout_ms=5&timeout_ms=5", "given twice"),
+    ("shm://x?slot_size=99999999999G", "99999999999G"),
+])
+def test_url_values_that_used_to_kill_the_process_are_clear_errors(url, match):
+    with pytest.raises(ferry.InvalidArgument, match=match):
+        ferry.Client(url)
+    with pytest.raises(ferry.InvalidArgument, match=match):
+        ferry.Worker(url)
+
+
+@pytest.mark.parametrize("timeout", [1e18, float("inf"), float("nan"), -1.0, 10**30])
+def test_per_call_timeouts_out_of_range_are_clear_errors(procs, name, timeout):
+    url = f"shm://{name}"
+    procs.worker(url)
+    with ferry.Client(url) as c:
+        with pytest.raises(ferry.InvalidArgument, match="timeout"):
+            c.call(np.zeros(1), timeout=timeout)
+        assert c.call(np.ones(1))[0] == 1  # and the client is fine
+
+
+def test_c_timeouts_out_of_range_are_einval(procs, name):
+    url = f"shm://{name}"
+    procs.worker(url)
+    client = c_void_p()
+    assert lib.ferry_client_new(url.encode(), None, byref(client)) == 0
+    try:
+        call = c_void_p()
+        rc = lib.ferry_call_begin(client, c_int64(2**62), byref(call))
+        assert rc == 1 and b"2" in lib.ferry_last_error()  # FERRY_EINVAL, naming the value
+    finally:
+        lib.ferry_client_free(client)
+
+
+def test_huge_shapes_to_the_writer_are_errors_not_crashes():
+    enc = c_void_p()
+    assert lib.ferry_encoder_new(1 << 16, byref(enc)) == 0
+    try:
+        w = lib.ferry_encoder_writer(enc)
+        shape = (c_int64 * 8)(2**62, 2**62)
+        strings = (c_char_p * 1)(b"x")
+        lens = (c_size_t * 1)(1)
+        assert lib.ferry_writer_put_strings(w, b"s", 2, shape, strings, lens, 1) == 1
+        assert b"strings for shape" in lib.ferry_last_error()
+        shape1 = (c_int64 * 8)(2**40)
+        assert lib.ferry_writer_put_strings(w, b"s", 1, shape1, strings, lens, 2**40) in (1, 3)
+        lens_bad = (c_size_t * 1)(2**63 + 5)
+        shape2 = (c_int64 * 8)(1)
+        assert lib.ferry_writer_put_strings(w, b"s", 1, shape2, strings, lens_bad, 1) == 3
+        data, nbytes = c_void_p(), c_size_t()
+        big = (c_int64 * 8)(2**40, 2**40)
+        assert lib.ferry_writer_add_tensor(w, b"t", 6, 2, big, byref(data), byref(nbytes)) in (1, 3)
+    finally:
+        lib.ferry_encoder_free(enc)
+
+
+def test_invalid_utf8_in_names_and_metadata_is_an_error():
+    enc = c_void_p()
+    assert lib.ferry_encoder_new(1 << 12, byref(enc)) == 0
+    try:
+        w = lib.ferry_encoder_writer(enc)
+        shape = (c_int64 * 8)(1)
+        data = (ctypes.c_uint8 * 1)(7)
+        assert lib.ferry_writer_put_tensor(w, b"bad\xff", 6, 1, shape, data, 1) == 1
+        assert b"UTF-8" in lib.ferry_last_error()
+        assert lib.ferry_writer_set_meta(w, b"k", b"\xc3\x28") == 1
+        assert lib.ferry_writer_set_meta(w, b"\xed\xa0\x80", b"v") == 1  # an encoded surrogate
+    finally:
+        lib.ferry_encoder_free(enc)
+
+
+def test_a_second_worker_asking_for_another_geometry_is_refused_naming_both(procs, name):
+    procs.worker(f"shm://{name}?slots=4&slot_size=64K")
+    with pytest.raises(ferry.InvalidArgument, match=r"slots=4 slot_size=65536.*asked for slots=8 slot_size=65536"):
+        ferry.Worker(f"shm://{name}?slots=8&slot_size=64K")
+    with pytest.raises(ferry.InvalidArgument, match=r"slot_size=65536.*slot_size=1048576"):
+        ferry.Worker(f"shm://{name}?slot_size=1M")
+    # Without explicit values a worker joins as the channel is; clients ignore geometry.
+    with ferry.Worker(f"shm://{name}"):
+        pass
+    with ferry.Client(f"shm://{name}?slots=99") as c:
+        assert c.call(np.ones(2)).sum() == 2
+
+
+@pytest.mark.parametrize("kind, match", [
+    ("none", "returned None"),
+    ("nested", "nested dict"),
+    ("objects", "object array holding int"),
+    ("mixed", "mixes strings and numbers"),
+    ("object", "cannot send faithfully"),
+])
+def test_a_model_returning_what_cannot_be_sent_gives_a_clear_remote_error(procs, name, kind, match):
+    url = f"shm://{name}"
+    procs.worker(url)
+    with ferry.Client(url) as c:
+        with pytest.raises(ferry.RemoteError, match=match):
+            c.call({"return": np.array(kind), "x": np.zeros(1)})
+        assert c.call(np.ones(3)).sum() == 3  # the worker goes on
+
+
+@pytest.mark.parametrize("value, match", [
+    ({"a": {"b": np.zeros(1)}}, "nested dict"),
+    ({"a": [1, "x"]}, "mixes strings and numbers"),
+    ({"a": np.array([1, None], dtype=object)}, "object array holding int"),
+    ({"a": object()}, "cannot send faithfully"),
+    ({"a": None}, "is None"),
+    ({"a": "\ud800"}, "not valid Unicode"),
+])
+def test_a_client_sending_what_cannot_be_sent_faithfully_gets_an_error(procs, name, value, match):
+    url = f"shm://{name}"
+    procs.worker(url)
+    with ferry.Client(url) as c:
+        with pytest.raises((TypeError, ValueError), match=match):
+            c.call(value)
+        assert c.call(np.ones(3)).sum() == 3
