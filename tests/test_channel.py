@@ -31,7 +31,9 @@ def test_worker_sees_read_only_views_of_shared_memory(procs, name):
     procs.worker(url)
     with ferry.Client(url) as c:
         out = c.call({"check_view": np.zeros((480, 640, 3), np.uint8), "other": np.int8(1)})
-    assert out["is_view"] and not out["writeable"]
+    # The model's array is the request itself, in the channel's shared segment, read-only.
+    assert str(out["mapping"]).endswith(f"/dev/shm/ferry.{name}"), out["mapping"]
+    assert not out["writeable"]
 
 
 def test_model_error_reaches_the_client_and_the_worker_goes_on(procs, name):

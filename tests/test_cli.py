@@ -65,9 +65,20 @@ def test_call_sends_npy_files_and_saves_the_reply(procs, name, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "out" / "output.npy"), a)
 
 
-def test_call_without_server_fails_clearly(name):
-    out = subprocess.run([FERRY, "call", f"shm://{name}", "--input", "x.npy"], capture_output=True, text=True, timeout=30)
+def test_call_without_server_fails_clearly(name, tmp_path):
+    # A valid input, so the failure can only come from connecting.
+    np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
+    out = subprocess.run([FERRY, "call", f"shm://{name}", "--input", str(tmp_path / "x.npy")],
+                         capture_output=True, text=True, timeout=30)
     assert out.returncode != 0
+    assert "nothing serves it" in out.stderr, out.stderr
+
+
+def test_call_with_a_missing_input_file_names_it(name, tmp_path):
+    out = subprocess.run([FERRY, "call", f"shm://{name}", "--input", str(tmp_path / "missing.npy")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "missing.npy" in out.stderr, out.stderr
 
 
 def test_demo_recognises_digits_end_to_end(tmp_path):
