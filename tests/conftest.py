@@ -31,6 +31,11 @@ def env() -> dict:
     return e
 
 
+def seg_path(name: str, shared: bool = False) -> str:
+    """Where channel `name`'s segment lives (docs/protocol.md: per user unless shared)."""
+    return f"/dev/shm/ferry.shared.{name}" if shared else f"/dev/shm/ferry.{os.geteuid()}.{name}"
+
+
 def segments() -> set:
     return set(glob.glob("/dev/shm/ferry.*"))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import env
+from conftest import seg_path, env
 from test_message import DTYPES, SHAPES, sample
 
 
@@ -32,7 +32,7 @@ def test_worker_sees_read_only_views_of_shared_memory(procs, name):
     with ferry.Client(url) as c:
         out = c.call({"check_view": np.zeros((480, 640, 3), np.uint8), "other": np.int8(1)})
     # The model's array is the request itself, in the channel's shared segment, read-only.
-    assert str(out["mapping"]).endswith(f"/dev/shm/ferry.{name}"), out["mapping"]
+    assert str(out["mapping"]).endswith(seg_path(name)), out["mapping"]
     assert not out["writeable"]
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 import ferry
-from conftest import FERRY, MODELS, wait_served
+from conftest import seg_path, FERRY, MODELS, wait_served
 
 
 def worker_pids(supervisor_pid: int) -> set:
@@ -49,7 +49,7 @@ def test_serve_supervises_restarts_and_stops_workers(procs, name):
     assert sup.wait(timeout=15) == 0
     for pid in after:
         assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
-    assert not os.path.exists(f"/dev/shm/ferry.{name}")
+    assert not os.path.exists(seg_path(name))
     assert "restarting" in sup.stderr.read()
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import wait_served
+from conftest import seg_path, wait_served
 
 
 def call_in_thread(client, inputs, timeout):
@@ -80,7 +80,7 @@ def test_restarted_worker_serves_the_same_name_and_old_clients_reconnect(procs, 
         assert c.call(np.int64(5)) == 5
         os.kill(w.pid, signal.SIGKILL)
         w.wait()
-        assert os.path.exists(f"/dev/shm/ferry.{name}"), "a crashed server leaves its segment"
+        assert os.path.exists(seg_path(name)), "a crashed server leaves its segment"
         # The request was never taken: the docs promise NoServer, within the check interval.
         t0 = time.monotonic()
         with pytest.raises(ferry.NoServer):
@@ -93,11 +93,11 @@ def test_restarted_worker_serves_the_same_name_and_old_clients_reconnect(procs, 
 def test_clean_shutdown_unlinks_the_segment(procs, name):
     url = f"shm://{name}"
     w = procs.worker(url)
-    assert os.path.exists(f"/dev/shm/ferry.{name}")
-    assert oct(os.stat(f"/dev/shm/ferry.{name}").st_mode & 0o777) == "0o600"
+    assert os.path.exists(seg_path(name))
+    assert oct(os.stat(seg_path(name)).st_mode & 0o777) == "0o600"
     w.send_signal(signal.SIGTERM)
     assert w.wait(timeout=10) == 0
-    assert not os.path.exists(f"/dev/shm/ferry.{name}")
+    assert not os.path.exists(seg_path(name))
 
 
 def test_two_servers_racing_for_one_name_share_it(procs, name):
@@ -111,12 +111,12 @@ def test_two_servers_racing_for_one_name_share_it(procs, name):
     # The first to stop leaves the channel to the other; the last removes it.
     a.send_signal(signal.SIGTERM)
     a.wait(timeout=10)
-    assert os.path.exists(f"/dev/shm/ferry.{name}")
+    assert os.path.exists(seg_path(name))
     with ferry.Client(url) as c:
         assert int(c.call({"id": np.arange(2), "x": np.zeros(1)})["pid"]) == b.pid
     b.send_signal(signal.SIGTERM)
     b.wait(timeout=10)
-    assert not os.path.exists(f"/dev/shm/ferry.{name}")
+    assert not os.path.exists(seg_path(name))
 
 
 def test_client_killed_while_holding_slots_does_not_leak_them(procs, name):
@@ -181,7 +181,7 @@ def test_supervisor_killed_takes_its_workers_and_the_segment_is_reclaimed(procs,
     # The orphaned workers shut down cleanly (the last removes the segment); had they been
     # killed too, the stale segment would be reclaimed here.
     ferry.reclaim(url)
-    assert not os.path.exists(f"/dev/shm/ferry.{name}")
+    assert not os.path.exists(seg_path(name))
 
 
 def test_full_dev_shm_fails_clearly_at_creation(tmp_path):
@@ -201,7 +201,9 @@ def test_full_dev_shm_fails_clearly_at_creation(tmp_path):
     assert "cannot reserve" in out.stderr and "/dev/shm" in out.stderr, out.stderr
 
 
-def test_another_user_cannot_attach(procs, name):
+@pytest.fixture
+def other_user():
+    """A throwaway system user, and a runner of commands as that user."""
     import pwd
     import shutil
     import subprocess
@@ -216,19 +218,67 @@ def test_another_user_cannot_attach(procs, name):
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user], check=True)
         pw = pwd.getpwnam(user)
         created = True
+
+    def run(*args, **kw):
+        # The ferry command needs nothing from root's home, unlike a Python install there.
+        return subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", *args],
+                              capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"], "HOME": "/tmp"}, **kw)
+    run.uid = pw.pw_uid
+    yield run
+    if created:
+        subprocess.run(["userdel", user], check=False)
+
+
+def test_another_user_cannot_attach(procs, name, other_user):
+    from conftest import FERRY
+    url = f"shm://{name}"
+    procs.worker(url)
+    st = os.stat(seg_path(name))
+    assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o600
+    # The other user's shm://NAME is theirs, a different segment: nothing serves it.
+    out = other_user(os.path.realpath(FERRY), "call", url)
+    assert out.returncode != 0
+    assert "nothing serves it" in out.stderr, out.stdout + out.stderr
+    # Even aiming at our segment's file directly is refused by its mode.
+    out = other_user("cat", seg_path(name))
+    assert out.returncode != 0 and "Permission denied" in out.stderr
+
+
+def test_another_user_cannot_squat_a_channel_name(procs, name, other_user):
+    # Before: any user could create /dev/shm/ferry.NAME first and block the owner's channel.
+    made = other_user("touch", f"/dev/shm/ferry.{name}", f"/dev/shm/ferry.shared-not-{name}")
+    assert made.returncode == 0, made.stderr
     try:
         url = f"shm://{name}"
-        procs.worker(url)
-        st = os.stat(f"/dev/shm/ferry.{name}")
-        assert st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o600
-        from conftest import FERRY
-
-        # The ferry command needs nothing from root's home, unlike a Python install there.
-        out = subprocess.run(["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
-                              os.path.realpath(FERRY), "call", url], capture_output=True, text=True, timeout=30,
-                             env={"PATH": os.environ["PATH"], "HOME": "/tmp"})
-        assert out.returncode != 0
-        assert "Permission denied" in out.stderr, out.stdout + out.stderr
+        procs.worker(url)  # starts: the owner's name carries the owner's uid
+        with ferry.Client(url) as c:
+            assert c.call(np.ones(2)).sum() == 2
+        # A file planted under this user's own name is reported, naming the planter.
+        planted = f"{name}-planted"
+        other_user("touch", seg_path(planted))
+        try:
+            with pytest.raises(ferry.PermissionDenied, match=f"belongs to uid {other_user.uid}"):
+                ferry.Worker(f"shm://{planted}")
+        finally:
+            os.unlink(seg_path(planted))
     finally:
-        if created:
-            subprocess.run(["userdel", user], check=False)
+        for f in (f"/dev/shm/ferry.{name}", f"/dev/shm/ferry.shared-not-{name}"):
+            if os.path.exists(f):
+                os.unlink(f)
+
+
+def test_a_shared_channel_serves_other_users_explicitly(procs, name, other_user, tmp_path):
+    from conftest import FERRY
+    url = f"shm://{name}?scope=shared"
+    procs.worker(url)
+    path = seg_path(name, shared=True)
+    assert os.stat(path).st_mode & 0o777 == 0o666  # whatever the umask
+    src = "/tmp/" + f"ferry-shared-{name}.npy"
+    np.save(src, np.arange(4, dtype=np.float32))
+    os.chmod(src, 0o644)
+    try:
+        out = other_user(os.path.realpath(FERRY), "call", url, "--input", src)
+        assert out.returncode == 0, out.stderr
+        assert "output: float32 [4]" in out.stdout, out.stdout
+    finally:
+        os.unlink(src)

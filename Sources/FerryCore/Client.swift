@@ -14,7 +14,7 @@ public final class Client: Sendable {
     /// Connects to the channel at `url` (it must be served already).
     public init(_ url: String) throws {
         endpoint = try Endpoint(url)
-        state = Mutex(ShmChannel(try ShmSegment.attach(channel: endpoint.name)))
+        state = Mutex(ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared)))
     }
 
     /// The attached channel, re-attaching when the old one was closed or reclaimed (a
@@ -24,7 +24,7 @@ public final class Client: Sendable {
         try state.withLock { channel in
             if let c = channel, !c.segment.isClosed, !c.segment.isStale { return c }
             channel = nil
-            let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name))
+            let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared))
             channel = c
             return c
         }

@@ -15,6 +15,10 @@ public struct Endpoint: Sendable, Equatable {
     public var wait: WaitStrategy = .standard
     /// Default per-call timeout in nanoseconds (default 10 s).
     public var timeoutNanos: UInt64 = 10_000_000_000
+    /// `scope=shared`: a channel any local user may use (mode 0666, its own namespace of
+    /// names). By default a channel belongs to the user that created it (mode 0600, the uid
+    /// is part of the segment's name, so users never collide on a name).
+    public var shared: Bool = false
     /// The parameters the URL set explicitly (a joining worker checks them against the channel).
     public var given: Set<String> = []
 
@@ -65,13 +69,19 @@ public struct Endpoint: Sendable, Equatable {
                     throw FerryError(.invalidArgument, "spin_us=\(kv[1]): use a whole number of microseconds up to \(Endpoint.maxSpinMicros)")
                 }
                 spinMicros = v
+            case "scope":
+                switch kv[1] {
+                case "user": shared = false
+                case "shared": shared = true
+                default: throw FerryError(.invalidArgument, "scope=\(kv[1]): use user (the default) or shared")
+                }
             case "timeout_ms":
                 guard let v = UInt64(kv[1]), v > 0, v <= Endpoint.maxTimeoutMillis else {
                     throw FerryError(.invalidArgument, "timeout_ms=\(kv[1]): use a whole number of milliseconds in 1...\(Endpoint.maxTimeoutMillis) (30 days)")
                 }
                 timeoutNanos = v * 1_000_000
             default:
-                throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" (known: slots, slot_size, wait, spin_us, timeout_ms)")
+                throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" (known: slots, slot_size, wait, spin_us, timeout_ms, scope)")
             }
         }
         if let w = waitName { wait = try WaitStrategy(name: w, spinMicros: spinMicros) }

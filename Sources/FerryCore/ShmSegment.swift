@@ -98,6 +98,9 @@ public enum SegmentLayout {
 final class ShmSegment {
     let channel: String
     let shmName: String
+    let path: String
+    /// Shared across users (`?scope=shared`) rather than private to this one.
+    let shared: Bool
     let fd: Int32
     let lockFd: Int32
     let base: UnsafeMutableRawPointer
@@ -113,9 +116,11 @@ final class ShmSegment {
     static let livenessByte: Int64 = 1
 
     /// Takes ownership of `fd`, `lockFd` (either may be -1) and the mapping.
-    private init(channel: String, fd: Int32, lockFd: Int32, base: UnsafeMutableRawPointer, geometry: SegmentLayout.Geometry, isServer: Bool) {
+    private init(channel: String, shared: Bool, fd: Int32, lockFd: Int32, base: UnsafeMutableRawPointer, geometry: SegmentLayout.Geometry, isServer: Bool) {
         self.channel = channel
-        self.shmName = ShmSegment.shmName(channel)
+        self.shared = shared
+        self.shmName = ShmSegment.shmName(channel, shared: shared)
+        self.path = ShmSegment.path(channel, shared: shared)
         self.fd = fd
         self.lockFd = lockFd
         self.base = base
@@ -146,8 +151,21 @@ final class ShmSegment {
         id == 0 || System.isLocked(fd: fd, byte: SegmentLayout.peerLockBase + Int64(id))
     }
 
-    static func shmName(_ channel: String) -> String { "/ferry.\(channel)" }
-    static func path(_ channel: String) -> String { "/dev/shm/ferry.\(channel)" }
+    /// The segment's name: scoped to this user (the uid is part of it), so users never
+    /// collide on a channel name, or `shared.` for channels shared across users on purpose.
+    static func shmName(_ channel: String, shared: Bool) -> String {
+        shared ? "/ferry.shared.\(channel)" : "/ferry.\(System.euid).\(channel)"
+    }
+    static func path(_ channel: String, shared: Bool) -> String { "/dev/shm" + shmName(channel, shared: shared) }
+
+    /// Who may use the segment: its owner only, or (shared) every local user.
+    static func mode(shared: Bool) -> mode_t { shared ? 0o666 : 0o600 }
+
+    /// A segment of this user's scope must be this user's: anything else was planted there.
+    static func checkOwner(_ uid: UInt32, channel: String, shared: Bool) throws {
+        guard !shared, uid != System.euid else { return }
+        throw FerryError(.permission, "channel \"\(channel)\": \(path(channel, shared: false)) belongs to uid \(uid), not to this user (uid \(System.euid)); another user created it — remove it, or use another name")
+    }
 
     /// Checks a channel name: 1–200 bytes of [A-Za-z0-9._-], not starting with '.'.
     static func validateName(_ name: String) throws {
@@ -181,16 +199,16 @@ final class ShmSegment {
 
     /// Creates the segment, or joins it when live servers already serve it, or reclaims it
     /// when its servers died. Bounded: gives up after 100 races.
-    static func serve(channel: String, slots: Int, slotSize: Int) throws -> ShmSegment {
+    static func serve(channel: String, shared: Bool = false, slots: Int, slotSize: Int) throws -> ShmSegment {
         try validateName(channel)
         guard slots >= 1 && slots <= SegmentLayout.maxSlots else {
             throw FerryError(.invalidArgument, "slots must be in 1...\(SegmentLayout.maxSlots), got \(slots)")
         }
         let slotSize = MessageLayout.align(max(slotSize, SegmentLayout.page), SegmentLayout.page)
         guard slotSize <= SegmentLayout.maxSlotSize else { throw FerryError(.invalidArgument, "slot_size \(slotSize) exceeds \(SegmentLayout.maxSlotSize)") }
-        let name = shmName(channel), path = path(channel)
+        let name = shmName(channel, shared: shared), path = path(channel, shared: shared)
         for _ in 0..<100 {
-            let created = cferryOpen(name, create: true)
+            let created = cferryOpen(name, create: true, shared: shared)
             if created.fd >= 0 {
                 let fd = created.fd
                 let lfd: Int32
@@ -217,7 +235,7 @@ final class ShmSegment {
                     base.put(System.pid, at: SegmentLayout.oCreator)
                     base.put(UInt32(truncatingIfNeeded: System.nowNanos()), at: SegmentLayout.oInstance)
                     let geometry = SegmentLayout.Geometry(slots: slots, slotSize: slotSize, slotsOffset: offset, totalSize: total)
-                    seg = ShmSegment(channel: channel, fd: fd, lockFd: lfd, base: base, geometry: geometry, isServer: true)
+                    seg = ShmSegment(channel: channel, shared: shared, fd: fd, lockFd: lfd, base: base, geometry: geometry, isServer: true)
                 } catch {
                     System.shmUnlink(name)
                     closePair(fd, lfd)
@@ -238,7 +256,7 @@ final class ShmSegment {
                 }
             }
             guard created.errno == EEXIST else { throw System.error("shm_open", name, errno: created.errno) }
-            let opened = cferryOpen(name, create: false)
+            let opened = cferryOpen(name, create: false, shared: shared)
             if opened.fd < 0 {
                 if opened.errno == ENOENT { continue }
                 throw System.error("shm_open", name, errno: opened.errno)
@@ -250,9 +268,7 @@ final class ShmSegment {
             try System.lock(fd: lfd, byte: mutexByte, exclusive: true, wait: true)
             let st = try System.stat(fd: fd)
             guard let ino = System.inode(path: path), ino == st.inode else { continue }
-            guard st.uid == System.euid else {
-                throw FerryError(.permission, "channel \"\(channel)\" exists but belongs to uid \(st.uid), not to this user")
-            }
+            try checkOwner(st.uid, channel: channel, shared: shared)
             let alive = System.isLocked(fd: fd, byte: livenessByte)
             var geometry: SegmentLayout.Geometry? = nil
             var headerError: FerryError? = nil
@@ -267,7 +283,7 @@ final class ShmSegment {
                     throw headerError ?? FerryError(.malformed, "channel \"\(channel)\" is served by a process whose segment is not a Ferry segment")
                 }
                 let base = try System.mapShared(fd: fd, size: g.totalSize)
-                let seg = ShmSegment(channel: channel, fd: fd, lockFd: lfd, base: base, geometry: g, isServer: true)
+                let seg = ShmSegment(channel: channel, shared: shared, fd: fd, lockFd: lfd, base: base, geometry: g, isServer: true)
                 owned = true
                 seg.isOpen = false  // until it is fully joined
                 guard seg.atomic(SegmentLayout.oState).load(ordering: .acquiring) == SegmentLayout.stateReady else { continue }
@@ -278,68 +294,67 @@ final class ShmSegment {
                 System.unlock(fd: lfd, byte: mutexByte)
                 return seg
             }
-            retire(fd: fd, channel: channel, geometry: geometry)
+            retire(fd: fd, channel: channel, shared: shared, geometry: geometry)
         }
         throw FerryError(.busy, "could not create or join channel \"\(channel)\": too many concurrent creators")
     }
 
     /// Removes the channel's segment if no process serves it any more (its servers died).
     /// Returns true if a stale segment was removed, false if none exists or it is served.
-    static func reclaimIfStale(channel: String) throws -> Bool {
+    static func reclaimIfStale(channel: String, shared: Bool = false) throws -> Bool {
         try validateName(channel)
-        let opened = cferryOpen(shmName(channel), create: false)
+        let opened = cferryOpen(shmName(channel, shared: shared), create: false, shared: shared)
         if opened.fd < 0 {
             if opened.errno == ENOENT { return false }
-            throw System.error("shm_open", shmName(channel), errno: opened.errno)
+            throw System.error("shm_open", shmName(channel, shared: shared), errno: opened.errno)
         }
         let fd = opened.fd
         let lfd = try lockDescriptor(for: fd)
         defer { closePair(fd, lfd) }
         try System.lock(fd: lfd, byte: mutexByte, exclusive: true, wait: true)
         let st = try System.stat(fd: fd)
-        guard let ino = System.inode(path: path(channel)), ino == st.inode else { return false }
+        guard let ino = System.inode(path: path(channel, shared: shared)), ino == st.inode else { return false }
+        try checkOwner(st.uid, channel: channel, shared: shared)
         if System.isLocked(fd: fd, byte: livenessByte) { return false }
         var geometry: SegmentLayout.Geometry? = nil
         if st.size >= SegmentLayout.headerSize, let header = try? System.mapShared(fd: fd, size: SegmentLayout.headerSize) {
             geometry = try? SegmentLayout.validate(UnsafeRawBufferPointer(start: header, count: SegmentLayout.headerSize), fileSize: st.size)
             System.unmap(header, size: SegmentLayout.headerSize)
         }
-        retire(fd: fd, channel: channel, geometry: geometry)
+        retire(fd: fd, channel: channel, shared: shared, geometry: geometry)
         return true
     }
 
     /// Removes a stale segment (the caller holds the mutex byte and saw no server): marks it
     /// closed and wakes every sleeper, so clients still mapped to it notice and re-attach by
     /// name, then unlinks it.
-    private static func retire(fd: Int32, channel: String, geometry: SegmentLayout.Geometry?) {
+    private static func retire(fd: Int32, channel: String, shared: Bool, geometry: SegmentLayout.Geometry?) {
         if let g = geometry, let base = try? System.mapShared(fd: fd, size: g.totalSize) {
-            let seg = ShmSegment(channel: channel, fd: -1, lockFd: -1, base: base, geometry: g, isServer: false)
+            let seg = ShmSegment(channel: channel, shared: shared, fd: -1, lockFd: -1, base: base, geometry: g, isServer: false)
             seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
             seg.wakeEveryone()
             seg.isOpen = false
         }
-        System.shmUnlink(shmName(channel))
+        System.shmUnlink(shmName(channel, shared: shared))
     }
 
     // MARK: client side
 
     /// Maps an existing, served segment as a client.
-    static func attach(channel: String) throws -> ShmSegment {
+    static func attach(channel: String, shared: Bool = false) throws -> ShmSegment {
         try validateName(channel)
-        let opened = cferryOpen(shmName(channel), create: false)
+        let opened = cferryOpen(shmName(channel, shared: shared), create: false, shared: shared)
         if opened.fd < 0 {
             if opened.errno == ENOENT {
                 throw FerryError(.noServer, "no channel shm://\(channel): nothing serves it (start one with `ferry serve` or ferry.serve)")
             }
-            throw System.error("shm_open", shmName(channel), errno: opened.errno)
+            throw System.error("shm_open", shmName(channel, shared: shared), errno: opened.errno)
         }
         let fd = opened.fd
         let seg: ShmSegment
         do {
             let st = try System.stat(fd: fd)
-            guard st.uid == System.euid else {
-                throw FerryError(.permission, "channel \"\(channel)\" belongs to uid \(st.uid), not to this user")
-            }
+            try checkOwner(st.uid, channel: channel, shared: shared)
             // A server takes its liveness lock only once the header is complete, so check it first:
             // a segment being created (or left by a dead server) is "no server", not "malformed".
             guard System.isLocked(fd: fd, byte: livenessByte) else {
@@ -354,7 +369,7 @@ final class ShmSegment {
             let lfd = try lockDescriptor(for: fd)
             let base: UnsafeMutableRawPointer
             do { base = try System.mapShared(fd: fd, size: g.totalSize) } catch { System.closeGuarded(lfd); throw error }
-            seg = ShmSegment(channel: channel, fd: fd, lockFd: lfd, base: base, geometry: g, isServer: false)
+            seg = ShmSegment(channel: channel, shared: shared, fd: fd, lockFd: lfd, base: base, geometry: g, isServer: false)
         } catch {
             System.close(fd)
             throw error
@@ -368,9 +383,11 @@ final class ShmSegment {
         return seg
     }
 
-    private static func cferryOpen(_ name: String, create: Bool) -> (fd: Int32, errno: Int32) {
+    private static func cferryOpen(_ name: String, create: Bool, shared: Bool) -> (fd: Int32, errno: Int32) {
         do {
-            let fd = try System.shmOpen(name, flags: create ? (O_RDWR | O_CREAT | O_EXCL) : O_RDWR, mode: 0o600)
+            let fd = try System.shmOpen(name, flags: create ? (O_RDWR | O_CREAT | O_EXCL) : O_RDWR, mode: mode(shared: shared))
+            // The umask must not narrow a shared channel's mode.
+            if create && shared { _ = fchmod(fd, mode(shared: true)) }
             return (fd, 0)
         } catch {
             return (-1, System.lastErrno)
@@ -421,7 +438,7 @@ final class ShmSegment {
             if !System.isLocked(fd: fd, byte: ShmSegment.livenessByte) {
                 atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
                 wakeEveryone()
-                if let ino = System.inode(path: ShmSegment.path(channel)), let mine = try? System.stat(fd: fd).inode, ino == mine {
+                if let ino = System.inode(path: path), let mine = try? System.stat(fd: fd).inode, ino == mine {
                     System.shmUnlink(shmName)
                 }
             }

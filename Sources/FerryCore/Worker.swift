@@ -14,7 +14,7 @@ public final class Worker {
     /// Creates, joins or reclaims the channel at `url`.
     public init(_ url: String) throws {
         endpoint = try Endpoint(url)
-        channel = ShmChannel(try ShmSegment.serve(channel: endpoint.name, slots: endpoint.slots, slotSize: endpoint.slotSize))
+        channel = ShmChannel(try ShmSegment.serve(channel: endpoint.name, shared: endpoint.shared, slots: endpoint.slots, slotSize: endpoint.slotSize))
         // A worker that joins a running channel gets its geometry; asking for another one
         // explicitly is an error, not a silent surprise.
         let g = channel.segment.geometry
@@ -28,7 +28,8 @@ public final class Worker {
     /// Removes the segment of `url`'s channel if its servers all died (a crash leaves it behind;
     /// the next server would reclaim it anyway). Returns true when one was removed.
     public static func reclaim(_ url: String) throws -> Bool {
-        try ShmSegment.reclaimIfStale(channel: try Endpoint(url).name)
+        let e = try Endpoint(url)
+        return try ShmSegment.reclaimIfStale(channel: e.name, shared: e.shared)
     }
 
     /// Processes that have been working on one request for longer than `limit` (a hung

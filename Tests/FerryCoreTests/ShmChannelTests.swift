@@ -38,7 +38,7 @@ func connect(_ url: String, seconds: Double = 20) throws -> Client {
 
 final class ShmChannelTests: XCTestCase {
     override func tearDown() {
-        let left = (try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm"))?.filter { $0.hasPrefix("ferry.swift-") } ?? []
+        let left = (try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm"))?.filter { $0.hasPrefix("ferry.\(geteuid()).swift-") } ?? []
         for f in left { try? FileManager.default.removeItem(atPath: "/dev/shm/" + f) }
         XCTAssertEqual(left, [], "segments left behind")
     }
@@ -157,7 +157,7 @@ final class ShmChannelTests: XCTestCase {
         let name = uniqueName("py")
         let url = "shm://\(name)"
         let worker = try startPython(["-m", "ferry.worker", repoRoot + "/tests/models/testmodel.py", "--url", url])
-        defer { stop(worker); XCTAssertFalse(FileManager.default.fileExists(atPath: "/dev/shm/ferry.\(name)")) }
+        defer { stop(worker); XCTAssertFalse(FileManager.default.fileExists(atPath: "/dev/shm/ferry.\(geteuid()).\(name)")) }
         let client = try connect(url)
         defer { client.close() }
         let pixels = (0..<(9 * 28 * 28)).map { UInt8(truncatingIfNeeded: $0) }
@@ -213,9 +213,9 @@ final class ShmChannelTests: XCTestCase {
         let name = uniqueName("close")
         let worker = try Worker("shm://\(name)")
         let client = try Client("shm://\(name)")
-        XCTAssertTrue(FileManager.default.fileExists(atPath: "/dev/shm/ferry.\(name)"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: "/dev/shm/ferry.\(geteuid()).\(name)"))
         worker.close()
-        XCTAssertFalse(FileManager.default.fileExists(atPath: "/dev/shm/ferry.\(name)"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/dev/shm/ferry.\(geteuid()).\(name)"))
         XCTAssertThrowsError(try client.call([("x", Tensor([1] as [UInt8]))], timeout: .milliseconds(200))) { e in
             XCTAssertTrue([.closed, .noServer].contains((e as? FerryError)?.code), "\(e)")
         }
