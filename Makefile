@@ -30,7 +30,9 @@ setup:
 
 build: setup
 	@$(SWIFT) build -c release --product ferry 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true
-	@$(SWIFT) build -c release --product ferry-cli 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true
+	@# The command links its Swift runtime (Foundation included) statically, like libferry.so:
+	@# the installed `ferry` runs where no Swift toolchain is.
+	@$(SWIFT) build -c release --product ferry-cli --static-swift-stdlib 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])|mktemp' || true
 	@test -x $(BUILD)/ferry-cli && test -f $(BUILD)/libferry.so || { echo "build failed" >&2; exit 1; }
 	@ln -sf libferry.so $(BUILD)/libferry.so.0
 	@mkdir -p bin && ln -sf ../$(BUILD)/ferry-cli $(BIN)

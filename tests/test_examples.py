@@ -178,3 +178,20 @@ def test_native_worker_serves_a_python_client(prefix, name, tmp_path, lang):
         if worker.poll() is None:
             worker.kill()
             worker.wait()
+
+
+def test_installed_ferry_command_runs_without_a_swift_toolchain(prefix, procs, name, tmp_path):
+    ferry_bin = prefix / "bin" / "ferry"
+    libs = subprocess.run(["ldd", str(ferry_bin)], capture_output=True, text=True).stdout
+    assert "swift" not in libs.lower() and "foundation" not in libs.lower(), libs
+    # With the toolchain's folder hidden (a private mount namespace), the command still runs.
+    url = f"shm://{name}"
+    serve(procs, prefix, "digits", url)
+    np.save(tmp_path / "x.npy", np.zeros((1, 28, 28), np.uint8))
+    script = f"mount -t tmpfs none /opt/swift && exec {ferry_bin} call {url} --input {tmp_path / 'x.npy'}"
+    out = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin"})
+    if "mount" in out.stderr and "ermission" in out.stderr:
+        pytest.skip("mount namespaces not permitted here")
+    assert out.returncode == 0, out.stderr
+    assert "output:" in out.stdout
