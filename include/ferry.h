@@ -48,6 +48,7 @@ extern "C" {
 #define FERRY_EREMOTE 10    /**< The model raised an error; its text is in ferry_last_error(). */
 #define FERRY_EPERM 11      /**< Permission denied (segment of another user, ...). */
 #define FERRY_EVERSION 12   /**< The peer speaks another format version. */
+#define FERRY_EAGAIN 13     /**< Not yet: the call is still in flight (ferry_call_poll); not an error. */
 
 /* ---- element types (wire codes; see docs/protocol.md) --------------------------------- */
 #define FERRY_DTYPE_BOOL 1
@@ -129,6 +130,12 @@ void ferry_options_init(ferry_options *opts);
 int ferry_client_new(const char *url, const ferry_options *opts, ferry_client **out);
 /** Disconnects. Calls of this client must be freed first. NULL is ignored. */
 void ferry_client_free(ferry_client *client);
+/**
+ * The last failure of an operation on `client` (FERRY_OK if the last one succeeded) and its
+ * message (may be NULL; "" when none; valid until the next operation on the client). Like
+ * hiredis's err/errstr: per handle, beside the thread's ferry_last_error().
+ */
+int ferry_client_error(const ferry_client *client, const char **message);
 
 /**
  * Starts a call: claims a slot (waiting up to timeout_ms for one) and returns the call,
@@ -152,7 +159,26 @@ int ferry_call_wait(ferry_call *call, int64_t timeout_ms, const ferry_message **
  */
 int ferry_call_finish(ferry_call *call, int64_t timeout_ms, const ferry_message **reply,
                       ferry_tensor *tensors, size_t cap, size_t *count);
-/** Releases the call's slot. NULL is ignored. */
+/**
+ * Sends the call if it is not sent yet, then waits at most `wait_ms` for the reply:
+ * FERRY_OK with `*reply` (and the descriptors, as ferry_call_finish), or FERRY_EAGAIN when
+ * it has not come yet and the call's deadline has not passed — the call stays in flight,
+ * poll again. At the call's deadline it fails as ferry_call_wait does. For callers that must
+ * stay interruptible (a Python client honouring Ctrl-C polls in 100 ms steps).
+ */
+int ferry_call_poll(ferry_call *call, int64_t wait_ms, const ferry_message **reply,
+                    ferry_tensor *tensors, size_t cap, size_t *count);
+/**
+ * The last failure of an operation on `call` (FERRY_OK if the last one succeeded), with its
+ * message and, for FERRY_EREMOTE, the model's error type and detail (e.g. its traceback,
+ * bounded to 16 KiB). Each out-parameter may be NULL; strings are "" when absent and stay
+ * valid until the next operation on the call or its free.
+ */
+int ferry_call_error(const ferry_call *call, const char **message, const char **type, const char **detail);
+/**
+ * Frees the call. A call still in flight is given up: withdrawn if no worker took it, else
+ * left to its worker, which frees the slot when done. NULL is ignored.
+ */
 void ferry_call_free(ferry_call *call);
 
 /* ---- worker: the serving side ----------------------------------------------------------- */
@@ -165,6 +191,8 @@ void ferry_call_free(ferry_call *call);
 int ferry_worker_new(const char *url, const ferry_options *opts, ferry_worker **out);
 /** Stops serving. NULL is ignored. */
 void ferry_worker_free(ferry_worker *worker);
+/** The last failure of an operation on `worker`, as ferry_client_error. */
+int ferry_worker_error(const ferry_worker *worker, const char **message);
 /** Number of slots of the channel and bytes per slot. */
 int ferry_worker_slots(ferry_worker *worker, size_t *count, size_t *slot_size);
 /**
@@ -202,6 +230,12 @@ int ferry_job_reply_tensor(ferry_job *job, const char *name, int dtype, int ndim
                            const void *data, size_t nbytes);
 /** Sends an error reply (status and message) and frees the job. */
 int ferry_job_fail(ferry_job *job, int status, const char *message);
+/**
+ * ferry_job_fail with the error's type (e.g. "ValueError") and detail (e.g. a traceback;
+ * its last 16 KiB are kept), both optional (NULL): the client reads them with
+ * ferry_call_error. Strings must be UTF-8 (invalid bytes are replaced: this is text for people).
+ */
+int ferry_job_fail_ex(ferry_job *job, int status, const char *type, const char *message, const char *detail);
 /**
  * Keeps the request's bytes for views that outlive the job (a model that stores its input):
  * call before replying. In this process only, the request's pages are replaced by a private

@@ -136,3 +136,88 @@ def test_a_client_sending_what_cannot_be_sent_faithfully_gets_an_error(procs, na
         with pytest.raises((TypeError, ValueError), match=match):
             c.call(value)
         assert c.call(np.ones(3)).sum() == 3
+
+
+def test_a_model_error_arrives_with_its_type_and_traceback(procs, name):
+    url = f"shm://{name}"
+    procs.worker(url)
+    with ferry.Client(url) as c:
+        with pytest.raises(ferry.RemoteError) as info:
+            c.call({"raise": np.array("boom"), "x": np.zeros(1)})
+        e = info.value
+        assert "ValueError: boom" in str(e)
+        assert e.type == "ValueError"
+        assert "testmodel.py" in e.traceback and 'raise ValueError' in e.traceback, e.traceback
+        # A huge message stays bounded, and the worker goes on.
+        with pytest.raises(ferry.RemoteError) as info:
+            c.call({"raise": np.array("x" * 100_000), "x": np.zeros(1)})
+        assert len(str(info.value)) <= 4100 and len(info.value.traceback.encode()) <= 16_384
+        assert c.call(np.ones(2)).sum() == 2
+
+
+CTRL_C = r"""
+import os, signal, sys, threading, time, numpy as np, ferry
+url, kind = sys.argv[1], sys.argv[2]
+c = ferry.Client(url)
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+t0 = time.monotonic()
+try:
+    c.call({"sleep": np.float64(3), "x": np.zeros(1)}, timeout=20)
+    print("no-interrupt")
+except KeyboardInterrupt:
+    print(f"interrupted {time.monotonic() - t0:.3f}")
+time.sleep(3.2)  # the worker finishes the abandoned request and frees its slot
+print("free", ferry.census(url, recover=True)["free"])
+c.close()
+"""
+
+
+def test_ctrl_c_interrupts_a_waiting_python_client_promptly_and_frees_the_slot(procs, name):
+    url = f"shm://{name}?slots=2&wait=futex"
+    procs.worker(url)
+    r = subprocess.run([sys.executable, "-c", CTRL_C, url, "busy"], env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0].startswith("interrupted"), r.stdout
+    assert float(lines[0].split()[1]) < 0.5 + 0.2, r.stdout  # within ~100 ms of the signal
+    assert lines[1] == "free 2", r.stdout
+
+
+def test_c_calls_in_the_wrong_order_are_errors(procs, name):
+    url = f"shm://{name}"
+    procs.worker(url)
+    client = c_void_p()
+    assert lib.ferry_client_new(url.encode(), None, byref(client)) == 0
+    try:
+        call = c_void_p()
+        assert lib.ferry_call_begin(client, -1, byref(call)) == 0
+        w = lib.ferry_call_writer(call)
+        shape = (c_int64 * 8)(3)
+        data = (ctypes.c_uint8 * 3)(1, 2, 3)
+        assert lib.ferry_writer_put_tensor(w, b"x", 6, 1, shape, data, 3) == 0
+        assert lib.ferry_call_send(call) == 0
+        # Writing after sending would race the worker reading the request.
+        assert lib.ferry_writer_put_tensor(w, b"y", 6, 1, shape, data, 3) == 1
+        assert b"already sent" in lib.ferry_last_error()
+        assert lib.ferry_call_send(call) == 1  # twice
+        msg = c_void_p()
+        assert lib.ferry_call_wait(call, -1, byref(msg)) == 0
+        assert lib.ferry_message_tensor_count(msg) == 1
+        lib.ferry_call_free(call)
+        # The reply belonged to the call: using it now is an error, not a use after free.
+        from ferry._lib import FerryTensor
+        t = FerryTensor()
+        assert lib.ferry_message_tensor(msg, 0, byref(t)) == 1
+        assert b"no longer valid" in lib.ferry_last_error()
+        # Per-handle errors, cleared on success.
+        text = c_char_p()
+        bad = c_void_p()
+        assert lib.ferry_call_begin(client, 2**62, byref(bad)) == 1
+        assert lib.ferry_client_error(client, byref(text)) == 1 and b"timeout_ms" in text.value
+        ok = c_void_p()
+        assert lib.ferry_call_begin(client, -1, byref(ok)) == 0
+        assert lib.ferry_client_error(client, byref(text)) == 0 and text.value == b""
+        lib.ferry_call_free(ok)  # never sent: its slot goes back
+        assert ferry.census(url)["free"] == 8
+    finally:
+        lib.ferry_client_free(client)

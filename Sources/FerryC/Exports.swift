@@ -21,6 +21,7 @@ public func ferry_last_error() -> UnsafePointer<CChar> { cferry_get_error() }
 private let statusNames: [StaticString] = [
     "FERRY_OK", "FERRY_EINVAL", "FERRY_EMALFORMED", "FERRY_ETOOBIG", "FERRY_ETIMEDOUT", "FERRY_EPEERDIED",
     "FERRY_ENOSERVER", "FERRY_EBUSY", "FERRY_ECLOSED", "FERRY_ESYSTEM", "FERRY_EREMOTE", "FERRY_EPERM", "FERRY_EVERSION",
+    "FERRY_EAGAIN",
 ]
 private let unknownStatus: StaticString = "FERRY_E?"
 
@@ -56,12 +57,19 @@ public func ferry_client_free(_ client: OpaquePointer?) {
     release(client, ClientHandle.self)
 }
 
+@_cdecl("ferry_client_error")
+public func ferry_client_error(_ client: OpaquePointer?, _ message: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> Int32 {
+    guard let c = try? borrow(client, ClientHandle.self, "client") else { return FERRY_EINVAL }
+    return c.read(message)
+}
+
 @_cdecl("ferry_call_begin")
 public func ferry_call_begin(_ client: OpaquePointer?, _ timeoutMs: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    status {
+    let c = try? borrow(client, ClientHandle.self, "client")
+    return status(on: c) {
         guard let out else { throw invalid("out is NULL") }
         out.pointee = nil
-        let c = try borrow(client, ClientHandle.self, "client")
+        guard let c else { throw invalid("client is NULL") }
         out.pointee = retain(CallHandle(try c.client.begin(timeout: try timeout(timeoutMs))))
     }
 }
@@ -74,19 +82,53 @@ public func ferry_call_writer(_ call: OpaquePointer?) -> OpaquePointer? {
 
 @_cdecl("ferry_call_send")
 public func ferry_call_send(_ call: OpaquePointer?) -> Int32 {
-    status { try borrow(call, CallHandle.self, "call").call.send() }
+    let c = try? borrow(call, CallHandle.self, "call")
+    return status(on: c) {
+        guard let c else { throw invalid("call is NULL") }
+        try c.call.send()
+    }
 }
 
 @_cdecl("ferry_call_wait")
 public func ferry_call_wait(_ call: OpaquePointer?, _ timeoutMs: Int64, _ reply: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    status {
-        let c = try borrow(call, CallHandle.self, "call")
+    let c = try? borrow(call, CallHandle.self, "call")
+    return status(on: c) {
+        guard let c else { throw invalid("call is NULL") }
         reply?.pointee = nil
         let view = try c.call.wait(timeout: try timeout(timeoutMs))
         let m = MessageHandle(view, owner: c.call)
         c.reply = m
         reply?.pointee = OpaquePointer(Unmanaged.passUnretained(m).toOpaque())
     }
+}
+
+@_cdecl("ferry_call_poll")
+public func ferry_call_poll(_ call: OpaquePointer?, _ waitMs: Int64, _ reply: UnsafeMutablePointer<OpaquePointer?>?,
+                            _ tensors: UnsafeMutablePointer<ferry_tensor>?, _ cap: Int, _ count: UnsafeMutablePointer<Int>?) -> Int32 {
+    let c = try? borrow(call, CallHandle.self, "call")
+    var pending = false
+    let rc = status(on: c) {
+        guard let c else { throw invalid("call is NULL") }
+        reply?.pointee = nil
+        if !c.call.isSent { try c.call.send() }
+        guard waitMs >= 0 else { throw invalid("wait_ms \(waitMs) is negative") }
+        guard let view = try c.call.poll(for: .milliseconds(min(waitMs, Int64(Endpoint.maxTimeoutMillis)))) else {
+            pending = true
+            return
+        }
+        let m = MessageHandle(view, owner: c.call)
+        c.reply = m
+        reply?.pointee = OpaquePointer(Unmanaged.passUnretained(m).toOpaque())
+        _ = describe(view, tensors, cap, count)
+    }
+    return rc == FERRY_OK && pending ? FERRY_EAGAIN : rc
+}
+
+@_cdecl("ferry_call_error")
+public func ferry_call_error(_ call: OpaquePointer?, _ message: UnsafeMutablePointer<UnsafePointer<CChar>?>?,
+                             _ type: UnsafeMutablePointer<UnsafePointer<CChar>?>?, _ detail: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> Int32 {
+    guard let c = try? borrow(call, CallHandle.self, "call") else { return FERRY_EINVAL }
+    return c.read(message, type, detail)
 }
 
 @_cdecl("ferry_call_finish")
@@ -120,6 +162,12 @@ public func ferry_worker_new(_ url: UnsafePointer<CChar>?, _ opts: UnsafePointer
     }
 }
 
+@_cdecl("ferry_worker_error")
+public func ferry_worker_error(_ worker: OpaquePointer?, _ message: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> Int32 {
+    guard let w = try? borrow(worker, WorkerHandle.self, "worker") else { return FERRY_EINVAL }
+    return w.read(message)
+}
+
 @_cdecl("ferry_worker_free")
 public func ferry_worker_free(_ worker: OpaquePointer?) {
     if let w = try? borrow(worker, WorkerHandle.self, "worker") { w.worker.close() }
@@ -147,10 +195,11 @@ public func ferry_worker_slot(_ worker: OpaquePointer?, _ index: Int, _ data: Un
 
 @_cdecl("ferry_worker_recv")
 public func ferry_worker_recv(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
-    status {
+    let handle = try? borrow(worker, WorkerHandle.self, "worker")
+    return status(on: handle) {
         guard let out else { throw invalid("job is NULL") }
         out.pointee = nil
-        let w = try borrow(worker, WorkerHandle.self, "worker")
+        guard let w = handle else { throw invalid("worker is NULL") }
         guard let job = try w.worker.receive(timeout: try timeout(timeoutMs)) else {
             cferry_set_error("no request before the deadline")
             throw FerryError(.timedOut, "no request before the deadline")
@@ -213,10 +262,20 @@ public func ferry_job_reply_tensor(_ job: OpaquePointer?, _ name: UnsafePointer<
 
 @_cdecl("ferry_job_fail")
 public func ferry_job_fail(_ job: OpaquePointer?, _ code: Int32, _ message: UnsafePointer<CChar>?) -> Int32 {
+    ferry_job_fail_ex(job, code, nil, message, nil)
+}
+
+@_cdecl("ferry_job_fail_ex")
+public func ferry_job_fail_ex(_ job: OpaquePointer?, _ code: Int32, _ type: UnsafePointer<CChar>?, _ message: UnsafePointer<CChar>?,
+                              _ detail: UnsafePointer<CChar>?) -> Int32 {
     let rc = status {
         let j = try borrow(job, JobHandle.self, "job")
         let c = FerryError.Code(rawValue: code) ?? .remote
-        j.job.fail(FerryError(c == .invalidArgument ? .remote : c, message.map { String(cString: $0) } ?? "the model failed"))
+        // Text for people: invalid UTF-8 is repaired here rather than losing the error.
+        var e = FerryError(c == .invalidArgument || c == .again ? .remote : c, message.map { String(cString: $0) } ?? "the model failed")
+        e.remoteType = type.map { String(cString: $0) }
+        e.detail = detail.map { String(cString: $0) }
+        j.job.fail(e)
     }
     release(job, JobHandle.self)
     return rc
@@ -279,7 +338,7 @@ public func ferry_writer_put_strings(_ w: OpaquePointer?, _ name: UnsafePointer<
             throw invalid("\(count) strings for shape \(s)")
         }
         // Every string takes an 8-byte offset: refuse what cannot fit before allocating for it.
-        let room = h.mutate { $0.capacity }
+        let room = try h.mutate { $0.capacity }
         guard count <= room / 8 else {
             throw FerryError(.tooLarge, "\(count) strings need at least \(count * 8) bytes; the message has room for \(room)")
         }
@@ -301,7 +360,7 @@ public func ferry_writer_set_meta(_ w: OpaquePointer?, _ key: UnsafePointer<CCha
     status {
         let h = try borrow(w, WriterHandle.self, "writer")
         let k = try string(key, "key"), v = try string(value, "value")
-        h.mutate { $0.setMetadata(k, v) }
+        try h.mutate { $0.setMetadata(k, v) }
     }
 }
 

@@ -1,6 +1,7 @@
 // The C ABI layer: converts and checks arguments, calls FerryCore, maps errors to status
 // codes. No logic of its own. Handles are retained Swift objects passed as opaque pointers.
 import CFerryABI
+import Synchronization
 import CFerryLinux
 import FerryCore
 
@@ -19,14 +20,74 @@ func status(_ body: () throws -> Void) -> Int32 {
     }
 }
 
+/// `status`, also recording the outcome in the handle `on` (cleared on success).
+@inline(__always)
+func status(on handle: ErrorHolder?, _ body: () throws -> Void) -> Int32 {
+    do {
+        try body()
+        handle?.clear()
+        return FERRY_OK
+    } catch let e as FerryError {
+        cferry_set_error(e.message)
+        handle?.record(e)
+        return e.code.rawValue
+    } catch {
+        cferry_set_error("\(error)")
+        handle?.record(FerryError(.invalidArgument, "\(error)"))
+        return FERRY_EINVAL
+    }
+}
+
+/// A handle's last error, readable from C (hiredis's err/errstr, per handle).
+class ErrorHolder {
+    private(set) var code: Int32 = FERRY_OK
+    private var message: [CChar] = [0]
+    private var type: [CChar] = [0]
+    private var detail: [CChar] = [0]
+
+    func clear() {
+        guard code != FERRY_OK else { return }
+        code = FERRY_OK
+        message = [0]; type = [0]; detail = [0]
+    }
+
+    func record(_ e: FerryError) {
+        code = e.code.rawValue
+        message = Array(e.message.utf8CString)
+        type = Array((e.remoteType ?? "").utf8CString)
+        detail = Array((e.detail ?? "").utf8CString)
+    }
+
+    /// Hands out the stored strings (stable until the next record or clear).
+    func read(_ m: UnsafeMutablePointer<UnsafePointer<CChar>?>?, _ t: UnsafeMutablePointer<UnsafePointer<CChar>?>? = nil,
+              _ d: UnsafeMutablePointer<UnsafePointer<CChar>?>? = nil) -> Int32 {
+        message.withUnsafeBufferPointer { m?.pointee = $0.baseAddress }
+        type.withUnsafeBufferPointer { t?.pointee = $0.baseAddress }
+        detail.withUnsafeBufferPointer { d?.pointee = $0.baseAddress }
+        return code
+    }
+}
+
+/// Which message handles are alive: a message used after its call or job was freed is an
+/// error (FERRY_EINVAL), not a use after free.
+enum LiveMessages {
+    private static let live = Mutex<Set<UInt>>([])
+    static func add(_ p: UnsafeRawPointer) { let k = UInt(bitPattern: p); live.withLock { _ = $0.insert(k) } }
+    static func remove(_ p: UnsafeRawPointer) { let k = UInt(bitPattern: p); live.withLock { _ = $0.remove(k) } }
+    static func contains(_ p: UnsafeRawPointer) -> Bool { let k = UInt(bitPattern: p); return live.withLock { $0.contains(k) } }
+}
+
 func invalid(_ what: String) -> FerryError { FerryError(.invalidArgument, what) }
 
 /// Moves a Swift object into a handle (+1).
 func retain<T: AnyObject>(_ object: T) -> OpaquePointer { OpaquePointer(Unmanaged.passRetained(object).toOpaque()) }
 
-/// Borrows the object behind a handle, or throws for NULL.
+/// Borrows the object behind a handle, or throws for NULL (and for a message that is gone).
 func borrow<T: AnyObject>(_ handle: OpaquePointer?, _ type: T.Type, _ name: String) throws -> T {
     guard let h = handle else { throw invalid("\(name) is NULL") }
+    if T.self == MessageHandle.self, !LiveMessages.contains(UnsafeRawPointer(h)) {
+        throw invalid("this message is no longer valid: the call or job it came from was freed (or answered)")
+    }
     return Unmanaged<T>.fromOpaque(UnsafeRawPointer(h)).takeUnretainedValue()
 }
 
@@ -93,14 +154,19 @@ func timeout(_ ms: Int64) throws -> Duration? {
 
 // MARK: handle classes
 
-final class ClientHandle { let client: Client; init(_ c: Client) { client = c } }
-final class WorkerHandle { let worker: Worker; init(_ w: Worker) { worker = w } }
+final class ClientHandle: ErrorHolder { let client: Client; init(_ c: Client) { client = c } }
+final class WorkerHandle: ErrorHolder { let worker: Worker; init(_ w: Worker) { worker = w } }
 
 /// A message view and whatever keeps its bytes alive.
 final class MessageHandle {
     let view: MessageView
     let owner: AnyObject?
-    init(_ v: MessageView, owner: AnyObject?) { view = v; self.owner = owner }
+    init(_ v: MessageView, owner: AnyObject?) {
+        view = v
+        self.owner = owner
+        LiveMessages.add(UnsafeRawPointer(Unmanaged.passUnretained(self).toOpaque()))
+    }
+    deinit { LiveMessages.remove(UnsafeRawPointer(Unmanaged.passUnretained(self).toOpaque())) }
 }
 
 /// Where a writer writes: a call's slot, a job's slot or an encoder's buffer.
@@ -108,16 +174,22 @@ final class WriterHandle {
     enum Target { case call(PendingCall), job(Job), encoder(EncoderHandle) }
     let target: Target
     init(_ t: Target) { target = t }
-    func mutate<R>(_ body: (inout MessageWriter) throws -> R) rethrows -> R {
+    /// Runs `body` on the writer; writing a call already sent (the worker may be reading
+    /// it) or a job already answered is an error.
+    func mutate<R>(_ body: (inout MessageWriter) throws -> R) throws -> R {
         switch target {
-        case .call(let c): return try body(&c.writer)
-        case .job(let j): return try body(&j.writer)
+        case .call(let c):
+            guard !c.isSent, c.isOpen else { throw invalid("the call was already sent (or closed): its request can no longer be written") }
+            return try body(&c.writer)
+        case .job(let j):
+            guard !j.isAnswered else { throw invalid("the job was already answered: its reply can no longer be written") }
+            return try body(&j.writer)
         case .encoder(let e): return try body(&e.writer)
         }
     }
 }
 
-final class CallHandle {
+final class CallHandle: ErrorHolder {
     let call: PendingCall
     var reply: MessageHandle?
     lazy var writer = WriterHandle(.call(call))

@@ -91,6 +91,8 @@ public final class PendingCall {
     /// True while this call owns its slot (CLAIMED before sending, DONE after the reply).
     var owned = true
     var sent = false
+    /// The reply is in the slot (DONE).
+    var replied = false
     var requestLength = 0
     /// The failure that ended the call, repeated to later `wait`s.
     var failure: FerryError?
@@ -107,6 +109,11 @@ public final class PendingCall {
                                     limitHint: "a request may use the slot size less one page (kept for the reply); raise the channel's slot_size (e.g. shm://\(channel.segment.channel)?slot_size=64M where the server creates it, or ferry serve --slot-size 64M)")
     }
 
+    /// True once the request was handed to a worker.
+    public var isSent: Bool { sent }
+    /// True until the call is closed or has failed.
+    public var isOpen: Bool { owned }
+
     /// Finishes the request and hands it to a worker.
     public func send(metadata: [String: String] = [:]) throws {
         guard owned, !sent else { throw FerryError(.invalidArgument, "call already sent or closed") }
@@ -120,30 +127,51 @@ public final class PendingCall {
     /// this call lives; the slot is freed by `close`). Throws `.remote` when the model
     /// failed, with its message. After any other error the call is over.
     public func wait(timeout: Duration? = nil) throws -> MessageView {
+        let d = timeout.map { client.deadline($0) } ?? deadline
+        return try waitUntil(d, deadline: d)!
+    }
+
+    /// Waits at most `interval` for the reply: nil when it has not come yet and the call's
+    /// deadline has not passed (the call stays in flight), so a caller can wait in chunks
+    /// and stay interruptible. Throws as `wait` at the deadline.
+    public func poll(for interval: Duration) throws -> MessageView? {
+        try waitUntil(FerryCore.deadline(after: interval.clampedNanoseconds), deadline: deadline)
+    }
+
+    func waitUntil(_ until: UInt64, deadline d: UInt64) throws -> MessageView? {
         if let failure { throw failure }
         guard sent else { throw FerryError(.invalidArgument, "call not sent yet") }
         guard owned else { throw FerryError(.invalidArgument, "call already closed") }
-        let d = timeout.map { client.deadline($0) } ?? deadline
-        do {
-            try channel.awaitReply(slot: slot, gen: gen, deadline: d, strategy: client.endpoint.wait)
-        } catch let e as FerryError {
-            owned = false  // withdrawn, abandoned to the worker, or recovered: not ours
-            failure = e
-            throw e
+        if !replied {
+            do {
+                guard try channel.awaitReply(slot: slot, gen: gen, until: until, deadline: d, strategy: client.endpoint.wait) else { return nil }
+            } catch let e as FerryError {
+                owned = false  // withdrawn, abandoned to the worker, or recovered: not ours
+                failure = e
+                throw e
+            }
+            replied = true
         }
         let offset = channel.replyOffset(requestLength: requestLength)
         let view = try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot) + offset, count: channel.slotSize - offset),
                                    owner: self)
         if view.status != 0 {
             let code = FerryError.Code(rawValue: view.status) ?? .remote
-            throw FerryError(code, view.metadata("error") ?? "the worker failed with status \(view.status)")
+            var e = FerryError(code, view.metadata("error") ?? "the worker failed with status \(view.status)")
+            e.remoteType = view.metadata("error_type")
+            e.detail = view.metadata("error_detail")
+            throw e
         }
         return view
     }
 
-    /// Frees the slot. Safe to call twice.
+    /// Frees the slot. Safe to call twice. A call still in flight is given up: withdrawn if
+    /// no worker took it, else left to its worker, who frees the slot when done.
     public func close() {
-        if owned { owned = false; channel.release(slot: slot, gen: gen) }
+        guard owned else { return }
+        owned = false
+        if sent && !replied, channel.giveUp(slot: slot, gen: gen) != .replied { return }
+        channel.release(slot: slot, gen: gen)
     }
 
     deinit { close() }

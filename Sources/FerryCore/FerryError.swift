@@ -27,12 +27,18 @@ public struct FerryError: Error, CustomStringConvertible, Equatable, Sendable {
         case permission = 11
         /// The peer speaks another version of the format.
         case version = 12
+        /// Not yet: the call is still in flight (a poll that returned before the deadline).
+        case again = 13
     }
 
     /// The category.
     public var code: Code
     /// A human-readable explanation meant for the user.
     public var message: String
+    /// For `.remote`: the type of the model's error (e.g. "ValueError"), when it said.
+    public var remoteType: String? = nil
+    /// For `.remote`: the model-side traceback or other detail (bounded), when it gave one.
+    public var detail: String? = nil
 
     /// Creates an error of `code` explained by `message`.
     public init(_ code: Code, _ message: String) {

@@ -166,9 +166,15 @@ final class ShmChannel: @unchecked Sendable {
     /// caller no longer owns the slot (it was withdrawn, abandoned to its worker, or
     /// recovered after the worker died).
     func awaitReply(slot: Int, gen: UInt32, deadline: UInt64, strategy: WaitStrategy) throws {
+        _ = try awaitReply(slot: slot, gen: gen, until: deadline, deadline: deadline, strategy: strategy)
+    }
+
+    /// As above, but returns false at `until` (before `deadline`) with the call still in
+    /// flight, so a caller can wait in chunks (and be interrupted between them).
+    func awaitReply(slot: Int, gen: UInt32, until: UInt64, deadline: UInt64, strategy: WaitStrategy) throws -> Bool {
         guard !segment.isStale else { throw staleError() }
         let me = self.me
-        let got: Bool? = try slotWaitPoint(slot).wait(strategy: strategy, deadline: deadline, poll: {
+        let got: Bool? = try slotWaitPoint(slot).wait(strategy: strategy, deadline: min(until, deadline), poll: {
             switch SlotMachine.progress(load(slot), gen: gen, client: me) {
             case .replied: return true
             case .waiting: return nil
@@ -193,20 +199,29 @@ final class ShmChannel: @unchecked Sendable {
                 }
             }
         })
-        if got == true { return }
+        if got == true { return true }
+        if until < deadline && System.nowNanos() < deadline { return false }
         // Deadline passed: withdraw the request if no worker has it, else abandon the slot
         // to its worker, who frees it when done. A reply that raced in is used.
-        let t = transition(slot) { w in SlotMachine.giveUp(w, gen: gen, client: me) }
-        switch t.result {
-        case .replied: return
+        switch giveUp(slot: slot, gen: gen) {
+        case .replied: return true
         case .withdrawn:
-            announceFree()
             throw FerryError(.timedOut, "no worker took the request on shm://\(segment.channel) before the deadline")
         case .abandoned:
             throw FerryError(.timedOut, "the worker on shm://\(segment.channel) did not reply before the deadline")
         case .lost:
             throw lostError()
         }
+    }
+
+    /// Gives up a published call: withdraws it, or abandons it to its worker, or (when the
+    /// reply raced in) leaves it DONE for the caller to read and release.
+    func giveUp(slot: Int, gen: UInt32) -> SlotMachine.GiveUp {
+        guard !segment.isStale else { return .lost }
+        let me = self.me
+        let t = transition(slot) { w in SlotMachine.giveUp(w, gen: gen, client: me) }
+        if t.result == .withdrawn { announceFree() }
+        return t.result
     }
 
     /// Returns a slot the caller owns (CLAIMED or DONE) to the free pool. False when the

@@ -134,6 +134,9 @@ public final class Job {
         return UnsafeRawBufferPointer(try channel.preserve(slot: slot, length: max(requestLength, 0)))
     }
 
+    /// True once the job was answered (replied or failed).
+    public var isAnswered: Bool { finished }
+
     /// Sends the reply written with `writer`.
     public func reply() throws {
         guard !finished else { throw FerryError(.invalidArgument, "job already answered") }
@@ -147,13 +150,40 @@ public final class Job {
         guard !finished else { return }
         finished = true
         var w = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset)
-        w.setMetadata("error", String(error.message.utf8.prefix(4000)) ?? "error")
+        w.setMetadata("error", Job.bounded(error.message, 4000))
+        if let t = error.remoteType { w.setMetadata("error_type", Job.bounded(t, 200)) }
+        if let d = error.detail { w.setMetadata("error_detail", Job.bounded(d, Job.maxDetail, keepTail: true)) }
+        if (try? w.finish(status: error.code.rawValue)) == nil {
+            // No room for the detail (the request filled the slot): the message alone.
+            w = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset)
+            w.setMetadata("error", Job.bounded(error.message, 3000))
+        }
         if (try? w.finish(status: error.code.rawValue)) == nil {
             // Cannot happen while a page stays free for the reply; still, never deliver garbage.
             var bare = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset)
             _ = try? bare.finish(status: error.code.rawValue)
         }
         channel.complete(slot: slot, gen: gen)
+    }
+
+    /// Most bytes of error detail (a traceback) an error reply carries: its tail is kept.
+    public static let maxDetail = 16_384
+
+    /// `text` cut to at most `limit` UTF-8 bytes on a character boundary (the tail, for
+    /// tracebacks, whose end says most).
+    static func bounded(_ text: String, _ limit: Int, keepTail: Bool = false) -> String {
+        if text.utf8.count <= limit { return text }
+        var scalars = String.UnicodeScalarView()
+        var used = 4  // room for the ellipsis
+        let source = keepTail ? Array(text.unicodeScalars.reversed()) : Array(text.unicodeScalars)
+        for u in source {
+            let n = String(u).utf8.count
+            if used + n > limit { break }
+            used += n
+            scalars.append(u)
+        }
+        let kept = keepTail ? String(String.UnicodeScalarView(scalars.reversed())) : String(scalars)
+        return keepTail ? "…" + kept : kept + "…"
     }
 
     /// Runs `handler` on this job and replies (or fails with the handler's error).

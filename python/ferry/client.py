@@ -2,17 +2,32 @@
 from __future__ import annotations
 
 import threading
-from ctypes import byref, c_int64, c_size_t, c_void_p
+from ctypes import byref, c_char_p, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
 
 from ._handle import Handle, check
 from ._lib import lib, raw
-from .errors import InvalidArgument
+from .errors import InvalidArgument, RemoteError
 from .message import DEFAULT_INPUT, MessageReader, read_metadata, write_message
 
 
 # Hot-path entry points called with prebuilt ctypes arguments (see _lib.raw).
-_begin, _finish = raw("ferry_call_begin"), raw("ferry_call_finish")
+_begin, _poll = raw("ferry_call_begin"), raw("ferry_call_poll")
+_AGAIN, _REMOTE = 13, 10
+#: How long one C wait may block: Ctrl-C (any signal handler) runs between two of them.
+_STEP_MS = c_int64(100)
+
+
+def _call_error(call, rc: int):
+    """The exception for a failed call, with the model's error type and traceback."""
+    if rc != _REMOTE:
+        return None
+    m, t, d = c_char_p(), c_char_p(), c_char_p()
+    lib.ferry_call_error(call, byref(m), byref(t), byref(d))
+    e = RemoteError((m.value or b"").decode("utf-8", "replace"))
+    e.type = (t.value or b"").decode("utf-8", "replace") or None
+    e.traceback = (d.value or b"").decode("utf-8", "replace") or None
+    return e
 _writer = raw("ferry_call_writer", c_void_p)
 _DEFAULT_MS = c_int64(-1)
 _MAX_TIMEOUT_S = 30 * 86_400  # as the library: longer is surely a unit mistake
@@ -98,8 +113,15 @@ class Client(Handle):
         try:
             write_message(_writer(call), inputs, DEFAULT_INPUT, metadata)
             reader = sc.reader
-            rc = _finish(call, ms, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
+            # Send, then wait in steps: the deadline is the call's, but between steps Python
+            # runs its signal handlers (Ctrl-C), and freeing the call then gives it up properly.
+            rc = _poll(call, _STEP_MS, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
+            while rc == _AGAIN:
+                rc = _poll(call, _STEP_MS, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
             if rc:
+                e = _call_error(call, rc)
+                if e is not None:
+                    raise e
                 check(rc)
             n = count.value
             tensors = reader.convert(n) if n <= reader._cap else reader.read(reply.value)
@@ -143,10 +165,20 @@ class Call(Handle):
     def result(self, timeout: float | None = None) -> Any:
         """Waits for the reply (up to `timeout` seconds more, else until the call's deadline)
         and returns it like `Client.call`; frees the call."""
-        ms = _DEFAULT_MS if timeout is None else _timeout_ms(timeout)
-        reply = c_void_p()
+        h = self._handle()
+        reply, count = c_void_p(), c_size_t()
         try:
-            check(lib.ferry_call_wait(self._handle(), ms, byref(reply)))
+            if timeout is None:
+                rc = lib.ferry_call_poll(h, _STEP_MS, byref(reply), None, 0, byref(count))
+                while rc == _AGAIN:  # interruptible, up to the call's own deadline
+                    rc = lib.ferry_call_poll(h, _STEP_MS, byref(reply), None, 0, byref(count))
+            else:
+                rc = lib.ferry_call_wait(h, _timeout_ms(timeout), byref(reply))
+            if rc:
+                e = _call_error(h, rc)
+                if e is not None:
+                    raise e
+                check(rc)
             tensors = MessageReader().read(reply.value)
         finally:
             self.close()

@@ -52,9 +52,13 @@ class SystemError_(FerryError, OSError):
 
 
 class RemoteError(FerryError):
-    """The model raised an exception; the message carries its text."""
+    """The model raised an exception: the message carries its text, `type` its class name
+    (e.g. "ValueError") and `traceback` the model-side traceback (its last 16 KiB), when the
+    worker sent them."""
 
     code = 10
+    type: str | None = None
+    traceback: str | None = None
 
 
 class PermissionDenied(FerryError, PermissionError):

@@ -172,7 +172,8 @@ class Worker(Handle):
                 result = fn(arg)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
                 error = (f"{type(e).__name__}: {e}", e.code if isinstance(e, FerryError) and e.code in (2, 3) else _REMOTE,
-                         type(e) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None)
+                         type(e) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None,
+                         type(e).__name__, traceback.format_exc(limit=50))
                 if os.environ.get("FERRY_TRACEBACK"):
                     traceback.print_exc()
             # Did the model keep its input? Our own references are: `arg` (+1 when `tensors`
@@ -190,7 +191,8 @@ class Worker(Handle):
                     arg = tensors = arrays = None
                     if refcount(slot_obj[slot]) > slot_rc[slot]:
                         self._preserve(job_ptr, slot)
-                lib.ferry_job_fail(job_ptr, error[1], error[0].encode("utf-8", "replace")[:4000])
+                lib.ferry_job_fail_ex(job_ptr, error[1], error[3].encode("utf-8", "replace"),
+                                      error[0].encode("utf-8", "replace")[:4000], error[4].encode("utf-8", "replace"))
                 if error[2] is not None:
                     raise error[2]()
                 continue
