@@ -16,5 +16,6 @@ let package = Package(
         .executableTarget(name: "FuzzMessage", dependencies: ["FerryCore", "CFuzz"]),
         .executableTarget(name: "FuzzSegment", dependencies: ["FerryCore", "CFuzz"]),
         .executableTarget(name: "FuzzRacing", dependencies: ["FerryCore", "CFuzz"]),
+        .executableTarget(name: "FuzzArguments", dependencies: ["FerryCore", "CFuzz"]),
     ]
 )

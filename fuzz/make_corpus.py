@@ -42,4 +42,15 @@ for i, tensors in enumerate(samples):
     script = b"".join(struct.pack("<HB", (off * 7 + 16) % len(msg), 0x80 >> (off % 8)) for off in range(8))
     with open(os.path.join(out, f"seed-{i}.bin"), "wb") as f:
         f.write(struct.pack("<H", len(msg)) + msg + script)
+# Arguments: even first byte → a URL, odd → writer arguments (ndim, dims, dtype, name).
+out = os.path.join(HERE, "corpus", "arguments")
+os.makedirs(out, exist_ok=True)
+urls = ["shm://digits", "shm://x?slots=8&slot_size=8M&wait=hybrid&spin_us=100&timeout_ms=10000&scope=shared",
+        "shm://x?timeout_ms=18446744073709551615", "shm://x?slots=1&slots=2", "tcp://h:1/x", "shm://a?slot_size=64G"]
+for i, u in enumerate(urls):
+    with open(os.path.join(out, f"url-{i}.bin"), "wb") as f:
+        f.write(b"\x00" + u.encode())
+for i, (ndim, dims, dtype) in enumerate([(2, [3, 4], 6), (3, [2**40, 2**40, 0], 11), (1, [5], 14), (9, [1] * 9, 5)]):
+    with open(os.path.join(out, f"writer-{i}.bin"), "wb") as f:
+        f.write(b"\x01" + bytes([ndim]) + b"".join(struct.pack(">q", d) for d in dims) + bytes([dtype]) + b"name")
 print("corpus written")

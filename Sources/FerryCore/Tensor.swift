@@ -170,12 +170,13 @@ public struct Message: Equatable, Sendable {
 
     /// The message encoded as bytes (for transports that send a buffer).
     public func encoded() throws -> [UInt8] {
+        // Exactly what MessageWriter lays out: the data blocks (each 64-byte aligned), then the
+        // table (8-byte aligned), the names and the metadata.
         var size = MessageLayout.headerSize
-        for e in entries {
-            size = MessageLayout.align(size, MessageLayout.dataAlignment) + e.tensor.bytes.count
-            size += MessageLayout.tensorEntrySize + e.name.utf8.count + 8
-        }
-        size += metadata.reduce(0) { $0 + 8 + $1.key.utf8.count + $1.value.utf8.count } + 64
+        for e in entries { size = MessageLayout.align(size, MessageLayout.dataAlignment) + e.tensor.bytes.count }
+        size = MessageLayout.align(size, 8) + entries.count * MessageLayout.tensorEntrySize
+        size += entries.reduce(0) { $0 + $1.name.utf8.count }
+        size += metadata.reduce(0) { $0 + 8 + $1.key.utf8.count + $1.value.utf8.count }
         var out = [UInt8](repeating: 0, count: size)
         let n = try out.withUnsafeMutableBytes { buf -> Int in
             var w = MessageWriter(base: buf.baseAddress!, capacity: buf.count)

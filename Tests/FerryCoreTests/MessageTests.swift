@@ -98,4 +98,17 @@ final class MessageTests: XCTestCase {
             XCTAssertThrowsError(try Endpoint(bad), bad)
         }
     }
+
+    /// Found by the fuzzer: a valid message that did not survive decode → encode → decode.
+    func testEveryDecodedMessageReencodes() throws {
+        let dir = repoRoot + "/fuzz/corpus/message"
+        for file in try FileManager.default.contentsOfDirectory(atPath: dir).sorted() {
+            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: dir + "/" + file)))
+            guard let m = try? Message.decode(bytes) else { continue }
+            do {
+                let again = try Message.decode(try m.encoded())
+                XCTAssertEqual(again, m, file)
+            } catch { XCTFail("\(file): \(error)") }
+        }
+    }
 }

@@ -17,7 +17,7 @@ public func fuzz(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
     for t in view.tensors {
         // Numeric data lies inside the buffer and matches its shape; strings decode.
         if t.dtype != .string {
-            let start = UInt(bitPattern: t.data.baseAddress ?? buffer.baseAddress!)
+            let start = UInt(bitPattern: t.data.baseAddress ?? UnsafeRawPointer(buffer.baseAddress!))
             precondition(start >= lo && start + UInt(t.data.count) <= hi, "tensor data outside the message")
             precondition(t.data.count == t.count * (t.dtype.itemSize ?? 0), "data length does not match the shape")
         } else {
