@@ -15,7 +15,7 @@ LIBDIR := $(PREFIX)/lib
 PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table
 
-.PHONY: all setup build build-examples demo test test-swift test-python fuzz fuzz-short sanitize soak bench bench-setup install uninstall clean help
+.PHONY: all check-tables setup build build-examples demo test test-swift test-python fuzz fuzz-short sanitize soak bench bench-setup install uninstall clean help
 
 all: build
 
@@ -43,7 +43,11 @@ demo: build
 build-examples: build
 	@for p in $(EXAMPLES); do $(SWIFT) build -c release --product $$p 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true; done
 
-test: build build-examples test-swift test-python fuzz-short
+test: check-tables build build-examples test-swift test-python fuzz-short
+
+# Status codes and dtypes come from one table (scripts/gen_tables.py) in every language.
+check-tables:
+	@$(PYTHON) scripts/gen_tables.py --check
 
 # libFuzzer on the message decoder (also while a peer thread rewrites the message) and the
 # segment-header check (fuzz/); crashes land in fuzz/.build/.

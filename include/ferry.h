@@ -35,22 +35,25 @@ extern "C" {
 #define FERRY_VERSION_NUMBER (FERRY_VERSION_MAJOR * 10000 + FERRY_VERSION_MINOR * 100 + FERRY_VERSION_PATCH)
 
 /* ---- status codes ------------------------------------------------------------------- */
-#define FERRY_OK 0          /**< Success. */
-#define FERRY_EINVAL 1      /**< An argument is invalid (NULL, out of range, inconsistent). */
-#define FERRY_EMALFORMED 2  /**< A message or segment failed validation. */
-#define FERRY_ETOOBIG 3     /**< The payload does not fit in a slot; the error names the setting. */
-#define FERRY_ETIMEDOUT 4   /**< The deadline passed (for ferry_worker_recv: no request came). */
-#define FERRY_EPEERDIED 5   /**< The worker serving the request died before replying. */
-#define FERRY_ENOSERVER 6   /**< Nothing serves the channel. */
-#define FERRY_EBUSY 7       /**< Every slot stayed in use until the deadline. */
-#define FERRY_ECLOSED 8     /**< The channel was closed by its server. */
-#define FERRY_ESYSTEM 9     /**< A system call failed; see ferry_last_error(). */
-#define FERRY_EREMOTE 10    /**< The model raised an error; its text is in ferry_last_error(). */
-#define FERRY_EPERM 11      /**< Permission denied (segment of another user, ...). */
-#define FERRY_EVERSION 12   /**< The peer speaks another format version. */
-#define FERRY_EAGAIN 13     /**< Not yet: the call is still in flight (ferry_call_poll); not an error. */
+/* BEGIN GENERATED: status (scripts/gen_tables.py) */
+#define FERRY_OK 0        /**< Success. */
+#define FERRY_EINVAL 1    /**< An argument is invalid (NULL, out of range, inconsistent, or a call in the wrong order). */
+#define FERRY_EMALFORMED 2/**< A message or segment failed validation: bad magic, length, offset or value. */
+#define FERRY_ETOOBIG 3   /**< The payload does not fit in a slot; the error names the setting to raise. */
+#define FERRY_ETIMEDOUT 4 /**< The deadline passed (for ferry_worker_recv: no request came). */
+#define FERRY_EPEERDIED 5 /**< The worker serving the request died before it replied. */
+#define FERRY_ENOSERVER 6 /**< Nothing serves the channel (never started, or gone). */
+#define FERRY_EBUSY 7     /**< Every slot stayed in use until the deadline. */
+#define FERRY_ECLOSED 8   /**< The channel was closed by its server. */
+#define FERRY_ESYSTEM 9   /**< A system call failed; the message carries the call and errno text. */
+#define FERRY_EREMOTE 10  /**< The model raised an error; its text, type and traceback come with it (ferry_call_error). */
+#define FERRY_EPERM 11    /**< The operating system refused access (permissions, a segment of another user). */
+#define FERRY_EVERSION 12 /**< The peer speaks another version of the format. */
+#define FERRY_EAGAIN 13   /**< Not yet: the call is still in flight (ferry_call_poll); not an error. */
+/* END GENERATED */
 
 /* ---- element types (wire codes; see docs/protocol.md) --------------------------------- */
+/* BEGIN GENERATED: dtypes (scripts/gen_tables.py) */
 #define FERRY_DTYPE_BOOL 1
 #define FERRY_DTYPE_INT8 2
 #define FERRY_DTYPE_INT16 3
@@ -63,8 +66,9 @@ extern "C" {
 #define FERRY_DTYPE_FLOAT16 10
 #define FERRY_DTYPE_FLOAT32 11
 #define FERRY_DTYPE_FLOAT64 12
-#define FERRY_DTYPE_BYTES 13   /**< Opaque bytes, 1-d. */
-#define FERRY_DTYPE_STRING 14  /**< UTF-8 strings: (n+1) u64 offsets, then the text. */
+#define FERRY_DTYPE_BYTES 13
+#define FERRY_DTYPE_STRING 14
+/* END GENERATED */
 
 /** Most dimensions of a tensor. */
 #define FERRY_MAX_DIMS 8
@@ -93,6 +97,9 @@ typedef struct ferry_tensor {
     int64_t shape[FERRY_MAX_DIMS];  /**< Dimensions; entries past ndim are 0. */
     const void *data;               /**< Row-major data, 64-byte aligned. */
     size_t nbytes;                  /**< Data length in bytes. */
+    /** Room to grow without changing the size of the struct (arrays of it cross the ABI):
+     *  the library sets these to 0 today; later versions give them meanings that 0 keeps. */
+    uint64_t reserved[4];
 } ferry_tensor;
 
 /**

@@ -39,14 +39,20 @@ public:
 private:
     int code_;
 };
+// BEGIN GENERATED: errors (scripts/gen_tables.py)
 struct InvalidArgument : Error { using Error::Error; };
 struct MalformedMessage : Error { using Error::Error; };
 struct PayloadTooLarge : Error { using Error::Error; };
 struct Timeout : Error { using Error::Error; };
 struct WorkerDied : Error { using Error::Error; };
 struct NoServer : Error { using Error::Error; };
+struct Busy : Error { using Error::Error; };
 struct ChannelClosed : Error { using Error::Error; };
+struct SystemError : Error { using Error::Error; };
 struct RemoteError : Error { using Error::Error; };
+struct PermissionDenied : Error { using Error::Error; };
+struct VersionMismatch : Error { using Error::Error; };
+struct Again : Error { using Error::Error; };
 
 /// Throws the exception for a non-zero status, with ferry_last_error() as its text.
 inline void check(int rc) {
@@ -59,11 +65,17 @@ inline void check(int rc) {
     case FERRY_ETIMEDOUT: throw Timeout(rc, text);
     case FERRY_EPEERDIED: throw WorkerDied(rc, text);
     case FERRY_ENOSERVER: throw NoServer(rc, text);
+    case FERRY_EBUSY: throw Busy(rc, text);
     case FERRY_ECLOSED: throw ChannelClosed(rc, text);
+    case FERRY_ESYSTEM: throw SystemError(rc, text);
     case FERRY_EREMOTE: throw RemoteError(rc, text);
+    case FERRY_EPERM: throw PermissionDenied(rc, text);
+    case FERRY_EVERSION: throw VersionMismatch(rc, text);
+    case FERRY_EAGAIN: throw Again(rc, text);
     default: throw Error(rc, text);
     }
 }
+// END GENERATED
 
 // ---- element types ----------------------------------------------------------------------
 
@@ -172,7 +184,8 @@ inline TensorView image_view(const void* data, int rows, int cols, int channels,
     v.dtype = dtype_from_cv_depth(cv_depth);
     v.shape = channels == 1 ? Shape{rows, cols} : Shape{rows, cols, channels};
     v.data = data;
-    v.nbytes = static_cast<size_t>(rows) * cols * channels * item_size(v.dtype);
+    if (rows < 0 || cols < 0 || channels < 1) throw InvalidArgument(FERRY_EINVAL, "negative image size or no channels");
+    v.nbytes = static_cast<size_t>(rows) * static_cast<size_t>(cols) * static_cast<size_t>(channels) * item_size(v.dtype);
     return v;
 }
 

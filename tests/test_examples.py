@@ -47,7 +47,7 @@ def binaries(prefix, tmp_path_factory):
         subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", *cflags, "-o", str(c),
                         os.path.join(EXAMPLES, pattern, "client.c"), *libs, "-lm"], check=True)
         cpp = out / f"{pattern}-cpp"
-        subprocess.run(["g++", "-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+        subprocess.run(["g++", "-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Werror", "-fsanitize=address,undefined",
                         "-fno-sanitize-recover=all", *cflags, "-o", str(cpp), os.path.join(EXAMPLES, pattern, "client.cpp"), *libs],
                        check=True)
         built[pattern] = {"c": str(c), "cpp": str(cpp), "swift": os.path.join(RELEASE, f"example-{pattern}"),

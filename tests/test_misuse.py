@@ -221,3 +221,17 @@ def test_c_calls_in_the_wrong_order_are_errors(procs, name):
         assert ferry.census(url)["free"] == 8
     finally:
         lib.ferry_client_free(client)
+
+
+def test_status_codes_agree_across_languages():
+    """One table (scripts/gen_tables.py) generates them for C, C++, Swift and Python."""
+    import ferry.errors as errors
+    classes = {cls.code: cls for cls in errors.FerryError.__subclasses__()}
+    for code in range(1, 14):
+        c_name = lib.ferry_status_name(code).decode()
+        assert c_name.startswith("FERRY_E"), (code, c_name)
+        assert code in classes, c_name
+    assert lib.ferry_status_name(0) == b"FERRY_OK"
+    r = subprocess.run([sys.executable, os.path.join(os.path.dirname(MODELS), "..", "scripts", "gen_tables.py"), "--check"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout

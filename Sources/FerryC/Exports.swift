@@ -18,11 +18,9 @@ public func ferry_version_number() -> Int32 { FERRY_VERSION_MAJOR * 10000 + FERR
 @_cdecl("ferry_last_error")
 public func ferry_last_error() -> UnsafePointer<CChar> { cferry_get_error() }
 
-private let statusNames: [StaticString] = [
-    "FERRY_OK", "FERRY_EINVAL", "FERRY_EMALFORMED", "FERRY_ETOOBIG", "FERRY_ETIMEDOUT", "FERRY_EPEERDIED",
-    "FERRY_ENOSERVER", "FERRY_EBUSY", "FERRY_ECLOSED", "FERRY_ESYSTEM", "FERRY_EREMOTE", "FERRY_EPERM", "FERRY_EVERSION",
-    "FERRY_EAGAIN",
-]
+// BEGIN GENERATED: status names (scripts/gen_tables.py)
+private let statusNames: [StaticString] = ["FERRY_OK", "FERRY_EINVAL", "FERRY_EMALFORMED", "FERRY_ETOOBIG", "FERRY_ETIMEDOUT", "FERRY_EPEERDIED", "FERRY_ENOSERVER", "FERRY_EBUSY", "FERRY_ECLOSED", "FERRY_ESYSTEM", "FERRY_EREMOTE", "FERRY_EPERM", "FERRY_EVERSION", "FERRY_EAGAIN"]
+// END GENERATED
 private let unknownStatus: StaticString = "FERRY_E?"
 
 @_cdecl("ferry_status_name")
@@ -421,6 +419,7 @@ func fill(_ out: UnsafeMutablePointer<ferry_tensor>, _ t: RawTensor) {
     out.pointee.shape = t.shape
     out.pointee.data = t.data
     out.pointee.nbytes = t.dataLength
+    out.pointee.reserved = (0, 0, 0, 0)
 }
 
 @_cdecl("ferry_message_tensor")

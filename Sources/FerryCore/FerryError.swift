@@ -3,32 +3,34 @@
 public struct FerryError: Error, CustomStringConvertible, Equatable, Sendable {
     /// A stable, language-independent error category.
     public enum Code: Int32, Sendable {
-        /// An argument was out of range or inconsistent (a programming error).
+        // BEGIN GENERATED: status (scripts/gen_tables.py)
+        /// An argument is invalid (NULL, out of range, inconsistent, or a call in the wrong order).
         case invalidArgument = 1
         /// A message or segment failed validation: bad magic, length, offset or value.
         case malformed = 2
-        /// A payload does not fit in a slot; the message names the setting to raise.
+        /// The payload does not fit in a slot; the error names the setting to raise.
         case tooLarge = 3
-        /// The deadline passed before the reply arrived.
+        /// The deadline passed (for ferry_worker_recv: no request came).
         case timedOut = 4
         /// The worker serving the request died before it replied.
         case peerDied = 5
-        /// No process serves the channel (never started, or gone).
+        /// Nothing serves the channel (never started, or gone).
         case noServer = 6
-        /// Every slot stayed busy until the deadline.
+        /// Every slot stayed in use until the deadline.
         case busy = 7
         /// The channel was closed by its server.
         case closed = 8
         /// A system call failed; the message carries the call and errno text.
         case system = 9
-        /// The remote model raised an error; the message carries its text.
+        /// The model raised an error; its text, type and traceback come with it (ferry_call_error).
         case remote = 10
-        /// The operating system refused access (permissions, foreign owner).
+        /// The operating system refused access (permissions, a segment of another user).
         case permission = 11
         /// The peer speaks another version of the format.
         case version = 12
-        /// Not yet: the call is still in flight (a poll that returned before the deadline).
+        /// Not yet: the call is still in flight (ferry_call_poll); not an error.
         case again = 13
+        // END GENERATED
     }
 
     /// The category.

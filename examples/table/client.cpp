@@ -31,11 +31,11 @@ int main(int argc, char** argv) {
             auto open = w.add<double>("open", {rows});
             auto close = w.add<double>("close", {rows});
             auto volume = w.add<int64_t>("volume", {rows});
-            for (int64_t i = 0; i < rows; i++) {
-                date[i] = 20260101 + i;
+            for (size_t i = 0; i < static_cast<size_t>(rows); i++) {
+                date[i] = 20260101 + static_cast<int64_t>(i);
                 open[i] = 100 + 0.25 * static_cast<double>(i);
                 close[i] = 100 + 0.5 * static_cast<double>(i);
-                volume[i] = 1000 + i;
+                volume[i] = 1000 + static_cast<int64_t>(i);
             }
             if (!check(call.send_and_wait(30000), rows, "columns")) return 1;
         }

@@ -22,6 +22,7 @@ class FerryTensor(Structure):
         ("shape", c_int64 * MAX_DIMS),
         ("data", c_void_p),
         ("nbytes", c_size_t),
+        ("reserved", ctypes.c_uint64 * 4),
     ]
 
 

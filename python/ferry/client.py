@@ -7,13 +7,13 @@ from typing import Any, Mapping
 
 from ._handle import Handle, check
 from ._lib import lib, raw
-from .errors import InvalidArgument, RemoteError
+from .errors import Again, InvalidArgument, RemoteError
 from .message import DEFAULT_INPUT, MessageReader, read_metadata, write_message
 
 
 # Hot-path entry points called with prebuilt ctypes arguments (see _lib.raw).
 _begin, _poll = raw("ferry_call_begin"), raw("ferry_call_poll")
-_AGAIN, _REMOTE = 13, 10
+_AGAIN, _REMOTE = Again.code, RemoteError.code
 #: How long one C wait may block: Ctrl-C (any signal handler) runs between two of them.
 _STEP_MS = c_int64(100)
 

@@ -12,16 +12,37 @@ import numpy as np
 from ._handle import Handle, check
 from ._lib import MAX_DIMS, FerryTensor, lib
 
-BOOL, INT8, INT16, INT32, INT64 = 1, 2, 3, 4, 5
-UINT8, UINT16, UINT32, UINT64 = 6, 7, 8, 9
-FLOAT16, FLOAT32, FLOAT64, BYTES, STRING = 10, 11, 12, 13, 14
-
+# BEGIN GENERATED: dtypes (scripts/gen_tables.py)
+BOOL = 1
+INT8 = 2
+INT16 = 3
+INT32 = 4
+INT64 = 5
+UINT8 = 6
+UINT16 = 7
+UINT32 = 8
+UINT64 = 9
+FLOAT16 = 10
+FLOAT32 = 11
+FLOAT64 = 12
+BYTES = 13
+STRING = 14
 #: numpy dtype for each fixed-size wire code (little-endian).
 NUMPY_DTYPES = {
-    BOOL: np.dtype(np.bool_), INT8: np.dtype("<i1"), INT16: np.dtype("<i2"), INT32: np.dtype("<i4"),
-    INT64: np.dtype("<i8"), UINT8: np.dtype("<u1"), UINT16: np.dtype("<u2"), UINT32: np.dtype("<u4"),
-    UINT64: np.dtype("<u8"), FLOAT16: np.dtype("<f2"), FLOAT32: np.dtype("<f4"), FLOAT64: np.dtype("<f8"),
+    BOOL: np.dtype('bool'),
+    INT8: np.dtype('<i1'),
+    INT16: np.dtype('<i2'),
+    INT32: np.dtype('<i4'),
+    INT64: np.dtype('<i8'),
+    UINT8: np.dtype('<u1'),
+    UINT16: np.dtype('<u2'),
+    UINT32: np.dtype('<u4'),
+    UINT64: np.dtype('<u8'),
+    FLOAT16: np.dtype('<f2'),
+    FLOAT32: np.dtype('<f4'),
+    FLOAT64: np.dtype('<f8'),
 }
+# END GENERATED
 _CODES = {(dt.kind, dt.itemsize): code for code, dt in NUMPY_DTYPES.items()}
 #: the same table keyed by (little-endian) dtype objects: one dict lookup per array
 _CODES_BY_DTYPE = {dt: code for code, dt in NUMPY_DTYPES.items()}

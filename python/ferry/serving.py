@@ -17,12 +17,12 @@ import numpy as np
 
 from ._handle import Handle, check
 from ._lib import lib, raw
-from .errors import ChannelClosed, FerryError
+from .errors import ChannelClosed, FerryError, MalformedMessage, PayloadTooLarge, RemoteError, Timeout
 from .message import DEFAULT_OUTPUT, MessageReader, _scratch, reply_array, write_message
 
-_TIMEOUT = 4  # FERRY_ETIMEDOUT
-_CLOSED = 8  # FERRY_ECLOSED
-_REMOTE = 10  # FERRY_EREMOTE
+_TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
+#: errors a model's failure keeps as they are (the rest become RemoteError)
+_KEPT_CODES = (MalformedMessage.code, PayloadTooLarge.code)
 
 
 def _release_kept(kept: int) -> None:
@@ -171,7 +171,7 @@ class Worker(Handle):
                     arg = tensors if (not single or n != 1) else next(iter(tensors.values()))
                 result = fn(arg)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
-                error = (f"{type(e).__name__}: {e}", e.code if isinstance(e, FerryError) and e.code in (2, 3) else _REMOTE,
+                error = (f"{type(e).__name__}: {e}", e.code if isinstance(e, FerryError) and e.code in _KEPT_CODES else _REMOTE,
                          type(e) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None,
                          type(e).__name__, traceback.format_exc(limit=50))
                 if os.environ.get("FERRY_TRACEBACK"):
@@ -210,7 +210,7 @@ class Worker(Handle):
                         if refcount(slot_obj[slot]) > slot_rc[slot]:
                             self._preserve(job_ptr, slot)
             except BaseException as e:  # e.g. the reply does not fit: the client is told why
-                code = e.code if isinstance(e, FerryError) and e.code in (2, 3) else _REMOTE
+                code = e.code if isinstance(e, FerryError) and e.code in _KEPT_CODES else _REMOTE
                 lib.ferry_job_fail(job_ptr, code, f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:4000])
                 continue
             if rc is None:
