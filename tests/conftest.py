@@ -114,6 +114,26 @@ def wait_served(url: str, proc: subprocess.Popen | None = None, timeout: float =
     raise TimeoutError(f"{url} not served within {timeout}s: {last}")
 
 
+def call_in_thread(client, inputs, timeout):
+    """Runs client.call in a thread; returns (thread, box) where box gets "value" or "error"
+    and "seconds"."""
+    import threading
+
+    box = {}
+
+    def run():
+        t0 = time.monotonic()
+        try:
+            box["value"] = client.call(inputs, timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            box["error"] = e
+        box["seconds"] = time.monotonic() - t0
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, box
+
+
 def ferry_ping():
     import numpy as np
 

@@ -9,24 +9,9 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import seg_path, wait_served
+from conftest import call_in_thread, seg_path, wait_served
 
 
-def call_in_thread(client, inputs, timeout):
-    """Runs client.call in a thread; returns (thread, result dict)."""
-    box = {}
-
-    def run():
-        t0 = time.monotonic()
-        try:
-            box["value"] = client.call(inputs, timeout=timeout)
-        except Exception as e:  # noqa: BLE001 - the test inspects it
-            box["error"] = e
-        box["seconds"] = time.monotonic() - t0
-
-    t = threading.Thread(target=run)
-    t.start()
-    return t, box
 
 
 def test_worker_killed_mid_request_gives_an_error_not_a_hang(procs, name):

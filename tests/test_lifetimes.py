@@ -14,7 +14,7 @@ import pytest
 
 import ferry
 from ferry._lib import lib
-from conftest import MODELS
+from conftest import MODELS, call_in_thread
 
 
 def tagged(c, ident, **kw) -> int:
@@ -70,26 +70,14 @@ def test_a_model_that_forks_does_not_keep_a_dead_worker_alive(procs, name, tmp_p
         with ferry.Client(url) as c:
             c.call(np.zeros(3))  # the model forks a long-lived child
             child = int(pid_file.read_text())
-            result: dict = {}
-
-            def slow():
-                t0 = time.monotonic()
-                try:
-                    c.call({"sleep": np.float64(3), "x": np.zeros(1)}, timeout=8)
-                    result["busy"] = "reply"
-                except ferry.FerryError as e:
-                    result["busy"] = type(e).__name__
-                result["busy_s"] = time.monotonic() - t0
-
-            t = threading.Thread(target=slow)
-            t.start()
+            t, box = call_in_thread(c, {"sleep": np.float64(3), "x": np.zeros(1)}, timeout=8)
             time.sleep(0.3)
             os.kill(worker.pid, signal.SIGKILL)
             worker.wait()
             t.join()
             # The worker's liveness died with it, although its forked child lives on.
-            assert result["busy"] == "WorkerDied", result
-            assert result["busy_s"] < 1.5, result
+            assert isinstance(box.get("error"), ferry.WorkerDied), box
+            assert box["seconds"] < 1.5, box
             t0 = time.monotonic()
             with pytest.raises(ferry.NoServer):
                 c.call(np.zeros(1), timeout=8)
@@ -276,23 +264,11 @@ def test_a_worker_in_another_pid_namespace_is_judged_by_its_token_not_its_pid(pr
     with ferry.Client(url) as c:
         # A live worker with a foreign pid is alive: a 1.5 s request completes.
         assert int(c.call({"sleep": np.float64(1.5), "x": np.zeros(1)}, timeout=10)["x"][0]) == 0
-        result = {}
-
-        def slow():
-            t0 = time.monotonic()
-            try:
-                c.call({"sleep": np.float64(5), "x": np.zeros(1)}, timeout=20)
-                result["r"] = "reply"
-            except ferry.FerryError as e:
-                result["r"] = type(e).__name__
-            result["s"] = time.monotonic() - t0
-
-        t = threading.Thread(target=slow)
-        t.start()
+        t, box = call_in_thread(c, {"sleep": np.float64(5), "x": np.zeros(1)}, timeout=20)
         time.sleep(0.5)
         w.kill()  # unshare --kill-child: the namespace's processes die with it
         w.wait()
         t.join()
-        assert result["r"] == "WorkerDied", result
-        assert result["s"] < 2, result
+        assert isinstance(box.get("error"), ferry.WorkerDied), box
+        assert box["seconds"] < 2, box
     ferry.reclaim(url)

@@ -42,54 +42,57 @@ def test_per_call_timeouts_out_of_range_are_clear_errors(procs, name, timeout):
         assert c.call(np.ones(1))[0] == 1  # and the client is fine
 
 
-def test_c_timeouts_out_of_range_are_einval(procs, name):
+@pytest.fixture
+def c_client(procs, name):
+    """A C client handle of a served channel: (handle, url)."""
     url = f"shm://{name}"
     procs.worker(url)
     client = c_void_p()
     assert lib.ferry_client_new(url.encode(), None, byref(client)) == 0
-    try:
-        call = c_void_p()
-        rc = lib.ferry_call_begin(client, c_int64(2**62), byref(call))
-        assert rc == 1 and b"2" in lib.ferry_last_error()  # FERRY_EINVAL, naming the value
-    finally:
-        lib.ferry_client_free(client)
+    yield client, url
+    lib.ferry_client_free(client)
 
 
-def test_huge_shapes_to_the_writer_are_errors_not_crashes():
+def test_c_timeouts_out_of_range_are_einval(c_client):
+    client, _ = c_client
+    call = c_void_p()
+    rc = lib.ferry_call_begin(client, c_int64(2**62), byref(call))
+    assert rc == 1 and b"2" in lib.ferry_last_error()  # FERRY_EINVAL, naming the value
+
+
+@pytest.fixture
+def writer():
+    """A C writer over a 64 KiB encoder."""
     enc = c_void_p()
     assert lib.ferry_encoder_new(1 << 16, byref(enc)) == 0
-    try:
-        w = lib.ferry_encoder_writer(enc)
-        shape = (c_int64 * 8)(2**62, 2**62)
-        strings = (c_char_p * 1)(b"x")
-        lens = (c_size_t * 1)(1)
-        assert lib.ferry_writer_put_strings(w, b"s", 2, shape, strings, lens, 1) == 1
-        assert b"strings for shape" in lib.ferry_last_error()
-        shape1 = (c_int64 * 8)(2**40)
-        assert lib.ferry_writer_put_strings(w, b"s", 1, shape1, strings, lens, 2**40) in (1, 3)
-        lens_bad = (c_size_t * 1)(2**63 + 5)
-        shape2 = (c_int64 * 8)(1)
-        assert lib.ferry_writer_put_strings(w, b"s", 1, shape2, strings, lens_bad, 1) == 3
-        data, nbytes = c_void_p(), c_size_t()
-        big = (c_int64 * 8)(2**40, 2**40)
-        assert lib.ferry_writer_add_tensor(w, b"t", 6, 2, big, byref(data), byref(nbytes)) in (1, 3)
-    finally:
-        lib.ferry_encoder_free(enc)
+    yield lib.ferry_encoder_writer(enc)
+    lib.ferry_encoder_free(enc)
 
 
-def test_invalid_utf8_in_names_and_metadata_is_an_error():
-    enc = c_void_p()
-    assert lib.ferry_encoder_new(1 << 12, byref(enc)) == 0
-    try:
-        w = lib.ferry_encoder_writer(enc)
-        shape = (c_int64 * 8)(1)
-        data = (ctypes.c_uint8 * 1)(7)
-        assert lib.ferry_writer_put_tensor(w, b"bad\xff", 6, 1, shape, data, 1) == 1
-        assert b"UTF-8" in lib.ferry_last_error()
-        assert lib.ferry_writer_set_meta(w, b"k", b"\xc3\x28") == 1
-        assert lib.ferry_writer_set_meta(w, b"\xed\xa0\x80", b"v") == 1  # an encoded surrogate
-    finally:
-        lib.ferry_encoder_free(enc)
+def test_huge_shapes_to_the_writer_are_errors_not_crashes(writer):
+    w = writer
+    shape = (c_int64 * 8)(2**62, 2**62)
+    strings = (c_char_p * 1)(b"x")
+    lens = (c_size_t * 1)(1)
+    assert lib.ferry_writer_put_strings(w, b"s", 2, shape, strings, lens, 1) == 1
+    assert b"strings for shape" in lib.ferry_last_error()
+    shape1 = (c_int64 * 8)(2**40)
+    assert lib.ferry_writer_put_strings(w, b"s", 1, shape1, strings, lens, 2**40) in (1, 3)
+    lens_bad = (c_size_t * 1)(2**63 + 5)
+    shape2 = (c_int64 * 8)(1)
+    assert lib.ferry_writer_put_strings(w, b"s", 1, shape2, strings, lens_bad, 1) == 3
+    data, nbytes = c_void_p(), c_size_t()
+    big = (c_int64 * 8)(2**40, 2**40)
+    assert lib.ferry_writer_add_tensor(w, b"t", 6, 2, big, byref(data), byref(nbytes)) in (1, 3)
+
+
+def test_invalid_utf8_in_names_and_metadata_is_an_error(writer):
+    shape = (c_int64 * 8)(1)
+    data = (ctypes.c_uint8 * 1)(7)
+    assert lib.ferry_writer_put_tensor(writer, b"bad\xff", 6, 1, shape, data, 1) == 1
+    assert b"UTF-8" in lib.ferry_last_error()
+    assert lib.ferry_writer_set_meta(writer, b"k", b"\xc3\x28") == 1
+    assert lib.ferry_writer_set_meta(writer, b"\xed\xa0\x80", b"v") == 1  # an encoded surrogate
 
 
 def test_a_second_worker_asking_for_another_geometry_is_refused_naming_both(procs, name):
@@ -183,44 +186,38 @@ def test_ctrl_c_interrupts_a_waiting_python_client_promptly_and_frees_the_slot(p
     assert lines[1] == "free 2", r.stdout
 
 
-def test_c_calls_in_the_wrong_order_are_errors(procs, name):
-    url = f"shm://{name}"
-    procs.worker(url)
-    client = c_void_p()
-    assert lib.ferry_client_new(url.encode(), None, byref(client)) == 0
-    try:
-        call = c_void_p()
-        assert lib.ferry_call_begin(client, -1, byref(call)) == 0
-        w = lib.ferry_call_writer(call)
-        shape = (c_int64 * 8)(3)
-        data = (ctypes.c_uint8 * 3)(1, 2, 3)
-        assert lib.ferry_writer_put_tensor(w, b"x", 6, 1, shape, data, 3) == 0
-        assert lib.ferry_call_send(call) == 0
-        # Writing after sending would race the worker reading the request.
-        assert lib.ferry_writer_put_tensor(w, b"y", 6, 1, shape, data, 3) == 1
-        assert b"already sent" in lib.ferry_last_error()
-        assert lib.ferry_call_send(call) == 1  # twice
-        msg = c_void_p()
-        assert lib.ferry_call_wait(call, -1, byref(msg)) == 0
-        assert lib.ferry_message_tensor_count(msg) == 1
-        lib.ferry_call_free(call)
-        # The reply belonged to the call: using it now is an error, not a use after free.
-        from ferry._lib import FerryTensor
-        t = FerryTensor()
-        assert lib.ferry_message_tensor(msg, 0, byref(t)) == 1
-        assert b"no longer valid" in lib.ferry_last_error()
-        # Per-handle errors, cleared on success.
-        text = c_char_p()
-        bad = c_void_p()
-        assert lib.ferry_call_begin(client, 2**62, byref(bad)) == 1
-        assert lib.ferry_client_error(client, byref(text)) == 1 and b"timeout_ms" in text.value
-        ok = c_void_p()
-        assert lib.ferry_call_begin(client, -1, byref(ok)) == 0
-        assert lib.ferry_client_error(client, byref(text)) == 0 and text.value == b""
-        lib.ferry_call_free(ok)  # never sent: its slot goes back
-        assert ferry.census(url)["free"] == 8
-    finally:
-        lib.ferry_client_free(client)
+def test_c_calls_in_the_wrong_order_are_errors(c_client):
+    client, url = c_client
+    call = c_void_p()
+    assert lib.ferry_call_begin(client, -1, byref(call)) == 0
+    w = lib.ferry_call_writer(call)
+    shape = (c_int64 * 8)(3)
+    data = (ctypes.c_uint8 * 3)(1, 2, 3)
+    assert lib.ferry_writer_put_tensor(w, b"x", 6, 1, shape, data, 3) == 0
+    assert lib.ferry_call_send(call) == 0
+    # Writing after sending would race the worker reading the request.
+    assert lib.ferry_writer_put_tensor(w, b"y", 6, 1, shape, data, 3) == 1
+    assert b"already sent" in lib.ferry_last_error()
+    assert lib.ferry_call_send(call) == 1  # twice
+    msg = c_void_p()
+    assert lib.ferry_call_wait(call, -1, byref(msg)) == 0
+    assert lib.ferry_message_tensor_count(msg) == 1
+    lib.ferry_call_free(call)
+    # The reply belonged to the call: using it now is an error, not a use after free.
+    from ferry._lib import FerryTensor
+    t = FerryTensor()
+    assert lib.ferry_message_tensor(msg, 0, byref(t)) == 1
+    assert b"no longer valid" in lib.ferry_last_error()
+    # Per-handle errors, cleared on success.
+    text = c_char_p()
+    bad = c_void_p()
+    assert lib.ferry_call_begin(client, 2**62, byref(bad)) == 1
+    assert lib.ferry_client_error(client, byref(text)) == 1 and b"timeout_ms" in text.value
+    ok = c_void_p()
+    assert lib.ferry_call_begin(client, -1, byref(ok)) == 0
+    assert lib.ferry_client_error(client, byref(text)) == 0 and text.value == b""
+    lib.ferry_call_free(ok)  # never sent: its slot goes back
+    assert ferry.census(url)["free"] == 8
 
 
 def test_status_codes_agree_across_languages():
