@@ -52,18 +52,25 @@ struct Serve: ParsableCommand {
     var workers: Int = 1
     @Option(name: .customLong("hang-timeout"), help: "Seconds a worker may spend on one request before it is killed and replaced (0: never).")
     var hangTimeout: Double = 60
+    @Option(name: .customLong("max-batch"), help: "Merge up to this many requests into one model call (dynamic batching; 1: off).")
+    var maxBatch: Int = 1
+    @Option(name: .customLong("max-delay"), help: "Microseconds to wait for more requests to batch after the first.")
+    var maxDelay: Int = 500
     @OptionGroup var channel: ChannelOptions
 
     func run() throws {
         let logger = makeLogger("ferry.serve")
         guard workers >= 1 && workers <= 256 else { throw ValidationError("--workers must be in 1...256") }
+        guard maxBatch >= 1 && maxBatch <= 4096 else { throw ValidationError("--max-batch must be in 1...4096") }
+        guard maxDelay >= 0 && maxDelay <= 10_000_000 else { throw ValidationError("--max-delay must be in 0...10000000 µs") }
         let stop = StopSignal()
         let url = try channel.url(name: name)
         // This process holds the channel open for its whole life, so restarting a worker
         // never removes it, and clients keep their mapping.
         let holder = try Worker(url)
         defer { holder.close() }
-        let sup = Supervisor(model: model, url: url, count: workers, logger: logger)
+        let batching = maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []
+        let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger)
         try sup.start()
         logger.info("serving", metadata: ["url": "shm://\(name)", "workers": "\(workers)",
                                           "slots": "\(holder.geometry.slots)", "slot_size": "\(holder.geometry.slotSize)"])

@@ -72,14 +72,17 @@ final class Supervisor {
     let url: String
     let cpus: [Int]
     let logger: Logger
+    /// More arguments for every worker (e.g. batching).
+    let extra: [String]
     var workers: [Process?]
     var restarts = 0
     private var lastStart: [Date]
 
-    init(model: String, url: String, count: Int, cpus: [Int] = [], logger: Logger) {
+    init(model: String, url: String, count: Int, cpus: [Int] = [], extra: [String] = [], logger: Logger) {
         self.model = model
         self.url = url
         self.cpus = cpus
+        self.extra = extra
         self.logger = logger
         workers = Array(repeating: nil, count: count)
         lastStart = Array(repeating: .distantPast, count: count)
@@ -91,7 +94,7 @@ final class Supervisor {
 
     private func spawn(_ i: Int) throws {
         let cpu = cpus.isEmpty ? nil : cpus[i % cpus.count]
-        let p = try Python.startWorker(model: model, url: url, cpu: cpu)
+        let p = try Python.startWorker(model: model, url: url, cpu: cpu, extra: extra)
         workers[i] = p
         lastStart[i] = Date()
         logger.info("worker started", metadata: ["index": "\(i)", "pid": "\(p.processIdentifier)"])

@@ -106,14 +106,23 @@ class Worker(Handle):
         self._stop = True
 
     def serve(self, fn: Callable[[Any], Any], inputs: str = "auto", poll: float = 0.2,
-              max_requests: int | None = None) -> int:
+              max_requests: int | None = None, max_batch: int = 1, max_delay_us: int = 0) -> int:
         """Answers requests with `fn` until stop(), a signal, or the channel closes.
 
         `fn` receives one read-only numpy array when the request holds one tensor
         (`inputs="auto"`), else a dict of them (`inputs="dict"` always gives a dict); it
         returns an array, a scalar, str, bytes, or a dict of those. An exception becomes
         an error reply (RemoteError at the client) and the worker goes on.
+        With `max_batch` > 1, requests arriving within `max_delay_us` of each other are
+        merged along axis 0 and `fn` runs once for them (ferry.batching).
         Returns the number of requests answered."""
+        if not isinstance(max_batch, int) or not 1 <= max_batch <= 4096:
+            raise ValueError(f"max_batch={max_batch!r}: use an integer in 1...4096")
+        if not isinstance(max_delay_us, int) or not 0 <= max_delay_us <= 10_000_000:
+            raise ValueError(f"max_delay_us={max_delay_us!r}: use microseconds in 0...10000000")
+        if max_batch > 1:
+            from .batching import serve_batched
+            return serve_batched(self, fn, inputs, max_batch, max_delay_us, poll, max_requests)
         w = self._handle()
         job, msg, count = c_void_p(), c_void_p(), c_size_t()
         job_ref, msg_ref, count_ref = byref(job), byref(msg), byref(count)
@@ -221,10 +230,13 @@ class Worker(Handle):
         return served
 
 
-def serve(url: str, fn: Callable[[Any], Any], inputs: str = "auto", max_requests: int | None = None) -> int:
+def serve(url: str, fn: Callable[[Any], Any], inputs: str = "auto", max_requests: int | None = None,
+          max_batch: int = 1, max_delay_us: int = 0) -> int:
     """Serves `fn` on `url` until SIGINT/SIGTERM or the channel closes; returns the count.
+    `max_batch`/`max_delay_us` turn on dynamic batching (see `Worker.serve`).
 
     >>> ferry.serve("shm://digits", lambda images: model.predict(images))
+    >>> ferry.serve("shm://digits", model.predict, max_batch=32, max_delay_us=500)
     """
     with Worker(url) as worker:
         previous = {}
@@ -238,7 +250,7 @@ def serve(url: str, fn: Callable[[Any], Any], inputs: str = "auto", max_requests
             except ValueError:  # not the main thread: the caller handles signals
                 pass
         try:
-            return worker.serve(fn, inputs=inputs, max_requests=max_requests)
+            return worker.serve(fn, inputs=inputs, max_requests=max_requests, max_batch=max_batch, max_delay_us=max_delay_us)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

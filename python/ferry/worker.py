@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inputs", choices=["auto", "dict"], default="auto")
     p.add_argument("--exit-with-parent", action="store_true", help="exit when the supervising process dies")
     p.add_argument("--cpu", type=int, default=None, help="pin this worker to one CPU")
+    p.add_argument("--max-batch", type=int, default=1, help="merge up to this many requests into one model call")
+    p.add_argument("--max-delay-us", type=int, default=500, help="how long to wait for more requests to batch (µs)")
     args = p.parse_args(argv)
     if args.exit_with_parent:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     fn = load_model(args.model, args.function)
     url = args.url or f"shm://{args.name}"
     try:
-        serve(url, fn, inputs=args.inputs)
+        serve(url, fn, inputs=args.inputs, max_batch=args.max_batch, max_delay_us=args.max_delay_us if args.max_batch > 1 else 0)
     except ChannelClosed:
         pass
     return 0

@@ -1,0 +1,177 @@
+"""Dynamic batching in the worker: requests from several clients that arrive within
+`max_delay_us` of the first are merged along axis 0 when their tensor names, dtypes and
+trailing shapes agree, the model runs once, and each caller gets exactly its own rows back.
+
+    ferry.serve("shm://digits", predict, max_batch=32, max_delay_us=500)
+    ferry serve model.py --name digits --max-batch 32 --max-delay 500
+
+A request that does not fit the batch (other names, dtypes or trailing shapes; a 0-d
+tensor; strings or bytes) runs alone. When the model fails on a merged batch, every request
+of it is run again alone, so an error reaches only the callers whose input causes it. The
+model sees a private, writable copy (merging copies); a model that returns something other
+than arrays with one row per input row fails those callers with a clear error.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+import traceback
+from ctypes import byref, c_size_t, c_void_p
+from typing import Any, Callable
+
+import numpy as np
+
+from ._handle import check
+from ._lib import lib, raw
+from .errors import FerryError, MalformedMessage, PayloadTooLarge, RemoteError, Timeout, ChannelClosed
+from .message import DEFAULT_OUTPUT, write_message
+
+_TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
+_KEPT_CODES = (MalformedMessage.code, PayloadTooLarge.code)
+
+
+class _Job:
+    __slots__ = ("ptr", "tensors", "rows", "key")
+
+    def __init__(self, ptr: int, tensors: dict):
+        self.ptr = ptr
+        self.tensors = tensors  # private copies: the batch is built from them anyway
+        arrays = list(tensors.values())
+        ok = arrays and all(type(a) is np.ndarray and a.ndim >= 1 and a.dtype.kind not in "US" for a in arrays)
+        rows = {a.shape[0] for a in arrays} if ok else set()
+        # Mergeable when every tensor is an array with the same number of rows.
+        self.rows = rows.pop() if len(rows) == 1 else None
+        self.key = tuple((k, a.dtype.str, a.shape[1:]) for k, a in tensors.items()) if self.rows is not None else None
+
+
+def _fail(job: int, e: BaseException) -> None:
+    code = e.code if isinstance(e, FerryError) and e.code in _KEPT_CODES else _REMOTE
+    lib.ferry_job_fail_ex(job, code, type(e).__name__.encode(), f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:4000],
+                          traceback.format_exc(limit=50).encode("utf-8", "replace"))
+
+
+def _reply(job: int, result: Any) -> None:
+    try:
+        if result is None:
+            raise TypeError("the model returned None; return an array, a scalar, str, bytes, or a dict of those")
+        write_message(lib.ferry_job_writer(job), result, DEFAULT_OUTPUT)
+    except BaseException as e:  # noqa: BLE001 - the caller is told
+        _fail(job, e)
+        return
+    lib.ferry_job_reply(job)
+
+
+def _split(result: Any, counts: list[int]) -> list[Any]:
+    """Cuts a batch result into one result per request (rows along axis 0)."""
+    total = sum(counts)
+    edges = np.cumsum([0] + counts)
+
+    def rows_of(name: str, a):
+        if type(a) is not np.ndarray or a.ndim == 0 or a.shape[0] != total:
+            got = "a scalar" if type(a) is not np.ndarray or a.ndim == 0 else f"{a.shape[0]} rows"
+            raise ValueError(f"the model returned {got} for {name!r} from a batch of {total} rows; "
+                             "a batched model must return one row per input row")
+        return [a[edges[i]:edges[i + 1]] for i in range(len(counts))]
+
+    if isinstance(result, dict):
+        parts = {k: rows_of(k, v) for k, v in result.items()}
+        return [{k: parts[k][i] for k in result} for i in range(len(counts))]
+    return rows_of(DEFAULT_OUTPUT, result)
+
+
+def _call(fn: Callable, tensors: dict, single: bool) -> Any:
+    return fn(next(iter(tensors.values())) if single and len(tensors) == 1 else tensors)
+
+
+def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int, max_delay_us: int,
+                  poll: float, max_requests: int | None) -> int:
+    """The batching serve loop (see the module's doc); returns the number of requests answered."""
+    w = worker._handle()
+    job = c_void_p()
+    msg = c_void_p()
+    reader = worker._reader
+    nxt = raw("ferry_worker_next")
+    wait_c = ctypes.c_int64(int(poll * 1000))
+    no_wait = ctypes.c_int64(0)
+    count = c_size_t()
+    single = inputs != "dict"
+    served = 0
+    worker.batches = getattr(worker, "batches", [])
+
+    def take(wait) -> _Job | None | bool:
+        rc = nxt(w, wait, byref(job), reader._tensors, reader._cap_c, byref(count))
+        if rc == _TIMEOUT:
+            return None
+        if rc == _CLOSED:
+            return False
+        ptr = job.value
+        if rc != 0:
+            if not ptr:
+                check(rc)
+            lib.ferry_job_fail(ptr, rc, (lib.ferry_last_error() or b"malformed request")[:4000])
+            return None
+        try:
+            n = count.value
+            if n <= reader._cap:
+                tensors = reader.convert(n)  # copies: merging copies anyway
+            else:
+                check(lib.ferry_job_request(ptr, byref(msg)))
+                tensors = reader.read(msg.value)
+        except BaseException as e:  # noqa: BLE001
+            _fail(ptr, e)
+            return None
+        return _Job(ptr, tensors)
+
+    while not worker._stop and (max_requests is None or served < max_requests):
+        first = take(wait_c)
+        if first is False:
+            break
+        if first is None:
+            continue
+        batch = [first]
+        closed = False
+        if first.key is not None:
+            deadline = time.monotonic() + max_delay_us / 1e6
+            while len(batch) < max_batch and time.monotonic() < deadline:
+                j = take(no_wait)
+                if j is False:
+                    closed = True
+                    break
+                if j is not None:
+                    batch.append(j)
+        mergeable = [j for j in batch if j.key is not None and j.key == first.key]
+        alone = [j for j in batch if j not in mergeable] if len(mergeable) > 1 else batch
+        if len(mergeable) > 1:
+            worker.batches.append(len(mergeable))
+            counts = [j.rows for j in mergeable]
+            merged = {k: np.concatenate([j.tensors[k] for j in mergeable]) for k in first.tensors}
+            try:
+                parts = _split(_call(fn, merged, single), counts)
+            except BaseException as e:  # noqa: BLE001 - run each alone: only the guilty fail
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    for j in mergeable:
+                        _fail(j.ptr, e)
+                    raise
+                if os.environ.get("FERRY_TRACEBACK"):
+                    traceback.print_exc()
+                alone = batch
+            else:
+                for j, part in zip(mergeable, parts):
+                    _reply(j.ptr, part)
+        for j in alone:
+            try:
+                result = _call(fn, j.tensors, single)
+            except BaseException as e:  # noqa: BLE001
+                _fail(j.ptr, e)
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    raise
+                continue
+            _reply(j.ptr, result)
+        served += len(batch)
+        if closed:
+            break
+    return served
+
+
+__all__ = ["serve_batched"]
