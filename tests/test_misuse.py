@@ -232,3 +232,17 @@ def test_status_codes_agree_across_languages():
     r = subprocess.run([sys.executable, os.path.join(os.path.dirname(MODELS), "..", "scripts", "gen_tables.py"), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_a_dataframe_is_refused_clearly_rather_than_converted_lossily(procs, name):
+    pd = pytest.importorskip("pandas")
+    url = f"shm://{name}"
+    procs.worker(url)
+    df = pd.DataFrame({"id": np.array([2**53 + 1, 2], np.int64), "price": [1.5, 2.5], "name": ["a", "b"]})
+    with ferry.Client(url) as c:
+        with pytest.raises(TypeError, match="pandas DataFrame"):
+            c.call(df)
+        with pytest.raises(TypeError, match="pandas Series"):
+            c.call({"s": df["id"]})
+        out = c.call({k: df[k].to_numpy() for k in ("id", "price")})  # the stated way works, exactly
+        assert int(out["id"][0]) == 2**53 + 1

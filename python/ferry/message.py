@@ -137,6 +137,11 @@ def write_value(writer: int, name: str, value: Any) -> None:
             raise TypeError(f"tensor {name!r} is None; send an array, a scalar, str or bytes")
         elif isinstance(value, (list, tuple)):
             _check_sequence(name, value)
+        elif type(value).__module__.startswith("pandas"):
+            # np.asarray(df) would silently drop column names and merge dtypes (an int64 id
+            # of 2**53+1 becomes a float): refuse rather than lose data.
+            raise TypeError(f"tensor {name!r} is a pandas {type(value).__name__}; Ferry does not send tables yet without "
+                            "losing column names and dtypes — send a dict of columns: {c: df[c].to_numpy() for c in df}")
         elif not isinstance(value, (int, float, bool, complex, np.generic)) and not hasattr(value, "__array__"):
             raise TypeError(f"tensor {name!r} is a {type(value).__module__}.{type(value).__qualname__}, which Ferry cannot send faithfully; send a numpy array, a scalar, str or bytes")
         arr = np.asarray(value)
