@@ -211,11 +211,13 @@ public func ferry_worker_next(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ ou
                               _ tensors: UnsafeMutablePointer<ferry_tensor>?, _ cap: Int, _ count: UnsafeMutablePointer<Int>?) -> Int32 {
     let rc = ferry_worker_recv(worker, timeoutMs, out)
     guard rc == FERRY_OK, let job = out?.pointee else { return rc }
-    var request: OpaquePointer? = nil
-    let rq = ferry_job_request(job, &request)
-    guard rq == FERRY_OK, let m = try? borrow(request, MessageHandle.self, "message") else { count?.pointee = 0; return rq }
-    _ = describe(m.view, tensors, cap, count)
-    return FERRY_OK
+    // The descriptors come straight from the validated view: no message handle unless asked.
+    return status {
+        let j = try borrow(job, JobHandle.self, "job")
+        count?.pointee = 0
+        if j.view == nil { j.view = try j.job.request() }
+        _ = describe(j.view!, tensors, cap, count)
+    }
 }
 
 @_cdecl("ferry_job_request")
@@ -223,7 +225,8 @@ public func ferry_job_request(_ job: OpaquePointer?, _ out: UnsafeMutablePointer
     status {
         guard let out else { throw invalid("request is NULL") }
         let j = try borrow(job, JobHandle.self, "job")
-        if j.request == nil { j.request = MessageHandle(try j.job.request(), owner: j.job) }
+        if j.view == nil { j.view = try j.job.request() }
+        if j.request == nil { j.request = MessageHandle(j.view!, owner: j.job) }
         out.pointee = OpaquePointer(Unmanaged.passUnretained(j.request!).toOpaque())
     }
 }

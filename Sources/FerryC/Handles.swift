@@ -198,6 +198,8 @@ final class CallHandle: ErrorHolder {
 
 final class JobHandle {
     let job: Job
+    /// The validated request (computed once); its C handle is made only when asked for.
+    var view: MessageView?
     var request: MessageHandle?
     lazy var writer = WriterHandle(.job(job))
     init(_ j: Job) { job = j }
