@@ -1,7 +1,9 @@
 """The calling side: send arrays to a model served on a channel and get arrays back."""
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from ctypes import byref, c_char_p, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
 
@@ -40,6 +42,19 @@ def _timeout_ms(timeout: float) -> c_int64:
     return c_int64(int(timeout * 1000))
 
 
+#: Every live client, so a forked child can reset their thread state (the library itself
+#: re-attaches a client used in a child with a liveness of its own).
+_CLIENTS: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def _reset_clients_after_fork() -> None:
+    for c in list(_CLIENTS):
+        c._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_clients_after_fork)
+
+
 class _CallScratch:
     """ctypes out-parameters and the reply reader of one thread's calls."""
 
@@ -73,6 +88,14 @@ class Client(Handle):
         self._lock = threading.Lock()
         self._begins = 0
         self._doomed = None
+        _CLIENTS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # Only the forking thread survives a fork: a lock another thread held, its scratch
+        # and its begins in progress are gone with it.
+        self._lock = threading.Lock()
+        self._begins = 0
+        self._tls = threading.local()
 
     def close(self) -> None:
         with self._lock:
