@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 
 import ferry
 from conftest import seg_path, FERRY, MODELS, wait_served
@@ -45,6 +46,10 @@ def test_serve_supervises_restarts_and_stops_workers(procs, name):
         assert len(after & first) == 1
         served = {int(c.call({"id": np.arange(2), "x": np.zeros(1)}, timeout=10)["pid"]) for _ in range(300)}
         assert served <= after
+        # ferry stats counts the restart (and the workers: two, plus the supervisor holding the channel).
+        out = subprocess.run([FERRY, "stats", name, "--json", "--interval", "0.1"], capture_output=True, text=True, timeout=30)
+        row = json.loads(out.stdout)
+        assert row["restarts"] == 1 and row["workers"] == 3 and row["answered"] >= 301, row
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=15) == 0
     for pid in after:
@@ -101,3 +106,41 @@ def test_bench_json_reports_latency_and_throughput():
     assert 0 < r["p50_us"] <= r["p99_us"] <= r["p999_us"]
     assert r["settings"]["payload_bytes"] == 9 * 28 * 28
     assert r["idle_worker_cpu_percent"] < 20
+
+
+def test_stats_shows_what_a_channel_is_doing(procs, name):
+    import json
+    import threading
+    url = f"shm://{name}"
+    procs.worker(url)
+    stop = threading.Event()
+
+    def traffic():
+        with ferry.Client(url) as c:
+            while not stop.is_set():
+                c.call(np.zeros(16, np.uint8))
+
+    with ferry.Client(url) as c:
+        with pytest.raises(ferry.RemoteError):
+            c.call({"raise": np.array("boom"), "x": np.zeros(1)})
+        with pytest.raises(ferry.Timeout):
+            c.call({"sleep": np.float64(0.3), "x": np.zeros(1)}, timeout=0.05)
+    t = threading.Thread(target=traffic)
+    t.start()
+    try:
+        out = subprocess.run([FERRY, "stats", name, "--json", "--interval", "0.5", "--count", "2"],
+                             capture_output=True, text=True, timeout=30)
+    finally:
+        stop.set()
+        t.join()
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 2
+    last = rows[-1]
+    assert last["url"] == url and last["workers"] == 1 and last["slots"] == 8
+    assert last["requests_per_s"] > 100 and last["window_answered"] > 50
+    assert last["failed"] >= 1 and last["timed_out"] >= 1
+    assert 0 < last["p50_ns"] <= last["p99_ns"] < 50_000_000
+    # The table form lists every channel of this user, this one included.
+    table = subprocess.run([FERRY, "stats", "--interval", "0.2"], capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0 and name in table.stdout and "req/s" in table.stdout

@@ -74,6 +74,9 @@ public final class Client: Sendable {
         return c.census()
     }
 
+    /// The channel's counters and slots now (see `ChannelStats`).
+    public func stats() throws -> ChannelStats { try attached().stats() }
+
     /// Detaches from the channel. Calls still open keep the mapping until they are closed.
     public func close() {
         state.withLock { $0 = nil }

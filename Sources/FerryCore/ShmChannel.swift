@@ -206,8 +206,10 @@ final class ShmChannel: @unchecked Sendable {
         switch giveUp(slot: slot, gen: gen) {
         case .replied: return true
         case .withdrawn:
+            segment.atomic64(SegmentLayout.oTimedOut).wrappingIncrement(ordering: .relaxed)
             throw FerryError(.timedOut, "no worker took the request on shm://\(segment.channel) before the deadline")
         case .abandoned:
+            segment.atomic64(SegmentLayout.oTimedOut).wrappingIncrement(ordering: .relaxed)
             throw FerryError(.timedOut, "the worker on shm://\(segment.channel) did not reply before the deadline")
         case .lost:
             throw lostError()
@@ -267,9 +269,10 @@ final class ShmChannel: @unchecked Sendable {
     /// Publishes the reply written in the slot and wakes the client; if the client gave up
     /// meanwhile, frees the slot instead.
     @discardableResult
-    func complete(slot: Int, gen: UInt32) -> SlotMachine.Completion {
+    func complete(slot: Int, gen: UInt32, failed: Bool = false) -> SlotMachine.Completion {
         guard !segment.isStale else { return .lost }
         let me = self.me
+        recordService(slot: slot, failed: failed)
         let t = transition(slot) { w in SlotMachine.complete(w, gen: gen, worker: me) }
         switch t.result {
         case .delivered: slotWaitPoint(slot).wake(all: true)
@@ -277,6 +280,33 @@ final class ShmChannel: @unchecked Sendable {
         case .lost: break
         }
         return t.result
+    }
+
+    // MARK: statistics
+
+    /// Counts an answered request and its service time (one relaxed add each).
+    @inline(__always)
+    func recordService(slot: Int, failed: Bool) {
+        let since = field64(slot, SegmentLayout.sBusySince)
+        let now = System.nowNanos()
+        let ns = now > since ? now - since : 0
+        let bucket = min(ns == 0 ? 0 : 63 - ns.leadingZeroBitCount, SegmentLayout.serviceBuckets - 1)
+        segment.atomic64(SegmentLayout.oServiceHistogram + 8 * bucket).wrappingIncrement(ordering: .relaxed)
+        segment.atomic64(failed ? SegmentLayout.oFailed : SegmentLayout.oAnswered).wrappingIncrement(ordering: .relaxed)
+    }
+
+    /// A snapshot of the channel's counters and slots.
+    func stats() -> ChannelStats {
+        var hist = [UInt64](repeating: 0, count: SegmentLayout.serviceBuckets)
+        for k in hist.indices { hist[k] = segment.atomic64(SegmentLayout.oServiceHistogram + 8 * k).load(ordering: .relaxed) }
+        return ChannelStats(
+            slots: slots, slotSize: slotSize, census: census(),
+            workers: Int(segment.atomic(SegmentLayout.oWorkers).load(ordering: .relaxed)),
+            answered: segment.atomic64(SegmentLayout.oAnswered).load(ordering: .relaxed),
+            failed: segment.atomic64(SegmentLayout.oFailed).load(ordering: .relaxed),
+            timedOut: segment.atomic64(SegmentLayout.oTimedOut).load(ordering: .relaxed),
+            restarts: segment.atomic64(SegmentLayout.oRestarts).load(ordering: .relaxed),
+            serviceHistogram: hist)
     }
 
     // MARK: recovery

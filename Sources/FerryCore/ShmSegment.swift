@@ -24,6 +24,12 @@ public enum SegmentLayout {
     static let oSlotSize = 24, oSlotsOffset = 32, oTotal = 40, oCreator = 48, oInstance = 52
     // Each hot counter on its own cache line.
     static let oRequestSeq = 64, oSleepingWorkers = 128, oFreeSeq = 192, oFreeWaiters = 256, oWorkers = 320
+    // Live statistics (`ferry stats`), counted since the segment was created: requests
+    // answered and failed by workers, calls given up by clients at their deadline, worker
+    // restarts (by a supervisor), and a histogram of service times (worker took → answered):
+    // bucket k counts times in [2^k, 2^(k+1)) ns, the last one everything longer.
+    static let oAnswered = 384, oFailed = 392, oTimedOut = 448, oRestarts = 512
+    static let oServiceHistogram = 576, serviceBuckets = 40
 
     // Slot descriptor fields: the 64-bit control word (SlotWord), the count of clients
     // sleeping on its low half, the worker's pid (informational: for the hang watchdog and
@@ -404,6 +410,11 @@ final class ShmSegment {
     @inline(__always)
     func word(_ offset: Int) -> UnsafeMutablePointer<UInt32> {
         (base + offset).assumingMemoryBound(to: UInt32.self)
+    }
+
+    @inline(__always)
+    func atomic64(_ offset: Int) -> UnsafeAtomic<UInt64> {
+        UnsafeAtomic(at: (base + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
     }
 
     /// Segment state (init, ready, closed).

@@ -38,6 +38,11 @@ public final class Worker {
         channel.hungWorkers(limitNanos: limit.clampedNanoseconds).map { (Int32(bitPattern: $0.pid), $0.seconds) }
     }
 
+    /// Counts a restarted worker process (a supervisor calls it; `ferry stats` shows it).
+    public func countRestart() {
+        channel.segment.atomic64(SegmentLayout.oRestarts).wrappingIncrement(ordering: .relaxed)
+    }
+
     /// Slots and bytes per slot of the channel (fixed by its creator).
     public var geometry: SegmentLayout.Geometry { channel.segment.geometry }
 
@@ -163,7 +168,7 @@ public final class Job {
             var bare = MessageWriter(base: channel.data(slot) + replyOffset, capacity: channel.slotSize - replyOffset)
             _ = try? bare.finish(status: error.code.rawValue)
         }
-        channel.complete(slot: slot, gen: gen)
+        channel.complete(slot: slot, gen: gen, failed: true)
     }
 
     /// Most bytes of error detail (a traceback) an error reply carries: its tail is kept.

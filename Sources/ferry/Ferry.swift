@@ -9,7 +9,7 @@ struct Ferry: ParsableCommand {
         commandName: "ferry",
         abstract: "Hand tensors from native code to a Python model in another process.",
         version: "0.1.0",
-        subcommands: [Serve.self, Call.self, Demo.self, Bench.self]
+        subcommands: [Serve.self, Call.self, Stats.self, Demo.self, Bench.self]
     )
 }
 
@@ -84,7 +84,9 @@ struct Serve: ParsableCommand {
                     kill(hung.pid, SIGKILL)
                 }
             }
+            let before = sup.restarts
             sup.poll()
+            for _ in before..<max(before, sup.restarts) { holder.countRestart() }
         }
         logger.info("stopping")
         sup.stop()

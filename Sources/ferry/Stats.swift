@@ -1,0 +1,96 @@
+import ArgumentParser
+import FerryCore
+import Foundation
+
+/// `ferry stats [NAME]`: what each channel is doing, live.
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show channels live: workers, slots in flight, requests/s, p50/p99 service time, errors, timeouts, restarts.")
+
+    @Argument(help: "Channel name or URL (default: every channel of this user).")
+    var name: String?
+    @Option(help: "Seconds between two samples (rates and quantiles are over this window).")
+    var interval: Double = 1.0
+    @Option(help: "Number of samples to print (0: until interrupted).")
+    var count: Int = 1
+    @Flag(help: "Print one JSON object per channel and sample instead of a table.")
+    var json = false
+
+    func validate() throws {
+        guard interval > 0 && interval <= 3600 else { throw ValidationError("--interval must be in (0, 3600] seconds") }
+        guard count >= 0 else { throw ValidationError("--count must be ≥ 0") }
+    }
+
+    /// This user's channels in /dev/shm (per-user names; docs/protocol.md).
+    static func channels() -> [String] {
+        let prefix = "ferry.\(geteuid())."
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm")) ?? []
+        return files.filter { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)) }.sorted()
+    }
+
+    func run() throws {
+        let urls: [String]
+        if let name { urls = [name.contains("://") ? name : "shm://\(name)"] } else { urls = Stats.channels().map { "shm://\($0)" } }
+        if urls.isEmpty { print("no channels of this user are served"); return }
+        var clients: [(String, Client)] = []
+        for url in urls {
+            do { clients.append((url, try Client(url))) } catch let e as FerryError {
+                if name != nil { throw e }  // asked for one: say why not
+            }
+        }
+        var previous = try clients.map { try $0.1.stats() }
+        var printed = 0
+        if !json { print(Stats.header) }
+        while count == 0 || printed < count {
+            Thread.sleep(forTimeInterval: interval)
+            for (i, (url, client)) in clients.enumerated() {
+                guard let now = try? client.stats() else { continue }
+                let row = Stats.row(url: url, now: now, before: previous[i], seconds: interval)
+                print(json ? row.json : row.text)
+                previous[i] = now
+            }
+            printed += 1
+            fflush(nil)  // every stream: a pipe reader sees each sample at once
+        }
+    }
+
+    static let header = "channel                      workers  slots  in-flight  req/s      p50        p99        errors  timeouts  restarts"
+
+    struct Row {
+        var text: String
+        var json: String
+    }
+
+    static func row(url: String, now: ChannelStats, before: ChannelStats, seconds: Double) -> Row {
+        let answered = now.answered &- before.answered, failed = now.failed &- before.failed
+        let rate = Double(answered + failed) / seconds
+        let window = zip(now.serviceHistogram, before.serviceHistogram).map { $0 &- $1 }
+        // Quantiles over the window; over the whole life when the window saw nothing.
+        let hist = window.reduce(0, +) > 0 ? window : now.serviceHistogram
+        let p50 = ChannelStats.quantile(0.5, of: hist), p99 = ChannelStats.quantile(0.99, of: hist)
+        func fmt(_ ns: UInt64?) -> String {
+            guard let ns else { return "–" }
+            if ns < 10_000 { return String(format: "≤%.1fµs", Double(ns) / 1e3) }
+            if ns < 10_000_000 { return String(format: "≤%.0fµs", Double(ns) / 1e3) }
+            return String(format: "≤%.0fms", Double(ns) / 1e6)
+        }
+        let name = String(url.dropFirst("shm://".count).prefix(28))
+        let text = name.padding(toLength: 29, withPad: " ", startingAt: 0)
+            + String(now.workers).padding(toLength: 9, withPad: " ", startingAt: 0)
+            + String(now.slots).padding(toLength: 7, withPad: " ", startingAt: 0)
+            + String(now.inFlight).padding(toLength: 11, withPad: " ", startingAt: 0)
+            + String(format: "%-11.0f", rate)
+            + fmt(p50).padding(toLength: 11, withPad: " ", startingAt: 0)
+            + fmt(p99).padding(toLength: 11, withPad: " ", startingAt: 0)
+            + String(now.failed).padding(toLength: 8, withPad: " ", startingAt: 0)
+            + String(now.timedOut).padding(toLength: 10, withPad: " ", startingAt: 0)
+            + String(now.restarts)
+        let json = """
+        {"url":"\(url)","workers":\(now.workers),"slots":\(now.slots),"in_flight":\(now.inFlight),\
+        "answered":\(now.answered),"failed":\(now.failed),"timed_out":\(now.timedOut),"restarts":\(now.restarts),\
+        "requests_per_s":\(rate),"p50_ns":\(p50.map(String.init) ?? "null"),"p99_ns":\(p99.map(String.init) ?? "null"),\
+        "window_answered":\(answered),"window_failed":\(failed)}
+        """
+        return Row(text: text, json: json)
+    }
+}
