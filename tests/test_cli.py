@@ -144,3 +144,46 @@ def test_stats_shows_what_a_channel_is_doing(procs, name):
     # The table form lists every channel of this user, this one included.
     table = subprocess.run([FERRY, "stats", "--interval", "0.2"], capture_output=True, text=True, timeout=30)
     assert table.returncode == 0 and name in table.stdout and "req/s" in table.stdout
+
+
+def test_serve_exposes_prometheus_metrics_that_a_scrape_reads(procs, name):
+    import socket
+    import urllib.request
+    with socket.socket() as s:  # a free loopback port
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sup = procs.start([FERRY, "serve", os.path.join(MODELS, "testmodel.py"), "--name", name, "--metrics", f"127.0.0.1:{port}"],
+                      stderr=subprocess.PIPE, text=True)
+    url = f"shm://{name}"
+    wait_served(url, sup)
+    with ferry.Client(url) as c:
+        for _ in range(50):
+            c.call(np.zeros(4))
+        with pytest.raises(ferry.RemoteError):
+            c.call({"raise": np.array("boom"), "x": np.zeros(1)})
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    metrics = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            metrics[key] = float(value)
+    label = f'{{channel="{name}"}}'
+    assert metrics[f"ferry_requests_answered_total{label}"] >= 51  # the pings too
+    assert metrics[f"ferry_requests_failed_total{label}"] == 1
+    assert metrics[f"ferry_workers{label}"] == 2  # the worker and the supervisor holding the channel
+    assert metrics[f"ferry_slots{label}"] == 8
+    assert 0 < metrics[f"ferry_service_p50_seconds{label}"] < 1
+    assert "# HELP ferry_requests_answered_total" in text and "# TYPE ferry_requests_answered_total counter" in text
+    # Anything but GET /metrics is a 404, and the server goes on.
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)
+    again = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert f"ferry_requests_answered_total{label}" in again
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=15) == 0
+
+
+def test_serve_refuses_a_bad_metrics_address(name):
+    out = subprocess.run([FERRY, "serve", os.path.join(MODELS, "testmodel.py"), "--name", name, "--metrics", "nowhere"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "HOST:PORT" in out.stderr, out.stderr

@@ -38,6 +38,9 @@ public final class Worker {
         channel.hungWorkers(limitNanos: limit.clampedNanoseconds).map { (Int32(bitPattern: $0.pid), $0.seconds) }
     }
 
+    /// The channel's counters and slots now (see `ChannelStats`).
+    public func stats() -> ChannelStats { channel.stats() }
+
     /// Counts a restarted worker process (a supervisor calls it; `ferry stats` shows it).
     public func countRestart() {
         channel.segment.atomic64(SegmentLayout.oRestarts).wrappingIncrement(ordering: .relaxed)

@@ -1,4 +1,6 @@
 import ArgumentParser
+import NIOCore
+import NIOPosix
 import FerryCore
 import Foundation
 import Logging
@@ -56,6 +58,8 @@ struct Serve: ParsableCommand {
     var maxBatch: Int = 1
     @Option(name: .customLong("max-delay"), help: "Microseconds to wait for more requests to batch after the first.")
     var maxDelay: Int = 500
+    @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics), e.g. 127.0.0.1:9464.")
+    var metrics: String?
     @OptionGroup var channel: ChannelOptions
 
     func run() throws {
@@ -70,6 +74,22 @@ struct Serve: ParsableCommand {
         let holder = try Worker(url)
         defer { holder.close() }
         let batching = maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []
+        var metricsServer: (group: MultiThreadedEventLoopGroup, channel: Channel)? = nil
+        if let metrics {
+            let (host, port) = try parseHostPort(metrics)
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            do {
+                let channel = try MetricsExporter(holder: holder, channel: name).listen(host: host, port: port, group: group)
+                metricsServer = (group, channel)
+                logger.info("metrics", metadata: ["address": "http://\(metrics)/metrics"])
+            } catch {
+                try? group.syncShutdownGracefully()
+                throw FerryError(.system, "cannot serve metrics on \(metrics): \(error)")
+            }
+        }
+        defer {
+            if let m = metricsServer { try? m.channel.close().wait(); try? m.group.syncShutdownGracefully() }
+        }
         let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger)
         try sup.start()
         logger.info("serving", metadata: ["url": "shm://\(name)", "workers": "\(workers)",

@@ -1,0 +1,108 @@
+import FerryCore
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Prometheus
+import Synchronization
+
+/// `ferry serve --metrics HOST:PORT`: the channel's live statistics (the same as `ferry
+/// stats`) as Prometheus metrics on `GET /metrics` (swift-prometheus for the text format,
+/// SwiftNIO for HTTP). Counters advance by what the segment counted since the last scrape.
+final class MetricsExporter: @unchecked Sendable {
+    let holder: Worker
+    let registry = PrometheusCollectorRegistry()
+    private let last = Mutex<ChannelStats?>(nil)
+    private let answered, failed, timedOut, restarts: Counter
+    private let workers, inFlight, slots, p50, p99: Gauge
+
+    init(holder: Worker, channel: String) {
+        self.holder = holder
+        let l = [("channel", channel)]
+        answered = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "requests_answered", unitName: "total", helpText: "Requests answered by workers."), labels: l)
+        failed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "requests_failed", unitName: "total", helpText: "Requests answered with an error."), labels: l)
+        timedOut = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "calls_timed_out", unitName: "total", helpText: "Calls given up by clients at their deadline."), labels: l)
+        restarts = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "worker_restarts", unitName: "total", helpText: "Worker processes restarted."), labels: l)
+        workers = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "workers", unitName: "", helpText: "Processes serving the channel."), labels: l)
+        inFlight = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "in_flight", unitName: "", helpText: "Requests published or being answered."), labels: l)
+        slots = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "slots", unitName: "", helpText: "Slots of the channel."), labels: l)
+        p50 = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "service_p50", unitName: "seconds", helpText: "Median service time since the last scrape (bucket upper bound)."), labels: l)
+        p99 = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "service_p99", unitName: "seconds", helpText: "99th percentile service time since the last scrape (bucket upper bound)."), labels: l)
+    }
+
+    /// Brings the metrics up to date and renders them.
+    func scrape() -> [UInt8] {
+        last.withLock { last in
+            let now = holder.stats()
+            let before = last
+            func delta(_ a: UInt64, _ b: UInt64?) -> Int64 { Int64(clamping: a &- (b ?? 0)) }
+            answered.increment(by: delta(now.answered, before?.answered))
+            failed.increment(by: delta(now.failed, before?.failed))
+            timedOut.increment(by: delta(now.timedOut, before?.timedOut))
+            restarts.increment(by: delta(now.restarts, before?.restarts))
+            workers.set(Int64(now.workers))
+            inFlight.set(Int64(now.inFlight))
+            slots.set(Int64(now.slots))
+            let window = before.map { b in zip(now.serviceHistogram, b.serviceHistogram).map { $0 &- $1 } } ?? now.serviceHistogram
+            let hist = window.reduce(0, +) > 0 ? window : now.serviceHistogram
+            p50.set(Double(ChannelStats.quantile(0.5, of: hist) ?? 0) / 1e9)
+            p99.set(Double(ChannelStats.quantile(0.99, of: hist) ?? 0) / 1e9)
+            last = now
+        }
+        return registry.emitToBuffer()
+    }
+
+    /// Serves `GET /metrics` on host:port until the returned channel is closed.
+    func listen(host: String, port: Int, group: EventLoopGroup) throws -> Channel {
+        let exporter = self
+        return try ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.pipeline.configureHTTPServerPipeline().flatMap {
+                    channel.pipeline.addHandler(MetricsHandler(exporter: exporter))
+                }
+            }
+            .bind(host: host, port: port).wait()
+    }
+}
+
+/// Answers `GET /metrics` with the Prometheus text format; anything else with 404.
+final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    let exporter: MetricsExporter
+    private var path = ""
+    init(exporter: MetricsExporter) { self.exporter = exporter }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head): path = head.method == .GET ? head.uri : ""
+        case .body: break
+        case .end:
+            let ok = path == "/metrics" || path.hasPrefix("/metrics?")
+            let body = ok ? exporter.scrape() : Array("only GET /metrics is served here\n".utf8)
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
+            headers.add(name: "Content-Length", value: "\(body.count)")
+            headers.add(name: "Connection", value: "close")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: ok ? .ok : .notFound, headers: headers))), promise: nil)
+            var buffer = context.channel.allocator.buffer(capacity: body.count)
+            buffer.writeBytes(body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+            // Connection: close — the channel closes once the response is written.
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
+
+/// Parses HOST:PORT (IPv6 as [::1]:PORT).
+func parseHostPort(_ text: String) throws -> (String, Int) {
+    guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else {
+        throw FerryError(.invalidArgument, "\"\(text)\" is not HOST:PORT")
+    }
+    var host = String(text[..<colon])
+    if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+    guard !host.isEmpty else { throw FerryError(.invalidArgument, "\"\(text)\" has no host (use 127.0.0.1:PORT)") }
+    return (host, port)
+}
