@@ -4,8 +4,9 @@ public struct ChannelStats: Sendable {
     public var slots: Int, slotSize: Int
     /// Slots by state now.
     public var census: [SlotState: Int]
-    /// Processes serving the channel (workers, and a supervisor holding it).
-    public var workers: Int
+    /// Processes serving the channel (workers, and a supervisor holding it), and client
+    /// attachments (a `ferry stats` asking counts as one), by their live liveness tokens.
+    public var workers: Int, clients: Int
     /// Requests answered, and answered with an error.
     public var answered: UInt64, failed: UInt64
     /// Calls given up by their clients at the deadline.

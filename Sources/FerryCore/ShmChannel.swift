@@ -299,9 +299,10 @@ final class ShmChannel: @unchecked Sendable {
     func stats() -> ChannelStats {
         var hist = [UInt64](repeating: 0, count: SegmentLayout.serviceBuckets)
         for k in hist.indices { hist[k] = segment.atomic64(SegmentLayout.oServiceHistogram + 8 * k).load(ordering: .relaxed) }
+        let live = segment.liveAttachments()
         return ChannelStats(
             slots: slots, slotSize: slotSize, census: census(),
-            workers: Int(segment.atomic(SegmentLayout.oWorkers).load(ordering: .relaxed)),
+            workers: live.servers, clients: live.clients,
             answered: segment.atomic64(SegmentLayout.oAnswered).load(ordering: .relaxed),
             failed: segment.atomic64(SegmentLayout.oFailed).load(ordering: .relaxed),
             timedOut: segment.atomic64(SegmentLayout.oTimedOut).load(ordering: .relaxed),

@@ -30,6 +30,9 @@ public enum SegmentLayout {
     // bucket k counts times in [2^k, 2^(k+1)) ns, the last one everything longer.
     static let oAnswered = 384, oFailed = 392, oTimedOut = 448, oRestarts = 512
     static let oServiceHistogram = 576, serviceBuckets = 40
+    /// One byte per liveness token: 1 for a serving process, 2 for a client (written by the
+    /// token's holder after taking it; only counted while the token is alive).
+    static let oRoles = 2048
 
     // Slot descriptor fields: the 64-bit control word (SlotWord), the count of clients
     // sleeping on its low half, the worker's pid (informational: for the hang watchdog and
@@ -146,10 +149,22 @@ final class ShmSegment {
             let id = PeerID(1 + (start + k) % n)
             if try System.lock(fd: lockFd, byte: SegmentLayout.peerLockBase + Int64(id), exclusive: true, wait: false) {
                 peer = id
+                base.storeBytes(of: isServer ? 1 : 2, toByteOffset: SegmentLayout.oRoles + Int(id), as: UInt8.self)
                 return
             }
         }
         throw FerryError(.busy, "shm://\(channel) already has \(n) attached processes (the most a segment tracks)")
+    }
+
+    /// Live attachments by role: (serving processes, clients).
+    func liveAttachments() -> (servers: Int, clients: Int) {
+        var servers = 0, clients = 0
+        for id in 1...Int(SlotWord.maxPeer) {
+            let role = base.load(fromByteOffset: SegmentLayout.oRoles + id, as: UInt8.self)
+            guard role == 1 || role == 2, isAlive(PeerID(id)) else { continue }
+            if role == 1 { servers += 1 } else { clients += 1 }
+        }
+        return (servers, clients)
     }
 
     /// True while the process holding liveness token `id` lives (or `id` is 0, nobody).

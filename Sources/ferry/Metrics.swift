@@ -14,7 +14,7 @@ final class MetricsExporter: @unchecked Sendable {
     let registry = PrometheusCollectorRegistry()
     private let last = Mutex<ChannelStats?>(nil)
     private let answered, failed, timedOut, restarts: Counter
-    private let workers, inFlight, slots, p50, p99: Gauge
+    private let workers, clients, inFlight, slots, p50, p99: Gauge
 
     init(holder: Worker, channel: String) {
         self.holder = holder
@@ -24,6 +24,7 @@ final class MetricsExporter: @unchecked Sendable {
         timedOut = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "calls_timed_out", unitName: "total", helpText: "Calls given up by clients at their deadline."), labels: l)
         restarts = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "worker_restarts", unitName: "total", helpText: "Worker processes restarted."), labels: l)
         workers = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "workers", unitName: "", helpText: "Processes serving the channel."), labels: l)
+        clients = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "clients", unitName: "", helpText: "Client attachments (live)."), labels: l)
         inFlight = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "in_flight", unitName: "", helpText: "Requests published or being answered."), labels: l)
         slots = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "slots", unitName: "", helpText: "Slots of the channel."), labels: l)
         p50 = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "service_p50", unitName: "seconds", helpText: "Median service time since the last scrape (bucket upper bound)."), labels: l)
@@ -41,6 +42,7 @@ final class MetricsExporter: @unchecked Sendable {
             timedOut.increment(by: delta(now.timedOut, before?.timedOut))
             restarts.increment(by: delta(now.restarts, before?.restarts))
             workers.set(Int64(now.workers))
+            clients.set(Int64(now.clients))
             inFlight.set(Int64(now.inFlight))
             slots.set(Int64(now.slots))
             let window = before.map { b in zip(now.serviceHistogram, b.serviceHistogram).map { $0 &- $1 } } ?? now.serviceHistogram

@@ -54,7 +54,7 @@ struct Stats: ParsableCommand {
         }
     }
 
-    static let header = "channel                      workers  slots  in-flight  req/s      p50        p99        errors  timeouts  restarts"
+    static let header = "channel                      workers  clients  slots  in-flight  req/s      p50        p99        errors  timeouts  restarts"
 
     struct Row {
         var text: String
@@ -77,6 +77,7 @@ struct Stats: ParsableCommand {
         let name = String(url.dropFirst("shm://".count).prefix(28))
         let text = name.padding(toLength: 29, withPad: " ", startingAt: 0)
             + String(now.workers).padding(toLength: 9, withPad: " ", startingAt: 0)
+            + String(now.clients).padding(toLength: 9, withPad: " ", startingAt: 0)
             + String(now.slots).padding(toLength: 7, withPad: " ", startingAt: 0)
             + String(now.inFlight).padding(toLength: 11, withPad: " ", startingAt: 0)
             + String(format: "%-11.0f", rate)
@@ -86,7 +87,7 @@ struct Stats: ParsableCommand {
             + String(now.timedOut).padding(toLength: 10, withPad: " ", startingAt: 0)
             + String(now.restarts)
         let json = """
-        {"url":"\(url)","workers":\(now.workers),"slots":\(now.slots),"in_flight":\(now.inFlight),\
+        {"url":"\(url)","workers":\(now.workers),"clients":\(now.clients),"slots":\(now.slots),"in_flight":\(now.inFlight),\
         "answered":\(now.answered),"failed":\(now.failed),"timed_out":\(now.timedOut),"restarts":\(now.restarts),\
         "requests_per_s":\(rate),"p50_ns":\(p50.map(String.init) ?? "null"),"p99_ns":\(p99.map(String.init) ?? "null"),\
         "window_answered":\(answered),"window_failed":\(failed)}

@@ -293,6 +293,11 @@ def _read_strings(addr: int, nbytes: int, shape: tuple) -> np.ndarray:
     offsets = np.frombuffer(raw, dtype="<u8", count=count + 1)
     text = raw[8 * (count + 1) :]
     items = [text[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(count)]
+    if any(s.endswith("\x00") for s in items):
+        # numpy's fixed-width str drops trailing NULs: keep such strings exact as objects.
+        out = np.empty(count, dtype=object)
+        out[:] = items
+        return out.reshape(shape)
     return np.array(items, dtype=np.str_).reshape(shape)
 
 
