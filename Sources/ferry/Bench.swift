@@ -73,6 +73,10 @@ struct Bench: ParsableCommand {
     var model: String = "ferry.models.bench"
     @Flag(name: .customLong("swift-worker"), help: "Serve with Swift worker threads in this process instead of Python processes (the floor without Python).")
     var swiftWorker = false
+    @Option(name: .customLong("max-batch"), help: "Dynamic batching in the started workers: merge up to this many requests (1: off).")
+    var maxBatch: Int = 1
+    @Option(name: .customLong("max-delay"), help: "With --max-batch: microseconds to wait for more requests.")
+    var maxDelay: Int = 500
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
     @OptionGroup var channel: ChannelOptions
@@ -127,7 +131,8 @@ struct Bench: ParsableCommand {
                     }
                 }
             } else {
-                let s = Supervisor(model: model, url: target, count: workers, cpus: cpus, logger: makeLogger("ferry.bench"))
+                let batching = maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []
+                let s = Supervisor(model: model, url: target, count: workers, cpus: cpus, extra: batching, logger: makeLogger("ferry.bench"))
                 try s.start()
                 sup = s
             }
@@ -150,7 +155,8 @@ struct Bench: ParsableCommand {
         do {
             let probe = try connectWhenServed(target)
             defer { probe.close() }
-            _ = try probe.call([("input", Tensor([UInt8](repeating: 0, count: 1)))], timeout: .seconds(120))
+            // The probe is the benchmark's own payload: any model that can be measured answers it.
+            _ = try probe.call([("input", try Tensor(dtype: dt, shape: dims, bytes: shared))], timeout: .seconds(120))
         }
         // CPU burnt by this process (clients) and by the workers during the run.
         let workerPids = sup?.pids ?? []
