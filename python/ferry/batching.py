@@ -25,7 +25,7 @@ import numpy as np
 from ._handle import check
 from ._lib import lib, raw
 from .errors import FerryError, MalformedMessage, PayloadTooLarge, RemoteError, Timeout, ChannelClosed
-from .message import DEFAULT_OUTPUT, write_message
+from .message import DEFAULT_OUTPUT, _scratch, reply_array, write_message
 
 _TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
 _KEPT_CODES = (MalformedMessage.code, PayloadTooLarge.code)
@@ -96,6 +96,9 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
     no_wait = ctypes.c_int64(0)
     count = c_size_t()
     single = inputs != "dict"
+    slot_base, slot_view, size, nslots = worker._slot_base, worker._slot_view, worker._slot_size, worker._slot_count
+    scratch = _scratch()
+    output = DEFAULT_OUTPUT.encode()
     served = 0
     worker.batches = getattr(worker, "batches", [])
 
@@ -113,11 +116,17 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
             return None
         try:
             n = count.value
-            if n <= reader._cap:
-                tensors = reader.convert(n)  # copies: merging copies anyway
-            else:
+            if n > reader._cap:
                 check(lib.ferry_job_request(ptr, byref(msg)))
-                tensors = reader.read(msg.value)
+                reader.descriptors(msg.value)
+            # Views of the slot (held BUSY until the reply): merging copies them once.
+            slot = -1
+            if n:
+                addr = reader._tensors[0].data or 0
+                slot = (addr - worker._origin) // size
+                if not (0 <= slot < nslots and 0 <= addr - slot_base[slot] < size):
+                    slot = worker._locate(n)
+            tensors = reader.convert(n, slot_base[slot], slot_view[slot], False) if slot >= 0 else reader.convert(n)
         except BaseException as e:  # noqa: BLE001
             _fail(ptr, e)
             return None
@@ -158,10 +167,14 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
                 alone = batch
             else:
                 for j, part in zip(mergeable, parts):
+                    # One C call for a plain array (rows of the result are contiguous).
+                    if type(part) is np.ndarray and reply_array(j.ptr, output, part, scratch) is not None:
+                        continue
                     _reply(j.ptr, part)
         for j in alone:
             try:
-                result = _call(fn, j.tensors, single)
+                # The model gets its own copy: a request run alone is not preserved if kept.
+                result = _call(fn, {k: v.copy() if type(v) is np.ndarray else v for k, v in j.tensors.items()}, single)
             except BaseException as e:  # noqa: BLE001
                 _fail(j.ptr, e)
                 if isinstance(e, (KeyboardInterrupt, SystemExit)):
