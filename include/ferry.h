@@ -291,6 +291,14 @@ int ferry_writer_put_tensor(ferry_writer *w, const char *name, int dtype, int nd
 int ferry_writer_put_strings(ferry_writer *w, const char *name, int ndim, const int64_t *shape,
                              const char *const *strings, const size_t *lengths, size_t count);
 /** Adds or replaces a metadata entry. */
+/**
+ * Adds a string tensor of `shape` from packed UTF-8 — the wire layout itself: `offsets`
+ * holds count + 1 ascending byte offsets (the first 0, the last `text_len`) into `text`,
+ * the strings concatenated. For whole columns at once (no per-string call); every string
+ * is checked to be valid UTF-8.
+ */
+int ferry_writer_put_strings_packed(ferry_writer *writer, const char *name, int ndim, const int64_t *shape,
+                                    const uint64_t *offsets, const char *text, size_t text_len);
 int ferry_writer_set_meta(ferry_writer *w, const char *key, const char *value);
 
 /** A standalone message builder with `capacity` bytes of its own. Free with ferry_encoder_free. */

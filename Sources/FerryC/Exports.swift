@@ -356,6 +356,25 @@ public func ferry_writer_put_strings(_ w: OpaquePointer?, _ name: UnsafePointer<
     }
 }
 
+@_cdecl("ferry_writer_put_strings_packed")
+public func ferry_writer_put_strings_packed(_ w: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ ndim: Int32, _ shape: UnsafePointer<Int64>?,
+                                            _ offsets: UnsafePointer<UInt64>?, _ text: UnsafePointer<CChar>?, _ textLen: Int) -> Int32 {
+    status {
+        let h = try borrow(w, WriterHandle.self, "writer")
+        let n = try string(name, "name"), s = try shapeArray(ndim, shape)
+        guard let count = elementCount(s) else { throw invalid("shape \(s) overflows") }
+        let room = try h.mutate { $0.capacity }
+        guard count < room / 8 else { throw FerryError(.tooLarge, "\(count) strings need at least \((count + 1) * 8) bytes; the message has room for \(room)") }
+        guard textLen >= 0, textLen <= room else { throw FerryError(.tooLarge, "\(textLen) bytes of text; the message has room for \(room)") }
+        guard let offsets else { throw invalid("offsets is NULL") }
+        guard text != nil || textLen == 0 else { throw invalid("text is NULL") }
+        try h.mutate {
+            try $0.addPackedStrings(name: n, shape: s, offsets: UnsafeBufferPointer(start: offsets, count: count + 1),
+                                    text: UnsafeRawBufferPointer(start: text, count: textLen))
+        }
+    }
+}
+
 @_cdecl("ferry_writer_set_meta")
 public func ferry_writer_set_meta(_ w: OpaquePointer?, _ key: UnsafePointer<CChar>?, _ value: UnsafePointer<CChar>?) -> Int32 {
     status {

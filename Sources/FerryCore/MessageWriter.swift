@@ -84,6 +84,35 @@ public struct MessageWriter {
         Tensor.encodeStrings(strings, into: dst)
     }
 
+    /// Adds a `string` tensor of `shape` from packed UTF-8: `offsets` (count + 1 ascending
+    /// byte offsets, the first 0, the last `text.count`) and the concatenated `text` — the
+    /// wire layout itself, so bindings hand over whole columns without a per-string call.
+    /// Every string is checked to be valid UTF-8.
+    public mutating func addPackedStrings(name: String, shape: [Int], offsets: UnsafeBufferPointer<UInt64>,
+                                          text: UnsafeRawBufferPointer) throws {
+        guard let count = elementCount(shape), offsets.count == count + 1 else {
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": \(offsets.count) offsets for shape \(shape) (need one more than the strings)")
+        }
+        guard offsets.first == 0, offsets.last == UInt64(text.count) else {
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": offsets must start at 0 and end at the text length \(text.count)")
+        }
+        var prev: UInt64 = 0
+        for i in 1..<offsets.count {
+            let o = offsets[i]
+            guard o >= prev else { throw FerryError(.invalidArgument, "tensor \"\(name)\": offset \(i) goes backwards") }
+            guard isValidUTF8(UnsafeRawBufferPointer(rebasing: text[Int(prev)..<Int(o)])) else {
+                throw FerryError(.invalidArgument, "tensor \"\(name)\": string \(i - 1) is not valid UTF-8")
+            }
+            prev = o
+        }
+        let (table, o1) = offsets.count.multipliedReportingOverflow(by: 8)
+        let (length, o2) = table.addingReportingOverflow(text.count)
+        guard !o1, !o2 else { throw FerryError(.invalidArgument, "tensor \"\(name)\" is too large") }
+        let dst = try reserve(name: name, dtype: .string, shape: shape, length: length)
+        for (i, o) in offsets.enumerated() { dst.baseAddress!.put(o, at: 8 * i) }
+        if text.count > 0 { (dst.baseAddress! + table).copyMemory(from: text.baseAddress!, byteCount: text.count) }
+    }
+
     /// Adds an owned tensor by copying it.
     public mutating func add(name: String, _ tensor: Tensor) throws {
         let dst = try reserve(name: name, dtype: tensor.dtype, shape: tensor.shape, length: tensor.bytes.count)

@@ -110,6 +110,7 @@ _SIGNATURES = {
     "ferry_writer_put_tensor": (c_int, [c_void_p, c_char_p, c_int, c_int, _P(c_int64), c_void_p, c_size_t]),
     "ferry_writer_put_strings": (c_int, [c_void_p, c_char_p, c_int, _P(c_int64), _P(c_char_p), _P(c_size_t), c_size_t]),
     "ferry_writer_set_meta": (c_int, [c_void_p, c_char_p, c_char_p]),
+    "ferry_writer_put_strings_packed": (c_int, [c_void_p, c_char_p, c_int, _P(c_int64), c_void_p, c_void_p, c_size_t]),
     "ferry_encoder_new": (c_int, [c_size_t, _pp]),
     "ferry_encoder_writer": (c_void_p, [c_void_p]),
     "ferry_encoder_finish": (c_int, [c_void_p, _pp, _P(c_size_t)]),

@@ -146,6 +146,13 @@ def write_value(writer: int, name: str, value: Any) -> None:
             raise TypeError(f"tensor {name!r} is a {type(value).__module__}.{type(value).__qualname__}, which Ferry cannot send faithfully; send a numpy array, a scalar, str or bytes")
         arr = np.asarray(value)
     kind = arr.dtype.kind
+    if kind == "U" and arr.size:
+        packed = _pack_strings(arr)
+        if packed is not None:
+            offsets, text = packed
+            check(lib.ferry_writer_put_strings_packed(writer, key, arr.ndim, _shape(arr.shape), offsets.ctypes.data,
+                                                      text.ctypes.data if len(text) else None, len(text)))
+            return
     if kind in "UO":
         flat = arr.reshape(-1).tolist()
         if kind == "O":
@@ -287,11 +294,39 @@ class MessageReader:
         return out
 
 
+def _pack_strings(arr: np.ndarray):
+    """A str array as the wire's (offsets, UTF-8 text) with whole-array operations (no
+    Python work per string): numpy's UTF-32 code points → one codec call → UTF-8, and the
+    per-string byte lengths from each code point's UTF-8 width. None when a string cannot
+    take that route (a surrogate: the per-string path names the problem)."""
+    flat = np.ascontiguousarray(arr.reshape(-1))
+    n, width = len(flat), flat.dtype.itemsize // 4
+    offsets = np.zeros(n + 1, dtype="<u8")
+    if width == 0:
+        return offsets, np.zeros(0, np.uint8)
+    cps = flat.view(np.uint32).reshape(n, width)
+    lens = np.char.str_len(flat)  # characters, embedded NULs included
+    keep = np.arange(width) < lens[:, None]
+    chars = cps[keep]  # every code point, string after string
+    try:
+        text = np.frombuffer(chars.astype("<u4").tobytes().decode("utf-32-le").encode("utf-8"), dtype=np.uint8)
+    except UnicodeError:
+        return None
+    # UTF-8 bytes per code point (1–4), summed per string over its characters.
+    utf8_width = keep.astype(np.uint8) + (cps >= 0x80) + (cps >= 0x800) + (cps >= 0x10000)
+    utf8_width[~keep] = 0
+    np.cumsum(utf8_width.sum(axis=1, dtype=np.uint64), out=offsets[1:])
+    return offsets, text
+
+
 def _read_strings(addr: int, nbytes: int, shape: tuple) -> np.ndarray:
     raw = ctypes.string_at(addr, nbytes)
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
     offsets = np.frombuffer(raw, dtype="<u8", count=count + 1)
     text = raw[8 * (count + 1) :]
+    fast = _unpack_strings(offsets, text, count)
+    if fast is not None:
+        return fast.reshape(shape)
     items = [text[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(count)]
     if any(s.endswith("\x00") for s in items):
         # numpy's fixed-width str drops trailing NULs: keep such strings exact as objects.
@@ -299,6 +334,35 @@ def _read_strings(addr: int, nbytes: int, shape: tuple) -> np.ndarray:
         out[:] = items
         return out.reshape(shape)
     return np.array(items, dtype=np.str_).reshape(shape)
+
+
+def _unpack_strings(offsets: np.ndarray, text: bytes, count: int):
+    """The strings as a numpy str array with whole-array operations: one codec call to
+    UTF-32 code points, scattered into a fixed-width matrix. None where that would not be
+    exact or would use too much memory (a trailing NUL, which fixed-width strings drop; one
+    very long string among many)."""
+    if count == 0:
+        return np.array([], dtype=np.str_)
+    buf = np.frombuffer(text, dtype=np.uint8)
+    # Characters start at bytes that are not UTF-8 continuation bytes (10xxxxxx).
+    starts = np.zeros(len(buf) + 1, dtype=np.int64)
+    np.cumsum((buf & 0xC0) != 0x80, out=starts[1:])
+    char_offsets = starts[offsets.astype(np.int64)]
+    clens = np.diff(char_offsets)
+    width = int(clens.max())
+    if width == 0:
+        return np.full(count, "", dtype=np.str_)
+    if count * width * 4 > (256 << 20):
+        return None
+    cps = np.frombuffer(bytes(text).decode("utf-8").encode("utf-32-le"), dtype="<u4")
+    ends = char_offsets[1:]
+    if (cps[ends[clens > 0] - 1] == 0).any():
+        return None
+    rows = np.repeat(np.arange(count), clens)
+    cols = np.arange(len(cps)) - np.repeat(char_offsets[:-1], clens)
+    mat = np.zeros((count, width), dtype="<u4")
+    mat[rows, cols] = cps
+    return mat.view(f"<U{width}").reshape(count)
 
 
 def read_metadata(msg: int) -> dict:
