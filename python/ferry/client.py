@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from ._handle import Handle, check
 from ._lib import lib, raw
 from .errors import Again, InvalidArgument, RemoteError
+from .table import TABLE, from_tensors
 from .message import DEFAULT_INPUT, MessageReader, read_metadata, write_message
 
 
@@ -156,9 +157,7 @@ class Client(Handle):
         """Sends `inputs` and returns the reply: the array itself when the model returned
         one tensor, else a dict of arrays."""
         tensors, _ = self.call_message(inputs, metadata or None, timeout, with_metadata=False)
-        if len(tensors) == 1:
-            return next(iter(tensors.values()))
-        return tensors
+        return _result(tensors)
 
     def send(self, inputs: Any, timeout: float | None = None, **metadata: str) -> "Call":
         """Sends `inputs` without waiting: returns a `Call` whose `result()` waits for the
@@ -177,6 +176,16 @@ class Client(Handle):
             call.close()
             raise
         return call
+
+
+def _result(tensors: dict) -> Any:
+    """What a call returns: the array of a one-tensor reply, a DataFrame for a table, else
+    the dict of arrays."""
+    if len(tensors) == 1:
+        return next(iter(tensors.values()))
+    if TABLE in tensors:
+        return from_tensors(tensors)
+    return tensors
 
 
 class Call(Handle):
@@ -205,9 +214,7 @@ class Call(Handle):
             tensors = MessageReader().read(reply.value)
         finally:
             self.close()
-        if len(tensors) == 1:
-            return next(iter(tensors.values()))
-        return tensors
+        return _result(tensors)
 
 
 __all__ = ["Client", "Call"]

@@ -11,6 +11,7 @@ import numpy as np
 
 from ._handle import Handle, check
 from ._lib import MAX_DIMS, FerryTensor, lib
+from .table import TABLE, from_tensors, is_dataframe, to_tensors
 
 # BEGIN GENERATED: dtypes (scripts/gen_tables.py)
 BOOL = 1
@@ -140,8 +141,9 @@ def write_value(writer: int, name: str, value: Any) -> None:
         elif type(value).__module__.startswith("pandas"):
             # np.asarray(df) would silently drop column names and merge dtypes (an int64 id
             # of 2**53+1 becomes a float): refuse rather than lose data.
-            raise TypeError(f"tensor {name!r} is a pandas {type(value).__name__}; Ferry does not send tables yet without "
-                            "losing column names and dtypes — send a dict of columns: {c: df[c].to_numpy() for c in df}")
+            what = "a DataFrame inside a message (send the DataFrame itself: it crosses as a table)" \
+                if is_dataframe(value) else f"a pandas {type(value).__name__} (send s.to_numpy(), or a one-column DataFrame)"
+            raise TypeError(f"tensor {name!r} is {what}; converting it with numpy would lose names and dtypes")
         elif not isinstance(value, (int, float, bool, complex, np.generic)) and not hasattr(value, "__array__"):
             raise TypeError(f"tensor {name!r} is a {type(value).__module__}.{type(value).__qualname__}, which Ferry cannot send faithfully; send a numpy array, a scalar, str or bytes")
         arr = np.asarray(value)
@@ -218,7 +220,10 @@ def reply_array(job: int, name: bytes, arr: np.ndarray, sc: "_Scratch | None" = 
 
 
 def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[str, str] | None = None) -> None:
-    """Writes a single value under `default_name`, or a mapping of named values."""
+    """Writes a single value under `default_name`, a mapping of named values, or a pandas
+    DataFrame as a table (ferry.table)."""
+    if type(value) is not dict and is_dataframe(value):
+        value = to_tensors(value)
     if type(value) is dict or isinstance(value, Mapping):
         for name, v in value.items():
             write_value(writer, str(name), v)

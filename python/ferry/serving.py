@@ -18,6 +18,7 @@ import numpy as np
 from ._handle import Handle, check
 from ._lib import lib, raw
 from .errors import ChannelClosed, FerryError, MalformedMessage, PayloadTooLarge, RemoteError, Timeout
+from .table import TABLE, from_tensors
 from .message import DEFAULT_OUTPUT, MessageReader, _scratch, reply_array, write_message
 
 _TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
@@ -178,6 +179,8 @@ class Worker(Handle):
                 if arg is None:
                     tensors = convert(n, sbase, sview, sview is None)
                     arg = tensors if (not single or n != 1) else next(iter(tensors.values()))
+                    if TABLE in tensors:
+                        arg = from_tensors(tensors)  # a table arrives as a DataFrame
                 result = fn(arg)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
                 error = (f"{type(e).__name__}: {e}", e.code if isinstance(e, FerryError) and e.code in _KEPT_CODES else _REMOTE,
