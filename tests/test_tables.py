@@ -61,3 +61,36 @@ def test_an_empty_dataframe_and_one_of_a_million_rows_cross(procs, name):
         assert (out["sym"].to_numpy() == big["sym"].to_numpy()).all()
         empty = c.call(pd.DataFrame({"price": np.array([], np.float64)}))
         assert len(empty) == 0 and list(empty.columns)[:2] == ["price", "doubled"]
+
+
+KEEPER = r"""
+import sys, threading, numpy as np, pandas as pd, ferry
+url = sys.argv[1]
+w = ferry.Worker(url)
+kept, views = [], []
+def model(df):
+    a = df["price"].to_numpy()
+    views.append(not (a.flags.owndata or a.base is None))   # a view of the request, not a copy
+    if len(kept) < 5:
+        kept.append(df)                                      # a model that keeps its input table
+    return pd.DataFrame({"x": df["price"] * 2})
+t = threading.Thread(target=w.serve, args=(model,), kwargs={"max_requests": 40})
+t.start()
+with ferry.Client(url) as c:
+    for i in range(40):
+        assert (c.call(pd.DataFrame({"price": np.full(100, float(i))}))["x"] == 2.0 * i).all()
+t.join()
+w.close()
+print(all(views), all((k["price"] == float(i)).all() for i, k in enumerate(kept)), w.preserved)
+"""
+
+
+def test_numeric_columns_are_zero_copy_views_and_a_kept_table_keeps_its_values(name):
+    import subprocess
+    import sys
+    from conftest import env
+    r = subprocess.run([sys.executable, "-c", KEEPER, f"shm://{name}?slots=2"], env=env(), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    views, intact, preserved = r.stdout.split()
+    assert views == "True" and intact == "True"
+    assert int(preserved) == 5  # exactly the kept ones paid for a copy
