@@ -93,10 +93,7 @@ public func ferry_call_wait(_ call: OpaquePointer?, _ timeoutMs: Int64, _ reply:
     return status(on: c) {
         guard let c else { throw invalid("call is NULL") }
         reply?.pointee = nil
-        let view = try c.call.wait(timeout: try timeout(timeoutMs))
-        let m = MessageHandle(view, owner: c.call)
-        c.reply = m
-        reply?.pointee = OpaquePointer(Unmanaged.passUnretained(m).toOpaque())
+        reply?.pointee = c.keep(try c.call.wait(timeout: try timeout(timeoutMs)))
     }
 }
 
@@ -114,9 +111,7 @@ public func ferry_call_poll(_ call: OpaquePointer?, _ waitMs: Int64, _ reply: Un
             pending = true
             return
         }
-        let m = MessageHandle(view, owner: c.call)
-        c.reply = m
-        reply?.pointee = OpaquePointer(Unmanaged.passUnretained(m).toOpaque())
+        reply?.pointee = c.keep(view)
         _ = describe(view, tensors, cap, count)
     }
     return rc == FERRY_OK && pending ? FERRY_EAGAIN : rc

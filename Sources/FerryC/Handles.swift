@@ -194,6 +194,13 @@ final class CallHandle: ErrorHolder {
     var reply: MessageHandle?
     lazy var writer = WriterHandle(.call(call))
     init(_ c: PendingCall) { call = c }
+
+    /// Holds `view` as the call's reply (a borrowed handle, valid until the call is freed).
+    func keep(_ view: MessageView) -> OpaquePointer {
+        let m = MessageHandle(view, owner: call)
+        reply = m
+        return OpaquePointer(Unmanaged.passUnretained(m).toOpaque())
+    }
 }
 
 final class JobHandle {

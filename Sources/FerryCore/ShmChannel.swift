@@ -203,16 +203,15 @@ final class ShmChannel: @unchecked Sendable {
         if until < deadline && System.nowNanos() < deadline { return false }
         // Deadline passed: withdraw the request if no worker has it, else abandon the slot
         // to its worker, who frees it when done. A reply that raced in is used.
-        switch giveUp(slot: slot, gen: gen) {
+        let outcome = giveUp(slot: slot, gen: gen)
+        switch outcome {
         case .replied: return true
-        case .withdrawn:
+        case .lost: throw lostError()
+        case .withdrawn, .abandoned:
             segment.atomic64(SegmentLayout.oTimedOut).wrappingIncrement(ordering: .relaxed)
-            throw FerryError(.timedOut, "no worker took the request on shm://\(segment.channel) before the deadline")
-        case .abandoned:
-            segment.atomic64(SegmentLayout.oTimedOut).wrappingIncrement(ordering: .relaxed)
-            throw FerryError(.timedOut, "the worker on shm://\(segment.channel) did not reply before the deadline")
-        case .lost:
-            throw lostError()
+            throw FerryError(.timedOut, outcome == .withdrawn
+                ? "no worker took the request on shm://\(segment.channel) before the deadline"
+                : "the worker on shm://\(segment.channel) did not reply before the deadline")
         }
     }
 

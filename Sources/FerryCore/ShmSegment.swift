@@ -23,7 +23,7 @@ public enum SegmentLayout {
     static let oMagic = 0, oVersion = 8, oHeaderSize = 12, oSlotCount = 16, oState = 20
     static let oSlotSize = 24, oSlotsOffset = 32, oTotal = 40, oCreator = 48, oInstance = 52
     // Each hot counter on its own cache line.
-    static let oRequestSeq = 64, oSleepingWorkers = 128, oFreeSeq = 192, oFreeWaiters = 256, oWorkers = 320
+    static let oRequestSeq = 64, oSleepingWorkers = 128, oFreeSeq = 192, oFreeWaiters = 256
     // Live statistics (`ferry stats`), counted since the segment was created: requests
     // answered and failed by workers, calls given up by clients at their deadline, worker
     // restarts (by a supervisor), and a histogram of service times (worker took → answered):
@@ -265,7 +265,6 @@ final class ShmSegment {
                 // From here `seg` owns the descriptors and the mapping.
                 do {
                     try seg.acquirePeer()
-                    seg.atomic(SegmentLayout.oWorkers).store(1, ordering: .relaxed)
                     seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateReady, ordering: .releasing)
                     try System.lock(fd: lfd, byte: livenessByte, exclusive: false, wait: true)
                     System.unlock(fd: lfd, byte: mutexByte)
@@ -311,7 +310,6 @@ final class ShmSegment {
                 try seg.acquirePeer()
                 try System.lock(fd: lfd, byte: livenessByte, exclusive: false, wait: true)
                 seg.isOpen = true
-                seg.atomic(SegmentLayout.oWorkers).wrappingIncrement(ordering: .relaxed)
                 System.unlock(fd: lfd, byte: mutexByte)
                 return seg
             }
@@ -460,7 +458,6 @@ final class ShmSegment {
         if isServer && !isStale {
             _ = try? System.lock(fd: lockFd, byte: ShmSegment.mutexByte, exclusive: true, wait: true)
             System.unlock(fd: lockFd, byte: ShmSegment.livenessByte)
-            atomic(SegmentLayout.oWorkers).wrappingDecrement(ordering: .relaxed)
             if !System.isLocked(fd: fd, byte: ShmSegment.livenessByte) {
                 atomic(SegmentLayout.oState).store(SegmentLayout.stateClosed, ordering: .sequentiallyConsistent)
                 wakeEveryone()

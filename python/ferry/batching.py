@@ -24,11 +24,12 @@ import numpy as np
 
 from ._handle import check
 from ._lib import lib, raw
-from .errors import FerryError, MalformedMessage, PayloadTooLarge, RemoteError, Timeout, ChannelClosed
+from .errors import ChannelClosed, Timeout
 from .message import DEFAULT_OUTPUT, _scratch, reply_array, write_message
 
-_TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
-_KEPT_CODES = (MalformedMessage.code, PayloadTooLarge.code)
+from .serving import failure
+
+_TIMEOUT, _CLOSED = Timeout.code, ChannelClosed.code
 
 
 class _Job:
@@ -46,9 +47,7 @@ class _Job:
 
 
 def _fail(job: int, e: BaseException) -> None:
-    code = e.code if isinstance(e, FerryError) and e.code in _KEPT_CODES else _REMOTE
-    lib.ferry_job_fail_ex(job, code, type(e).__name__.encode(), f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:4000],
-                          traceback.format_exc(limit=50).encode("utf-8", "replace"))
+    lib.ferry_job_fail_ex(job, *failure(e))
 
 
 def _reply(job: int, result: Any) -> None:
@@ -96,7 +95,7 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
     no_wait = ctypes.c_int64(0)
     count = c_size_t()
     single = inputs != "dict"
-    slot_base, slot_view, size, nslots = worker._slot_base, worker._slot_view, worker._slot_size, worker._slot_count
+    slot_base, slot_view = worker._slot_base, worker._slot_view
     scratch = _scratch()
     output = DEFAULT_OUTPUT.encode()
     served = 0
@@ -120,12 +119,7 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
                 check(lib.ferry_job_request(ptr, byref(msg)))
                 reader.descriptors(msg.value)
             # Views of the slot (held BUSY until the reply): merging copies them once.
-            slot = -1
-            if n:
-                addr = reader._tensors[0].data or 0
-                slot = (addr - worker._origin) // size
-                if not (0 <= slot < nslots and 0 <= addr - slot_base[slot] < size):
-                    slot = worker._locate(n)
+            slot = worker._request_slot(reader._tensors[0].data or 0, n) if n else -1
             tensors = reader.convert(n, slot_base[slot], slot_view[slot], False) if slot >= 0 else reader.convert(n)
         except BaseException as e:  # noqa: BLE001
             _fail(ptr, e)

@@ -21,16 +21,16 @@ _AGAIN, _REMOTE = Again.code, RemoteError.code
 _STEP_MS = c_int64(100)
 
 
-def _call_error(call, rc: int):
-    """The exception for a failed call, with the model's error type and traceback."""
+def _raise_call_error(call, rc: int) -> None:
+    """Raises the exception for a failed call: a model's error with its type and traceback."""
     if rc != _REMOTE:
-        return None
+        check(rc)
     m, t, d = c_char_p(), c_char_p(), c_char_p()
     lib.ferry_call_error(call, byref(m), byref(t), byref(d))
     e = RemoteError((m.value or b"").decode("utf-8", "replace"))
     e.type = (t.value or b"").decode("utf-8", "replace") or None
     e.traceback = (d.value or b"").decode("utf-8", "replace") or None
-    return e
+    raise e
 _writer = raw("ferry_call_writer", c_void_p)
 _DEFAULT_MS = c_int64(-1)
 _MAX_TIMEOUT_S = 30 * 86_400  # as the library: longer is surely a unit mistake
@@ -143,10 +143,7 @@ class Client(Handle):
             while rc == _AGAIN:
                 rc = _poll(call, _STEP_MS, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
             if rc:
-                e = _call_error(call, rc)
-                if e is not None:
-                    raise e
-                check(rc)
+                _raise_call_error(call, rc)
             n = count.value
             tensors = reader.convert(n) if n <= reader._cap else reader.read(reply.value)
             return tensors, (read_metadata(reply.value) if with_metadata else {})
@@ -207,10 +204,7 @@ class Call(Handle):
             else:
                 rc = lib.ferry_call_wait(h, _timeout_ms(timeout), byref(reply))
             if rc:
-                e = _call_error(h, rc)
-                if e is not None:
-                    raise e
-                check(rc)
+                _raise_call_error(h, rc)
             tensors = MessageReader().read(reply.value)
         finally:
             self.close()

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._handle import Handle, check
 from ._lib import MAX_DIMS, FerryTensor, lib
-from .table import TABLE, from_tensors, is_dataframe, to_tensors
+from .table import is_dataframe, to_tensors
 
 # BEGIN GENERATED: dtypes (scripts/gen_tables.py)
 BOOL = 1

@@ -26,6 +26,15 @@ _TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
 _KEPT_CODES = (MalformedMessage.code, PayloadTooLarge.code)
 
 
+def failure(e: BaseException) -> tuple:
+    """A model's exception as ferry_job_fail_ex's arguments: (status, type, message,
+    traceback). Call it inside the `except` block (it reads the traceback there)."""
+    code = e.code if isinstance(e, FerryError) and e.code in _KEPT_CODES else _REMOTE
+    name = type(e).__name__
+    return (code, name.encode(), f"{name}: {e}".encode("utf-8", "replace")[:4000],
+            traceback.format_exc(limit=50).encode("utf-8", "replace"))
+
+
 def _release_kept(kept: int) -> None:
     lib.ferry_preserved_release(c_void_p(kept))
 
@@ -79,8 +88,17 @@ class Worker(Handle):
         # local `obj` does not count, getrefcount's own argument does, as in serve()).
         self._slot_rc[i] = sys.getrefcount(obj) - 1
 
+    def _request_slot(self, addr: int, n: int) -> int:
+        """The slot holding the request whose first tensor's data is at `addr` (-1: none,
+        a request of strings only, whose data are private copies)."""
+        slot = (addr - self._origin) // self._slot_size
+        if 0 <= slot < self._slot_count and 0 <= addr - self._slot_base[slot] < self._slot_size:
+            return slot
+        return self._locate(n)
+
     def _locate(self, n: int) -> int:
-        """The slot of a request whose first tensor is not in a slot (strings are copies)."""
+        """The slot of a request whose first tensor is not where the arithmetic expects
+        (a moved slot, or strings first)."""
         size = self._slot_size
         for k in range(n):
             addr = self._reader._tensors[k].data or 0
@@ -131,7 +149,7 @@ class Worker(Handle):
         request, writer_of, reply = lib.ferry_job_request, lib.ferry_job_writer, lib.ferry_job_reply
         nxt = raw("ferry_worker_next")
         wait_c = ctypes.c_int64(int(poll * 1000))
-        convert, read = reader.convert, reader.read
+        convert = reader.convert
         only_array, single = reader.only_array, inputs != "dict"
         descriptors = reader._tensors
         slot_base, slot_view, slot_obj, slot_rc = self._slot_base, self._slot_view, self._slot_obj, self._slot_rc
@@ -166,7 +184,7 @@ class Worker(Handle):
                     # Which slot (and so which view) holds the request: where its data is.
                     t0 = descriptors[0]
                     addr = t0.data or 0
-                    slot = (addr - origin) // size
+                    slot = (addr - origin) // size  # _request_slot, inlined on the hot path
                     if not (0 <= slot < nslots and 0 <= addr - slot_base[slot] < size):
                         slot = self._locate(n)
                     if slot >= 0:
@@ -183,9 +201,8 @@ class Worker(Handle):
                         arg = from_tensors(tensors)  # a table arrives as a DataFrame
                 result = fn(arg)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
-                error = (f"{type(e).__name__}: {e}", e.code if isinstance(e, FerryError) and e.code in _KEPT_CODES else _REMOTE,
-                         type(e) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None,
-                         type(e).__name__, traceback.format_exc(limit=50))
+                error = failure(e)
+                stop = type(e) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
                 if os.environ.get("FERRY_TRACEBACK"):
                     traceback.print_exc()
             # Did the model keep its input? Our own references are: `arg` (+1 when `tensors`
@@ -200,13 +217,12 @@ class Worker(Handle):
                         any(refcount(v) > 3 + (v is arg) for v in arrays)
             if error is not None:
                 if kept:
-                    arg = tensors = arrays = None
+                    arg = tensors = arrays = None  # only the model can hold the input now
                     if refcount(slot_obj[slot]) > slot_rc[slot]:
                         self._preserve(job_ptr, slot)
-                lib.ferry_job_fail_ex(job_ptr, error[1], error[3].encode("utf-8", "replace"),
-                                      error[0].encode("utf-8", "replace")[:4000], error[4].encode("utf-8", "replace"))
-                if error[2] is not None:
-                    raise error[2]()
+                lib.ferry_job_fail_ex(job_ptr, *error)
+                if stop is not None:
+                    raise stop()
                 continue
             try:
                 if result is None:
@@ -217,13 +233,11 @@ class Worker(Handle):
                     rc = None
                     write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
                     if slot >= 0:
-                        # The reply is written; now only the model can hold the input.
-                        arg = tensors = result = arrays = None
+                        arg = tensors = result = arrays = None  # the reply is written: only the model can hold the input now
                         if refcount(slot_obj[slot]) > slot_rc[slot]:
                             self._preserve(job_ptr, slot)
             except BaseException as e:  # e.g. the reply does not fit: the client is told why
-                code = e.code if isinstance(e, FerryError) and e.code in _KEPT_CODES else _REMOTE
-                lib.ferry_job_fail(job_ptr, code, f"{type(e).__name__}: {e}".encode("utf-8", "replace")[:4000])
+                lib.ferry_job_fail_ex(job_ptr, *failure(e))
                 continue
             if rc is None:
                 rc = reply(job_ptr)
