@@ -3,7 +3,9 @@ import PackageDescription
 
 // Layers, bottom to top (see docs/architecture.md):
 //   CFerryLinux  – C shim for what Swift cannot call directly (futex, shm_open, OFD locks)
-//   FerryCore    – message format, shared-memory channel, client and worker (no Foundation)
+//   FerryCore    – message format (Format/), the transport seam and the generic client
+//                  (Transport/), the shm:// transport and worker (Shm/), the tcp:// client (TCP/)
+//   FerryGateway – the tcp:// server side: a SwiftNIO gateway in front of a local shm:// channel
 //   FerryC       – the C ABI: @_cdecl exports that only convert and check arguments → libferry.so
 //   ferry        – the command-line tool
 let package = Package(
@@ -19,6 +21,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -32,6 +35,7 @@ let package = Package(
             dependencies: [
                 "CFerryLinux",
                 .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(
@@ -41,15 +45,29 @@ let package = Package(
             linkerSettings: [
                 .unsafeFlags([
                     "-static-stdlib",
+                    // swift-crypto (tcp:// authentication) uses FoundationEssentials, whose
+                    // collections library the static link does not pull in by itself.
+                    "-Xlinker", "-l_FoundationCollections", "-Xlinker", "-l_FoundationCShims",
                     "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/FerryC/exports.map",
                     "-Xlinker", "-soname=libferry.so.0",
                 ])
+            ]
+        ),
+        .target(
+            name: "FerryGateway",
+            dependencies: [
+                "FerryCore",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .executableTarget(
             name: "ferry",
             dependencies: [
                 "FerryCore",
+                "FerryGateway",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),

@@ -50,6 +50,8 @@ extern "C" {
 #define FERRY_EPERM 11    /**< The operating system refused access (permissions, a segment of another user). */
 #define FERRY_EVERSION 12 /**< The peer speaks another version of the format. */
 #define FERRY_EAGAIN 13   /**< Not yet: the call is still in flight (ferry_call_poll); not an error. */
+#define FERRY_EDISCONNECTED 14/**< The connection to a remote gateway was lost or refused; calls in flight on it failed, the next call reconnects. */
+#define FERRY_EPROTOCOL 15/**< A remote peer broke the wire protocol (bad frame, failed authentication step); the connection was closed. */
 /* END GENERATED */
 
 /* ---- element types (wire codes; see docs/protocol.md) --------------------------------- */

@@ -53,6 +53,8 @@ struct RemoteError : Error { using Error::Error; };
 struct PermissionDenied : Error { using Error::Error; };
 struct VersionMismatch : Error { using Error::Error; };
 struct Again : Error { using Error::Error; };
+struct Disconnected : Error { using Error::Error; };
+struct ProtocolError : Error { using Error::Error; };
 
 /// Throws the exception for a non-zero status, with ferry_last_error() as its text.
 inline void check(int rc) {
@@ -72,6 +74,8 @@ inline void check(int rc) {
     case FERRY_EPERM: throw PermissionDenied(rc, text);
     case FERRY_EVERSION: throw VersionMismatch(rc, text);
     case FERRY_EAGAIN: throw Again(rc, text);
+    case FERRY_EDISCONNECTED: throw Disconnected(rc, text);
+    case FERRY_EPROTOCOL: throw ProtocolError(rc, text);
     default: throw Error(rc, text);
     }
 }

@@ -39,6 +39,10 @@ STATUS = [
     (12, "EVERSION", "version", ("VersionMismatch", None), "VersionMismatch", "The peer speaks another version of the format."),
     (13, "EAGAIN", "again", ("Again", None), "Again",
      "Not yet: the call is still in flight (ferry_call_poll); not an error."),
+    (14, "EDISCONNECTED", "disconnected", ("Disconnected", "ConnectionError"), "Disconnected",
+     "The connection to a remote gateway was lost or refused; calls in flight on it failed, the next call reconnects."),
+    (15, "EPROTOCOL", "protocolViolation", ("ProtocolError", None), "ProtocolError",
+     "A remote peer broke the wire protocol (bad frame, failed authentication step); the connection was closed."),
 ]
 
 # code, name, Swift case, C++ type, numpy dtype (little-endian), item size (None: variable)

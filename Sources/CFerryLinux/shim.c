@@ -5,6 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -142,3 +149,64 @@ int cferry_privatize(void *addr, size_t len) {
     if (moved == MAP_FAILED) { int e = errno; munmap(copy, len); errno = e; return -1; }
     return 0;
 }
+
+int cferry_tcp_connect(const char *host, int port, int timeout_ms, char *why, size_t why_len) {
+    struct addrinfo hints, *res = NULL, *ai;
+    char service[16];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(service, sizeof service, "%d", port);
+    int rc = getaddrinfo(host, service, &hints, &res);
+    if (rc != 0) {
+        if (why && why_len) snprintf(why, why_len, "%s", gai_strerror(rc));
+        return -2;
+    }
+    struct timespec start;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int last = ECONNREFUSED;
+    for (ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) { last = errno; continue; }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) { freeaddrinfo(res); return fd; }
+        if (errno != EINPROGRESS) { last = errno; close(fd); continue; }
+        for (;;) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            long long spent = (now.tv_sec - start.tv_sec) * 1000LL + (now.tv_nsec - start.tv_nsec) / 1000000LL;
+            if (spent >= timeout_ms) { last = ETIMEDOUT; break; }
+            struct pollfd p = { .fd = fd, .events = POLLOUT };
+            int n = poll(&p, 1, (int)(timeout_ms - spent));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) { last = n == 0 ? ETIMEDOUT : errno; break; }
+            int err = 0;
+            socklen_t len = sizeof err;
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+            if (err == 0) { freeaddrinfo(res); return fd; }
+            last = err;
+            break;
+        }
+        close(fd);
+        if (last == ETIMEDOUT) break;
+    }
+    freeaddrinfo(res);
+    errno = last;
+    return -1;
+}
+
+int cferry_poll_one(int fd, short events, int64_t timeout_ns) {
+    struct pollfd p = { .fd = fd, .events = events };
+    struct timespec ts = { .tv_sec = (time_t)(timeout_ns / 1000000000LL), .tv_nsec = (long)(timeout_ns % 1000000000LL) };
+    int n = ppoll(&p, 1, timeout_ns < 0 ? NULL : &ts, NULL);
+    if (n <= 0) return n;
+    return p.revents;
+}
+
+short cferry_pollin(void) { return POLLIN; }
+short cferry_pollout(void) { return POLLOUT; }
+
+long cferry_send(int fd, const void *buf, size_t len) { return (long)send(fd, buf, len, MSG_NOSIGNAL); }
+
+long cferry_recv(int fd, void *buf, size_t len) { return (long)recv(fd, buf, len, MSG_DONTWAIT); }

@@ -19,7 +19,7 @@ public func ferry_version_number() -> Int32 { FERRY_VERSION_MAJOR * 10000 + FERR
 public func ferry_last_error() -> UnsafePointer<CChar> { cferry_get_error() }
 
 // BEGIN GENERATED: status names (scripts/gen_tables.py)
-private let statusNames: [StaticString] = ["FERRY_OK", "FERRY_EINVAL", "FERRY_EMALFORMED", "FERRY_ETOOBIG", "FERRY_ETIMEDOUT", "FERRY_EPEERDIED", "FERRY_ENOSERVER", "FERRY_EBUSY", "FERRY_ECLOSED", "FERRY_ESYSTEM", "FERRY_EREMOTE", "FERRY_EPERM", "FERRY_EVERSION", "FERRY_EAGAIN"]
+private let statusNames: [StaticString] = ["FERRY_OK", "FERRY_EINVAL", "FERRY_EMALFORMED", "FERRY_ETOOBIG", "FERRY_ETIMEDOUT", "FERRY_EPEERDIED", "FERRY_ENOSERVER", "FERRY_EBUSY", "FERRY_ECLOSED", "FERRY_ESYSTEM", "FERRY_EREMOTE", "FERRY_EPERM", "FERRY_EVERSION", "FERRY_EAGAIN", "FERRY_EDISCONNECTED", "FERRY_EPROTOCOL"]
 // END GENERATED
 private let unknownStatus: StaticString = "FERRY_E?"
 

@@ -30,6 +30,10 @@ public struct FerryError: Error, CustomStringConvertible, Equatable, Sendable {
         case version = 12
         /// Not yet: the call is still in flight (ferry_call_poll); not an error.
         case again = 13
+        /// The connection to a remote gateway was lost or refused; calls in flight on it failed, the next call reconnects.
+        case disconnected = 14
+        /// A remote peer broke the wire protocol (bad frame, failed authentication step); the connection was closed.
+        case protocolViolation = 15
         // END GENERATED
     }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import NIOCore
 import NIOPosix
 import FerryCore
+import FerryGateway
 import Foundation
 import Logging
 
@@ -44,7 +45,7 @@ func fail(_ error: Error) -> ExitCode {
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve a Python model on shm://NAME with N supervised worker processes.")
+        abstract: "Serve a Python model on shm://NAME with N supervised worker processes (and on tcp:// with --listen).")
 
     @Argument(help: "Model file (defines predict(inputs)) or Python module name.")
     var model: String
@@ -60,6 +61,16 @@ struct Serve: ParsableCommand {
     var maxDelay: Int = 500
     @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics), e.g. 127.0.0.1:9464.")
     var metrics: String?
+    @Option(help: "Also accept remote clients on tcp://HOST:PORT (they call tcp://HOST:PORT/NAME). Bind a loopback address unless the network is trusted or --auth-token-file is given.")
+    var listen: String?
+    @Option(name: .customLong("auth-token-file"), help: "With --listen: a file (mode 600) holding a shared secret; clients prove they know it (HMAC challenge) before any request.")
+    var authTokenFile: String?
+    @Option(name: .customLong("max-connections"), help: "With --listen: most connections at once.")
+    var maxConnections: Int = 256
+    @Option(name: .customLong("max-inflight"), help: "With --listen: most requests in flight per connection (the gateway stops reading a connection at the limit).")
+    var maxInFlight: Int = 64
+    @Option(name: .customLong("max-request"), help: "With --listen: largest request, e.g. 16M (default: what a slot takes).")
+    var maxRequest: String?
     @OptionGroup var channel: ChannelOptions
 
     func run() throws {
@@ -92,6 +103,10 @@ struct Serve: ParsableCommand {
         }
         let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger)
         try sup.start()
+        var gateway: Gateway? = nil
+        if let listen {
+            gateway = try startGateway(listen, url: url, forwarders: holder.geometry.slots, logger: logger)
+        }
         logger.info("serving", metadata: ["url": "shm://\(name)", "workers": "\(workers)",
                                           "slots": "\(holder.geometry.slots)", "slot_size": "\(holder.geometry.slotSize)"])
         while !stop.requested {
@@ -109,7 +124,34 @@ struct Serve: ParsableCommand {
             for _ in before..<max(before, sup.restarts) { holder.countRestart() }
         }
         logger.info("stopping")
+        if let gateway {
+            // Answer what is in flight (the workers still run), then close the connections.
+            gateway.shutdown(grace: .seconds(10))
+        }
         sup.stop()
+    }
+
+    func startGateway(_ listen: String, url: String, forwarders: Int, logger: Logger) throws -> Gateway {
+        guard listen.hasPrefix("tcp://") else { throw ValidationError("--listen takes tcp://HOST:PORT") }
+        let (host, port) = try parseHostPort(String(listen.dropFirst("tcp://".count)))
+        guard (1...100_000).contains(maxConnections) else { throw ValidationError("--max-connections must be in 1...100000") }
+        guard (1...65_536).contains(maxInFlight) else { throw ValidationError("--max-inflight must be in 1...65536") }
+        var config = GatewayConfiguration(name: name, channelURL: url)
+        config.host = host
+        config.port = port
+        config.maxConnections = maxConnections
+        config.maxInFlight = maxInFlight
+        config.forwarders = forwarders
+        if let maxRequest { config.maxRequest = try Endpoint.parseSize(maxRequest) }
+        if let authTokenFile { config.secret = try System.readSecret(authTokenFile) }
+        let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1"
+        if !loopback && config.secret == nil {
+            logger.warning("listening beyond loopback without --auth-token-file: anyone who reaches this port can call the model", metadata: ["listen": "\(listen)"])
+        }
+        let gateway = try Gateway(config)
+        // Tests and scripts read the bound port from this line (useful with port 0).
+        logger.info("listening", metadata: ["url": "tcp://\(host.contains(":") ? "[\(host)]" : host):\(gateway.port)/\(name)", "auth": "\(config.secret != nil)"])
+        return gateway
     }
 }
 

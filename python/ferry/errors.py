@@ -92,6 +92,18 @@ class Again(FerryError):
     """Not yet: the call is still in flight (ferry_call_poll); not an error. (FERRY_EAGAIN)"""
 
     code = 13
+
+
+class Disconnected(FerryError, ConnectionError):
+    """The connection to a remote gateway was lost or refused; calls in flight on it failed, the next call reconnects. (FERRY_EDISCONNECTED)"""
+
+    code = 14
+
+
+class ProtocolError(FerryError):
+    """A remote peer broke the wire protocol (bad frame, failed authentication step); the connection was closed. (FERRY_EPROTOCOL)"""
+
+    code = 15
 # END GENERATED
 
 # The model's error type and traceback, when the worker sent them (ferry_call_error).

@@ -74,4 +74,22 @@ int cferry_reopen(int fd);
 /// pages behind them go on being reused. Returns 0 or -1 with errno.
 int cferry_privatize(void *addr, size_t len);
 
+/// Connects a TCP socket to host:port within timeout_ms (getaddrinfo, then a non-blocking
+/// connect per address, waited for with poll): in one place because glibc's sockaddr
+/// unions and fcntl's variadic signature are awkward from Swift. The socket is returned
+/// non-blocking, close-on-exec, with TCP_NODELAY. Returns the fd, or -1 with errno (ETIMEDOUT,
+/// ECONNREFUSED, ...), or -2 when the name did not resolve (its text in `why`).
+int cferry_tcp_connect(const char *host, int port, int timeout_ms, char *why, size_t why_len);
+/// poll(2) on one descriptor for `events` with a nanosecond timeout (ppoll): returns the
+/// events seen, 0 on timeout, or -1 with errno.
+int cferry_poll_one(int fd, short events, int64_t timeout_ns);
+/// The poll(2) event bits (macros in glibc).
+short cferry_pollin(void);
+short cferry_pollout(void);
+/// send(2) with MSG_NOSIGNAL (a closed peer is an EPIPE error, never a SIGPIPE that kills
+/// the caller's process). Returns bytes sent or -1 with errno.
+long cferry_send(int fd, const void *buf, size_t len);
+/// recv(2), non-blocking. Returns bytes read, 0 at end of stream, or -1 with errno.
+long cferry_recv(int fd, void *buf, size_t len);
+
 #endif

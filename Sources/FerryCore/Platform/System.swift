@@ -200,7 +200,7 @@ public enum System {
 extension Duration {
     /// The duration in whole nanoseconds, clamped at zero (deadlines are computed in ns).
     /// Saturates instead of wrapping: a duration past ~584 years reads as UInt64.max.
-    var clampedNanoseconds: UInt64 {
+    public var clampedNanoseconds: UInt64 {
         let c = components
         let (s, o1) = UInt64(max(0, c.seconds)).multipliedReportingOverflow(by: 1_000_000_000)
         let (t, o2) = s.addingReportingOverflow(UInt64(max(0, c.attoseconds / 1_000_000_000)))

@@ -188,15 +188,7 @@ final class ShmSegment {
         throw FerryError(.permission, "channel \"\(channel)\": \(path(channel, shared: false)) belongs to uid \(uid), not to this user (uid \(System.euid)); another user created it — remove it, or use another name")
     }
 
-    /// Checks a channel name: 1–200 bytes of [A-Za-z0-9._-], not starting with '.'.
-    static func validateName(_ name: String) throws {
-        let ok = !name.isEmpty && name.utf8.count <= 200 && !name.hasPrefix(".") && name.utf8.allSatisfy {
-            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D
-        }
-        guard ok else {
-            throw FerryError(.invalidArgument, "invalid channel name \"\(name)\": use 1-200 characters of A-Z a-z 0-9 . _ - (no '/', not starting with '.')")
-        }
-    }
+    static func validateName(_ name: String) throws { try Endpoint.validateName(name) }
 
     /// A fork-guarded second description of `fd`'s file, for locks; closes `fd` on failure.
     private static func lockDescriptor(for fd: Int32) throws -> Int32 {

@@ -1,0 +1,110 @@
+import CFerryLinux
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The socket calls of the `tcp://` client, errno mapped to `FerryError` here as for the
+/// rest of `System`.
+extension System {
+    /// A connected, non-blocking TCP socket with TCP_NODELAY, or `.disconnected` naming why.
+    static func tcpConnect(host: String, port: Int, timeoutNanos: UInt64) throws -> Int32 {
+        var why = [CChar](repeating: 0, count: 256)
+        let ms = Int32(clamping: max(1, timeoutNanos / 1_000_000))
+        let fd = cferry_tcp_connect(host, Int32(port), ms, &why, why.count)
+        if fd >= 0 { return fd }
+        let text = fd == -2 ? "cannot resolve \"\(host)\": " + String(decoding: why.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self) : String(cString: strerror(errno))
+        throw FerryError(.disconnected, "cannot connect to \(host):\(port): \(text) (is `ferry serve --listen tcp://\(host):\(port)` running?)")
+    }
+
+    /// Waits until `fd` is readable (or writable) or `until` passes: true when ready.
+    static func waitReady(_ fd: Int32, write: Bool, until: UInt64) throws -> Bool {
+        while true {
+            let now = nowNanos()
+            if now >= until { return false }
+            let r = cferry_poll_one(fd, write ? cferry_pollout() : cferry_pollin(), Int64(clamping: until - now))
+            if r > 0 { return true }
+            if r == 0 { continue }
+            if errno == EINTR { continue }
+            throw error("poll")
+        }
+    }
+
+    /// True when `fd` has something to read now (or is closed): a poll that does not wait.
+    static func readable(_ fd: Int32) -> Bool { cferry_poll_one(fd, cferry_pollin(), 0) > 0 }
+
+    /// Sends all of `bytes` before `until`: the number of bytes sent when time ran out
+    /// (`complete` false), or all of them. Throws `.disconnected` when the peer is gone.
+    static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, until: UInt64) throws -> (sent: Int, complete: Bool) {
+        var done = 0
+        while done < bytes.count {
+            let n = cferry_send(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n > 0 { done += n; continue }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK {
+                guard try waitReady(fd, write: true, until: until) else { return (done, false) }
+                continue
+            }
+            throw FerryError(.disconnected, "the connection was lost while sending: \(String(cString: strerror(e)))")
+        }
+        return (done, true)
+    }
+
+    /// Reads what is there (non-blocking): bytes read, or 0 when nothing is there yet.
+    /// Throws `.disconnected` at end of stream or on a socket error.
+    static func receive(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        while true {
+            let n = cferry_recv(fd, p, count)
+            if n > 0 { return n }
+            if n == 0 { throw FerryError(.disconnected, "the gateway closed the connection") }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return 0 }
+            throw FerryError(.disconnected, "the connection was lost: \(String(cString: strerror(e)))")
+        }
+    }
+
+    /// Reads exactly `count` bytes before `until` (the handshake).
+    static func receiveExactly(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int, until: UInt64) throws {
+        var got = 0
+        while got < count {
+            let n = try receive(fd, into: p + got, count: count - got)
+            if n > 0 { got += n; continue }
+            guard try waitReady(fd, write: false, until: until) else {
+                throw FerryError(.timedOut, "the gateway did not answer the handshake in time")
+            }
+        }
+    }
+
+    /// Stops both directions of a socket (wakes a thread blocked on it) without closing it.
+    static func shutdownSocket(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+
+    /// Random bytes from the kernel (getrandom), for nonces.
+    public static func randomBytes(_ count: Int) -> [UInt8] {
+        var g = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: 0...255, using: &g) }
+    }
+
+    /// The contents of a small private file (a secret): refused when other users may read it.
+    public static func readSecret(_ path: String) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw error("open", path) }
+        defer { close(fd) }
+        var st = Glibc.stat()
+        guard fstat(fd, &st) == 0 else { throw error("fstat", path) }
+        guard st.st_mode & 0o077 == 0 else {
+            throw FerryError(.permission, "\(path) may be read by other users (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it")
+        }
+        guard st.st_size > 0, st.st_size <= 4096 else {
+            throw FerryError(.invalidArgument, "\(path): a token file holds 1 to 4096 bytes")
+        }
+        var out = [UInt8](repeating: 0, count: Int(st.st_size))
+        let n = out.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n == out.count else { throw error("read", path) }
+        while let last = out.last, last == 0x0A || last == 0x0D { out.removeLast() }
+        guard out.count >= 16 else { throw FerryError(.invalidArgument, "\(path): the secret is shorter than 16 bytes") }
+        return out
+    }
+}

@@ -1,0 +1,103 @@
+import Synchronization
+
+/// The `shm://` client transport: a loan is a claimed slot of the channel's segment, so the
+/// request is written in place and the reply read in place (zero copies).
+final class ShmClientTransport: ClientTransport {
+    let endpoint: Endpoint
+    private let state: Mutex<ShmChannel?>
+
+    init(_ endpoint: Endpoint) throws {
+        self.endpoint = endpoint
+        state = Mutex(ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared)))
+    }
+
+    /// The attached channel, re-attaching when the old one was closed or reclaimed (a
+    /// restarted server serves the same name on a new segment), or when this process is a
+    /// fork()ed child of the one that attached (the child needs liveness of its own).
+    func attached() throws -> ShmChannel {
+        try state.withLock { channel in
+            if let c = channel, !c.segment.isClosed, !c.segment.isStale { return c }
+            channel = nil
+            let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared))
+            channel = c
+            return c
+        }
+    }
+
+    var requestCapacity: Int {
+        (state.withLock { $0?.slotSize } ?? endpoint.slotSize) - SegmentLayout.page
+    }
+
+    func loan(deadline: UInt64) throws -> any CallLoan {
+        let c = try attached()
+        let (slot, gen) = try c.claim(deadline: deadline, strategy: endpoint.wait)
+        return ShmLoan(channel: c, slot: slot, gen: gen, wait: endpoint.wait)
+    }
+
+    func census(recover: Bool) throws -> [SlotState: Int] {
+        let c = try attached()
+        if recover { c.recoverDead() }
+        return c.census()
+    }
+
+    func stats() throws -> ChannelStats { try attached().stats() }
+
+    func close() { state.withLock { $0 = nil } }
+}
+
+/// A claimed slot: the request is written at its start, the reply after it (page-aligned).
+final class ShmLoan: CallLoan {
+    let channel: ShmChannel
+    let slot: Int
+    let gen: UInt32
+    let wait: WaitStrategy
+    /// True while this loan owns its slot (CLAIMED before sending, DONE after the reply).
+    var owned = true
+    var sent = false
+    var replied = false
+    var requestLength = 0
+
+    init(channel: ShmChannel, slot: Int, gen: UInt32, wait: WaitStrategy) {
+        self.channel = channel
+        self.slot = slot
+        self.gen = gen
+        self.wait = wait
+    }
+
+    var request: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: channel.data(slot), count: channel.requestCapacity)
+    }
+
+    var limitHint: String {
+        "a request may use the slot size less one page (kept for the reply); raise the channel's slot_size (e.g. shm://\(channel.segment.channel)?slot_size=64M where the server creates it, or ferry serve --slot-size 64M)"
+    }
+
+    func send(length: Int, deadline: UInt64) throws {
+        requestLength = length
+        sent = true
+        try channel.publish(slot: slot, gen: gen, length: length)
+    }
+
+    func awaitReply(until: UInt64, deadline: UInt64) throws -> UnsafeRawBufferPointer? {
+        if !replied {
+            do {
+                guard try channel.awaitReply(slot: slot, gen: gen, until: until, deadline: deadline, strategy: wait) else { return nil }
+            } catch {
+                owned = false  // withdrawn, abandoned to the worker, or recovered: not ours
+                throw error
+            }
+            replied = true
+        }
+        let offset = channel.replyOffset(requestLength: requestLength)
+        return UnsafeRawBufferPointer(start: channel.data(slot) + offset, count: channel.slotSize - offset)
+    }
+
+    func close() {
+        guard owned else { return }
+        owned = false
+        if sent && !replied, channel.giveUp(slot: slot, gen: gen) != .replied { return }
+        channel.release(slot: slot, gen: gen)
+    }
+
+    deinit { close() }
+}

@@ -1,0 +1,429 @@
+import Atomics
+import Crypto
+import Synchronization
+
+/// The `tcp://HOST:PORT/NAME` client transport: one connection per client to a
+/// `ferry serve --listen` gateway, shared by every thread of the client, with many requests
+/// in flight (request ids; replies may come back in any order).
+///
+/// There is no reader thread: a thread waiting for its reply takes the reader role if
+/// nobody holds it, reads frames and hands each reply to its caller (leader/followers), so
+/// a single-threaded caller reads its own reply with no thread switch. A lost connection
+/// fails every call in flight on it with `.disconnected`; the next call reconnects.
+final class TCPClientTransport: ClientTransport, @unchecked Sendable {
+    let endpoint: Endpoint
+    let secret: [UInt8]?
+    private let current = Mutex<TCPConnection?>(nil)
+    let buffers = BufferPool()
+
+    init(_ endpoint: Endpoint) throws {
+        self.endpoint = endpoint
+        secret = try endpoint.tokenFile.map { try System.readSecret($0) }
+        _ = try connection(deadline: deadline(after: endpoint.connectTimeoutNanos))
+    }
+
+    /// The live connection, or a new one (one connect at a time).
+    func connection(deadline d: UInt64) throws -> TCPConnection {
+        try current.withLock { c in
+            if let live = c, live.usable { return live }
+            if let old = c { old.abandon() }
+            c = nil
+            let fresh = try TCPConnection(transport: self, until: min(d, deadline(after: endpoint.connectTimeoutNanos)))
+            c = fresh
+            return fresh
+        }
+    }
+
+    var requestCapacity: Int { Int(current.withLock { $0?.welcome.requestCapacity } ?? 0) }
+
+    func loan(deadline d: UInt64) throws -> any CallLoan {
+        let c = try connection(deadline: d)
+        return TCPLoan(connection: c, capacity: Int(c.welcome.requestCapacity))
+    }
+
+    func census(recover: Bool) throws -> [SlotState: Int] {
+        throw FerryError(.invalidArgument, "slot census is not available over tcp://; run `ferry stats \(endpoint.name)` on the gateway's host")
+    }
+
+    func stats() throws -> ChannelStats {
+        throw FerryError(.invalidArgument, "channel stats are not available over tcp://; run `ferry stats \(endpoint.name)` on the gateway's host")
+    }
+
+    func close() {
+        current.withLock { c in
+            c?.fail(FerryError(.closed, "the client was closed"))
+            c = nil
+        }
+    }
+
+    deinit { current.withLock { $0?.fail(FerryError(.closed, "the client was closed")) } }
+}
+
+/// A heap buffer handed between threads under a lock.
+struct RawBuffer: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let capacity: Int
+}
+
+/// Reusable aligned buffers (request and reply bodies), so a stream of large messages does
+/// not fault in fresh pages for every call.
+final class BufferPool: @unchecked Sendable {
+    private let free = Mutex<[RawBuffer]>([])
+    private static let keep = 8
+    private static let keepBytes = 1 << 30
+
+    /// A buffer of at least `count` bytes, 64-byte aligned.
+    func take(_ count: Int) -> RawBuffer {
+        let found: RawBuffer? = free.withLock { list in
+            guard let i = list.indices.filter({ list[$0].capacity >= count }).min(by: { list[$0].capacity < list[$1].capacity }) else { return nil }
+            return list.remove(at: i)
+        }
+        if let found { return found }
+        let size = max(count, 4096)
+        return RawBuffer(base: UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64), capacity: size)
+    }
+
+    /// Gives a buffer back (freed when the pool is full).
+    func give(_ b: RawBuffer) {
+        let kept = free.withLock { list -> Bool in
+            let total = list.reduce(0) { $0 + $1.capacity }
+            guard list.count < BufferPool.keep, total + b.capacity <= BufferPool.keepBytes else { return false }
+            list.append(b)
+            return true
+        }
+        if !kept { b.base.deallocate() }
+    }
+
+    deinit { free.withLock { for b in $0 { b.base.deallocate() } } }
+}
+
+/// One connection to a gateway and the calls in flight on it.
+final class TCPConnection: @unchecked Sendable {
+    let fd: Int32
+    let endpoint: Endpoint
+    let buffers: BufferPool
+    let welcome: Frame.Welcome
+    let forkGeneration = cferryForkGeneration()
+    /// Largest reply body accepted (a reply fits in the slot after the request).
+    let maxReply: Int
+
+    struct Shared {
+        var pending: [UInt64: TCPLoan] = [:]
+        var reading = false
+        var failure: FerryError?
+        var nextID: UInt64 = 1
+    }
+    let shared = Mutex(Shared())
+    private let sending = Mutex<Bool>(false)
+
+    // The reader's state: touched only by the thread holding `shared.reading`.
+    private let stage = UnsafeMutableRawPointer.allocate(byteCount: TCPConnection.stageSize, alignment: 64)
+    private static let stageSize = 1 << 16
+    private var stageStart = 0, stageEnd = 0
+    private var partial: (header: Frame.Header, buffer: RawBuffer, got: Int)?
+
+    /// Connects and completes the handshake (HELLO, WELCOME, and AUTH when asked) by `until`.
+    init(transport: TCPClientTransport, until: UInt64) throws {
+        endpoint = transport.endpoint
+        buffers = transport.buffers
+        let e = endpoint
+        fd = try System.tcpConnect(host: e.host, port: e.port, timeoutNanos: until > System.nowNanos() ? until - System.nowNanos() : 1)
+        do {
+            let clientNonce = System.randomBytes(Frame.nonceSize)
+            try TCPConnection.sendControl(fd, .hello, Frame.hello(name: e.name, nonce: clientNonce), argument: Frame.version, until: until)
+            let (h, body) = try TCPConnection.readControl(fd, until: until)
+            guard h.kind == .welcome else { throw FerryError(.protocolViolation, "expected WELCOME from the gateway, got \(h.kind)") }
+            welcome = try Frame.Welcome(parsing: body)
+            if welcome.authRequired {
+                guard let secret = transport.secret else {
+                    throw FerryError(.permission, "the gateway at \(e.host):\(e.port) requires authentication; add token_file=PATH (the gateway's --auth-token-file secret) to the URL")
+                }
+                let transcript = Frame.authTranscript(gatewayNonce: welcome.nonce, clientNonce: clientNonce, name: e.name)
+                let mac = Array(HMAC<SHA256>.authenticationCode(for: transcript, using: SymmetricKey(data: secret)))
+                try TCPConnection.sendControl(fd, .auth, mac, until: until)
+                let (r, _) = try TCPConnection.readControl(fd, until: until)
+                guard r.kind == .ready else { throw FerryError(.protocolViolation, "expected READY from the gateway, got \(r.kind)") }
+            }
+            maxReply = Int(min(welcome.requestCapacity, UInt64(Int.max / 2))) + 2 * 4096
+        } catch {
+            System.close(fd)
+            stage.deallocate()
+            throw error
+        }
+    }
+
+    deinit {
+        System.close(fd)
+        stage.deallocate()
+        if let p = partial { buffers.give(p.buffer) }
+    }
+
+    /// Fit for new calls: not failed, and owned by this process (a fork()ed child must not
+    /// write into its parent's stream; it connects anew).
+    var usable: Bool { shared.withLock { $0.failure == nil } && forkGeneration == cferryForkGeneration() }
+
+    /// Replaced after a fork: the parent still uses the socket, so only this copy is closed
+    /// (at deinit), never shut down.
+    func abandon() {
+        if forkGeneration == cferryForkGeneration() { fail(FerryError(.disconnected, "the connection was replaced")) }
+    }
+
+    /// Fails the connection: every call in flight on it gets `error`.
+    func fail(_ error: FerryError) {
+        let waiting: [TCPLoan] = shared.withLock { s in
+            if s.failure == nil { s.failure = error }
+            return Array(s.pending.values)
+        }
+        if forkGeneration == cferryForkGeneration() { System.shutdownSocket(fd) }
+        for l in waiting { l.signal() }
+    }
+
+    static func sendControl(_ fd: Int32, _ kind: Frame.Kind, _ body: [UInt8], argument: UInt64 = 0, until: UInt64) throws {
+        let bytes = Frame.Header(kind: kind, length: UInt64(body.count), argument: argument).bytes + body
+        let (_, complete) = try bytes.withUnsafeBytes { try System.sendAll(fd, $0, until: until) }
+        guard complete else { throw FerryError(.timedOut, "the gateway did not take the handshake in time") }
+    }
+
+    static func readControl(_ fd: Int32, until: UInt64) throws -> (Frame.Header, [UInt8]) {
+        var hb = [UInt8](repeating: 0, count: Frame.headerSize)
+        try hb.withUnsafeMutableBytes { try System.receiveExactly(fd, into: $0.baseAddress!, count: Frame.headerSize, until: until) }
+        let h = try hb.withUnsafeBytes { try Frame.Header(reading: $0.baseAddress!) }
+        guard h.length <= UInt64(Frame.maxControlPayload) else { throw FerryError(.protocolViolation, "handshake frame of \(h.length) bytes is too long") }
+        var body = [UInt8](repeating: 0, count: Int(h.length))
+        if !body.isEmpty {
+            try body.withUnsafeMutableBytes { try System.receiveExactly(fd, into: $0.baseAddress!, count: $0.count, until: until) }
+        }
+        if h.kind == .error { throw TCPConnection.remoteError(h, body) }
+        return (h, body)
+    }
+
+    /// The error an ERROR frame carries (its argument is a status code).
+    static func remoteError(_ h: Frame.Header, _ body: [UInt8]) -> FerryError {
+        let code = Int32(exactly: h.argument).flatMap(FerryError.Code.init(rawValue:)) ?? .protocolViolation
+        return FerryError(code, "the gateway closed the connection: " + String(decoding: body, as: UTF8.self))
+    }
+
+    // MARK: calls
+
+    /// Sends a request frame (header and message are contiguous in `frame`).
+    func send(_ loan: TCPLoan, frame: UnsafeMutableRawBufferPointer, messageLength: Int, deadline: UInt64) throws {
+        let id: UInt64 = try shared.withLock { s in
+            if let f = s.failure { throw f }
+            let id = s.nextID
+            s.nextID &+= 1
+            s.pending[id] = loan
+            return id
+        }
+        loan.id = id
+        let now = System.nowNanos()
+        Frame.Header(kind: .request, id: id, length: UInt64(messageLength), argument: deadline > now ? deadline - now : 1)
+            .write(to: frame.baseAddress!)
+        let bytes = UnsafeRawBufferPointer(start: frame.baseAddress!, count: Frame.headerSize + messageLength)
+        do {
+            let (sent, complete) = try sending.withLock { _ in try System.sendAll(fd, bytes, until: deadline) }
+            if !complete {
+                if sent == 0 { forget(id); throw FerryError(.timedOut, "the request could not be sent before the deadline (the gateway is not reading)") }
+                // Half a frame is on the wire: the stream cannot be resynchronised.
+                let e = FerryError(.timedOut, "the deadline passed while the request was being sent; the connection was reset")
+                fail(FerryError(.disconnected, "a request was cut off mid-frame at its deadline"))
+                throw e
+            }
+        } catch let e as FerryError where e.code == .disconnected {
+            fail(e)
+            throw e
+        }
+    }
+
+    /// Drops a call from the pending table (gave up); its late reply will be discarded.
+    func forget(_ id: UInt64) { _ = shared.withLock { $0.pending.removeValue(forKey: id) } }
+
+    /// Waits for `loan`'s reply until `until` (see the type's comment for the roles).
+    func awaitReply(_ loan: TCPLoan, until: UInt64, spinNanos: UInt64) throws -> Bool {
+        while true {
+            var lead = false
+            let seen = loan.event.load(ordering: .acquiring)
+            let state: Bool? = try shared.withLock { s in
+                if loan.reply != nil { return true }
+                if let f = s.failure {
+                    s.pending.removeValue(forKey: loan.id)
+                    throw f.code == .closed ? f : FerryError(.disconnected, "\(f.message); the call's outcome is unknown (it may have run)")
+                }
+                if !s.reading { s.reading = true; lead = true }
+                return nil
+            }
+            if state == true { return true }
+            let now = System.nowNanos()
+            if now >= until {
+                if lead { releaseReader() }
+                return false
+            }
+            if lead {
+                do { try pump(for: loan, until: until, spinNanos: spinNanos) } catch let e as FerryError { fail(e) }
+                releaseReader()
+            } else {
+                System.futexWait(loan.eventWord, expected: seen, timeoutNanos: Int64(min(until - now, 5_000_000)))
+            }
+        }
+    }
+
+    /// Gives up the reader role and wakes the other waiters (one of them takes it).
+    private func releaseReader() {
+        let waiting: [TCPLoan] = shared.withLock { s in
+            s.reading = false
+            return Array(s.pending.values)
+        }
+        for l in waiting { l.signal() }
+    }
+
+    /// Reads frames and hands out replies until `loan` has its own or `until` passes.
+    private func pump(for loan: TCPLoan, until: UInt64, spinNanos: UInt64) throws {
+        while true {
+            try drainStage()
+            if shared.withLock({ _ in loan.reply != nil }) { return }
+            // Read: straight into a large body being received, else into the staging buffer.
+            var n: Int
+            if let p = partial, Int(p.header.length) - p.got >= TCPConnection.stageSize {
+                n = try System.receive(fd, into: p.buffer.base + p.got, count: Int(p.header.length) - p.got)
+                if n > 0 { partial!.got += n; try finishPartialIfComplete(); continue }
+            } else {
+                if stageStart == stageEnd { stageStart = 0; stageEnd = 0 }
+                if stageEnd == TCPConnection.stageSize {
+                    (stage).copyMemory(from: stage + stageStart, byteCount: stageEnd - stageStart)
+                    stageEnd -= stageStart
+                    stageStart = 0
+                }
+                n = try System.receive(fd, into: stage + stageEnd, count: TCPConnection.stageSize - stageEnd)
+                if n > 0 { stageEnd += n; continue }
+            }
+            // Nothing there yet: spin if asked, then sleep in poll.
+            if spinNanos > 0 {
+                let spinEnd = min(until, System.nowNanos() &+ spinNanos)
+                while System.nowNanos() < spinEnd, !System.readable(fd) { System.relax() }
+            }
+            guard try System.waitReady(fd, write: false, until: until) else { return }
+        }
+    }
+
+    /// Parses the staged bytes into frames and delivers the complete ones.
+    private func drainStage() throws {
+        while stageStart < stageEnd {
+            if let p = partial {
+                let need = Int(p.header.length) - p.got
+                let n = min(need, stageEnd - stageStart)
+                (p.buffer.base + p.got).copyMemory(from: stage + stageStart, byteCount: n)
+                stageStart += n
+                partial!.got += n
+                try finishPartialIfComplete()
+                continue
+            }
+            guard stageEnd - stageStart >= Frame.headerSize else { return }
+            let h = try Frame.Header(reading: stage + stageStart)
+            stageStart += Frame.headerSize
+            switch h.kind {
+            case .reply:
+                guard h.length <= UInt64(maxReply) else {
+                    throw FerryError(.protocolViolation, "the gateway sent a reply of \(h.length) bytes, more than the \(maxReply) a slot can hold")
+                }
+            case .error:
+                guard h.length <= UInt64(Frame.maxControlPayload) else { throw FerryError(.protocolViolation, "ERROR frame of \(h.length) bytes is too long") }
+            default:
+                throw FerryError(.protocolViolation, "unexpected \(h.kind) frame from the gateway")
+            }
+            partial = (h, buffers.take(Int(h.length)), 0)
+            try finishPartialIfComplete()
+        }
+    }
+
+    private func finishPartialIfComplete() throws {
+        guard let p = partial, p.got == Int(p.header.length) else { return }
+        partial = nil
+        if p.header.kind == .error {
+            let text = Array(UnsafeRawBufferPointer(start: p.buffer.base, count: p.got))
+            buffers.give(p.buffer)
+            throw TCPConnection.remoteError(p.header, text)
+        }
+        let target: TCPLoan? = shared.withLock { s in
+            guard let l = s.pending.removeValue(forKey: p.header.id) else { return nil }
+            l.reply = (p.buffer, p.got)
+            return l
+        }
+        if let target { target.signal() } else { buffers.give(p.buffer) }  // a call that gave up
+    }
+}
+
+@inline(__always) func cferryForkGeneration() -> UInt64 { System.forkGeneration }
+
+/// A private request buffer (frame header, then the message) and, later, the reply's body.
+final class TCPLoan: CallLoan, @unchecked Sendable {  // shared state is under the connection's lock
+    let connection: TCPConnection
+    let frame: RawBuffer
+    var id: UInt64 = 0
+    var sent = false
+    var open = true
+    /// Set by whichever thread read the reply (under the connection's lock).
+    var reply: (buffer: RawBuffer, length: Int)?
+    /// Bumped and woken when a reply or a failure arrives, or the reader role is free.
+    let eventWord = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
+    var event: UnsafeAtomic<UInt32> {
+        UnsafeAtomic(at: UnsafeMutableRawPointer(eventWord).assumingMemoryBound(to: UInt32.AtomicRepresentation.self))
+    }
+    /// Room before the message: the frame header sits right before it, and the message
+    /// itself starts 64-byte aligned.
+    static let front = 64
+
+    init(connection: TCPConnection, capacity: Int) {
+        self.connection = connection
+        frame = connection.buffers.take(TCPLoan.front + capacity)
+        eventWord.initialize(to: 0)
+    }
+
+    var request: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: frame.base + TCPLoan.front, count: frame.capacity - TCPLoan.front)
+    }
+
+    var limitHint: String {
+        "the gateway's channel takes requests up to its slot size less one page; raise it where the gateway runs (ferry serve --slot-size 64M)"
+    }
+
+    func signal() {
+        event.wrappingIncrement(ordering: .releasing)
+        System.futexWake(eventWord, count: 1)
+    }
+
+    func send(length: Int, deadline: UInt64) throws {
+        sent = true
+        let f = UnsafeMutableRawBufferPointer(start: frame.base + TCPLoan.front - Frame.headerSize, count: Frame.headerSize + length)
+        try connection.send(self, frame: f, messageLength: length, deadline: deadline)
+    }
+
+    func awaitReply(until: UInt64, deadline: UInt64) throws -> UnsafeRawBufferPointer? {
+        if reply == nil {
+            guard try connection.awaitReply(self, until: until, spinNanos: connection.endpoint.wait.spinNanos == .max ? 1_000_000 : connection.endpoint.wait.spinNanos) else {
+                guard until < deadline else {
+                    connection.forget(id)
+                    // A reply may have landed between the last look and forgetting it.
+                    if connection.shared.withLock({ _ in reply == nil }) {
+                        throw FerryError(.timedOut, "no reply within the deadline from \(connection.endpoint.host):\(connection.endpoint.port)/\(connection.endpoint.name) (the call may still run on the gateway; its late reply is dropped)")
+                    }
+                    return UnsafeRawBufferPointer(start: reply!.buffer.base, count: reply!.length)
+                }
+                return nil
+            }
+        }
+        return UnsafeRawBufferPointer(start: reply!.buffer.base, count: reply!.length)
+    }
+
+    func close() {
+        guard open else { return }
+        open = false
+        if sent && reply == nil { connection.forget(id) }
+        let r: RawBuffer? = connection.shared.withLock { _ in reply?.buffer }
+        if let r { connection.buffers.give(r) }
+        connection.buffers.give(frame)
+    }
+
+    deinit {
+        close()
+        eventWord.deallocate()
+    }
+}

@@ -1,0 +1,194 @@
+/// A parsed channel URL. Each scheme parses its own options:
+///
+/// * `shm://NAME?slots=8&slot_size=8M&wait=hybrid&spin_us=100&timeout_ms=10000&scope=user`
+///   (`slots` and `slot_size` matter to the process that creates the channel);
+/// * `tcp://HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&token_file=PATH&wait=futex`
+///   (a `ferry serve --listen` gateway; HOST may be a name, an IPv4 or a `[IPv6]` address).
+///
+/// Every process picks its own wait strategy and default timeout.
+public struct Endpoint: Sendable, Equatable {
+    /// Transport scheme ("shm", "tcp").
+    public var scheme: String
+    /// Channel name.
+    public var name: String
+    /// tcp://: the gateway's host and port.
+    public var host: String = "", port: Int = 0
+    /// tcp://: how long connecting (and the handshake) may take, in nanoseconds (default 3 s).
+    public var connectTimeoutNanos: UInt64 = 3_000_000_000
+    /// tcp://: a file holding the gateway's shared secret (`ferry serve --auth-token-file`);
+    /// the secret proves itself by HMAC over the gateway's challenge and never crosses the wire.
+    public var tokenFile: String?
+    /// Number of slots when creating (default 8).
+    public var slots: Int = 8
+    /// Bytes per slot when creating (default 8 MiB; a request and its reply share a slot).
+    public var slotSize: Int = 8 << 20
+    /// How this process waits.
+    public var wait: WaitStrategy = .standard
+    /// Default per-call timeout in nanoseconds (default 10 s).
+    public var timeoutNanos: UInt64 = 10_000_000_000
+    /// `scope=shared`: a channel any local user may use (mode 0666, its own namespace of
+    /// names). By default a channel belongs to the user that created it (mode 0600, the uid
+    /// is part of the segment's name, so users never collide on a name).
+    public var shared: Bool = false
+    /// The parameters the URL set explicitly (a joining worker checks them against the channel).
+    public var given: Set<String> = []
+
+    /// Longest timeout accepted anywhere (30 days): longer ones are surely a unit mistake.
+    public static let maxTimeoutMillis: UInt64 = 30 * 86_400_000
+    /// Longest spin before sleeping (10 s).
+    public static let maxSpinMicros: UInt64 = 10_000_000
+
+    /// Parses `url`; unknown parameters and malformed values are errors.
+    public init(_ url: String) throws {
+        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else {
+            throw FerryError(.invalidArgument, "\"\(url)\" is not a channel URL (expected shm://NAME)")
+        }
+        scheme = String(parts[0])
+        var rest = String(parts[1])
+        var query = ""
+        if let q = rest.firstIndex(of: "?") {
+            query = String(rest[rest.index(after: q)...])
+            rest = String(rest[..<q])
+        }
+        name = rest
+        switch scheme {
+        case "shm": break
+        case "tcp":
+            // tcp://HOST:PORT/NAME
+            guard let slash = rest.firstIndex(of: "/") else {
+                throw FerryError(.invalidArgument, "\"\(url)\": a tcp:// URL needs a channel name (tcp://HOST:PORT/NAME)")
+            }
+            let authority = String(rest[..<slash])
+            name = String(rest[rest.index(after: slash)...])
+            (host, port) = try Endpoint.parseHostPort(authority, in: url)
+            wait = .futex  // over a network the wait is in poll(2); spinning only when asked
+        case "redis":
+            throw FerryError(.invalidArgument, "the redis:// transport is not available in this build; use shm://NAME or tcp://HOST:PORT/NAME")
+        default:
+            throw FerryError(.invalidArgument, "unknown transport \"\(scheme)://\" (expected shm://NAME or tcp://HOST:PORT/NAME)")
+        }
+        var spinMicros: UInt64? = nil
+        var waitName: String? = nil
+        for pair in query.split(separator: "&") where !pair.isEmpty {
+            let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2 else { throw FerryError(.invalidArgument, "URL parameter \"\(pair)\" has no value") }
+            guard given.insert(kv[0]).inserted else {
+                throw FerryError(.invalidArgument, "URL parameter \"\(kv[0])\" is given twice in \"\(url)\"")
+            }
+            switch kv[0] {
+            case "slots" where scheme == "shm":
+                guard let v = Int(kv[1]), v >= 1, v <= SegmentLayout.maxSlots else {
+                    throw FerryError(.invalidArgument, "slots must be an integer in 1...\(SegmentLayout.maxSlots)")
+                }
+                slots = v
+            case "slot_size" where scheme == "shm": slotSize = try Endpoint.parseSize(kv[1])
+            case "wait": waitName = kv[1]
+            case "spin_us":
+                guard let v = UInt64(kv[1]), v <= Endpoint.maxSpinMicros else {
+                    throw FerryError(.invalidArgument, "spin_us=\(kv[1]): use a whole number of microseconds up to \(Endpoint.maxSpinMicros)")
+                }
+                spinMicros = v
+            case "scope" where scheme == "shm":
+                switch kv[1] {
+                case "user": shared = false
+                case "shared": shared = true
+                default: throw FerryError(.invalidArgument, "scope=\(kv[1]): use user (the default) or shared")
+                }
+            case "timeout_ms":
+                guard let v = UInt64(kv[1]), v > 0, v <= Endpoint.maxTimeoutMillis else {
+                    throw FerryError(.invalidArgument, "timeout_ms=\(kv[1]): use a whole number of milliseconds in 1...\(Endpoint.maxTimeoutMillis) (30 days)")
+                }
+                timeoutNanos = v * 1_000_000
+            case "connect_timeout_ms" where scheme == "tcp":
+                guard let v = UInt64(kv[1]), v > 0, v <= Endpoint.maxTimeoutMillis else {
+                    throw FerryError(.invalidArgument, "connect_timeout_ms=\(kv[1]): use a whole number of milliseconds in 1...\(Endpoint.maxTimeoutMillis)")
+                }
+                connectTimeoutNanos = v * 1_000_000
+            case "token_file" where scheme == "tcp":
+                guard !kv[1].isEmpty else { throw FerryError(.invalidArgument, "token_file is empty") }
+                tokenFile = Endpoint.percentDecoded(kv[1])
+            default:
+                let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file" : "slots, slot_size, wait, spin_us, timeout_ms, scope"
+                throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" for \(scheme):// (known: \(known))")
+            }
+        }
+        if let w = waitName { wait = try WaitStrategy(name: w, spinMicros: spinMicros) }
+        else if let s = spinMicros { wait = .spinThenFutex(spinNanos: s * 1000) }
+        try Endpoint.validateName(name)
+    }
+
+    /// Checks a channel name (the same rule for every transport: it becomes a file name in
+    /// /dev/shm and a key in Redis).
+    public static func validateName(_ name: String) throws {
+        let ok = !name.isEmpty && name.utf8.count <= 200 && !name.hasPrefix(".") && name.utf8.allSatisfy {
+            ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D
+        }
+        guard ok else {
+            throw FerryError(.invalidArgument, "invalid channel name \"\(name)\": use 1-200 characters of A-Z a-z 0-9 . _ - (no '/', not starting with '.')")
+        }
+    }
+
+    /// Splits "HOST:PORT" ("[::1]:PORT" for IPv6).
+    static func parseHostPort(_ authority: String, in url: String) throws -> (String, Int) {
+        var host: Substring, portText: Substring
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else {
+                throw FerryError(.invalidArgument, "\"\(url)\": unclosed [ in the IPv6 address")
+            }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            guard after.hasPrefix(":") else { throw FerryError(.invalidArgument, "\"\(url)\": a tcp:// URL needs a port (tcp://[ADDR]:PORT/NAME)") }
+            portText = after.dropFirst()
+        } else {
+            guard let colon = authority.lastIndex(of: ":") else {
+                throw FerryError(.invalidArgument, "\"\(url)\": a tcp:// URL needs a port (tcp://HOST:PORT/NAME)")
+            }
+            host = authority[..<colon]
+            portText = authority[authority.index(after: colon)...]
+        }
+        guard !host.isEmpty, host.utf8.count <= 253,
+              host.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "-" || $0 == ":" || $0 == "_") }) else {
+            throw FerryError(.invalidArgument, "\"\(url)\": \"\(host)\" is not a host name or address")
+        }
+        guard let port = Int(portText), port >= 1, port <= 65535 else {
+            throw FerryError(.invalidArgument, "\"\(url)\": port \"\(portText)\" is not in 1...65535")
+        }
+        return (String(host), port)
+    }
+
+    /// `%XX` escapes decoded (a path in a URL parameter); malformed escapes stay as they are.
+    static func percentDecoded(_ text: String) -> String {
+        var out: [UInt8] = []
+        var bytes = Array(text.utf8)[...]
+        while let b = bytes.popFirst() {
+            if b == UInt8(ascii: "%"), bytes.count >= 2,
+               let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
+                out.append(v)
+                bytes = bytes.dropFirst(2)
+            } else {
+                out.append(b)
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Parses "4096", "64K", "8M", "1G" (binary multiples).
+    public static func parseSize(_ text: String) throws -> Int {
+        var digits = text
+        var mult = 1
+        if let last = text.last, !last.isNumber {
+            digits = String(text.dropLast())
+            switch last {
+            case "k", "K": mult = 1 << 10
+            case "m", "M": mult = 1 << 20
+            case "g", "G": mult = 1 << 30
+            default: throw FerryError(.invalidArgument, "size \"\(text)\": unknown unit (use K, M or G)")
+            }
+        }
+        guard let v = Int(digits), v > 0, v <= SegmentLayout.maxSlotSize / mult else {
+            throw FerryError(.invalidArgument, "size \"\(text)\" is not a positive size up to 64G")
+        }
+        return v * mult
+    }
+}

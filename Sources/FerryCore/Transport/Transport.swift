@@ -1,0 +1,66 @@
+import Synchronization
+
+/// A client's side of one transport (`shm://`, `tcp://`): it loans a buffer for each
+/// request, sends it, and hands back the reply's bytes. `Client` and `PendingCall` are the
+/// same for every transport; each transport brings its own liveness and acknowledgement
+/// rules (liveness locks and slot states for shared memory, connection state and request
+/// ids for TCP). A transport is shared by every thread of its client.
+public protocol ClientTransport: AnyObject, Sendable {
+    /// Loans a request buffer, waiting until `deadline` (monotonic ns) for one to be free.
+    func loan(deadline: UInt64) throws -> any CallLoan
+    /// Largest request (message bytes) a loan can hold.
+    var requestCapacity: Int { get }
+    /// Slots of the channel by state (transports that have slots; others throw).
+    func census(recover: Bool) throws -> [SlotState: Int]
+    /// The channel's counters and slots now (transports that can see them; others throw).
+    func stats() throws -> ChannelStats
+    /// Lets go of the transport's resources; loans still open keep what they use.
+    func close()
+}
+
+/// One request's buffer, loaned by a transport for one call: the caller writes the request
+/// into `request`, `send`s it, then waits for the reply, whose bytes stay valid until
+/// `close`. Belongs to one thread at a time.
+public protocol CallLoan: AnyObject {
+    /// Where the request is written (in a shared-memory slot, or in a private buffer).
+    var request: UnsafeMutableRawBufferPointer { get }
+    /// Which setting to raise when a request does not fit (completes the `.tooLarge` error).
+    var limitHint: String { get }
+    /// Sends the first `length` bytes of `request` (a complete message); the call's
+    /// deadline travels with it where the transport can carry it.
+    func send(length: Int, deadline: UInt64) throws
+    /// Waits until `until` for the reply: its bytes (a message, possibly an error reply), or
+    /// nil when it has not come yet and `until` is before `deadline`. Throws at the deadline
+    /// and on transport failures; after a throw the call is over.
+    func awaitReply(until: UInt64, deadline: UInt64) throws -> UnsafeRawBufferPointer?
+    /// Gives the loan back. A call still in flight is given up (its late reply is dropped).
+    func close()
+}
+
+/// The URL-scheme registry: each scheme parses its own options (`Endpoint`) and makes its
+/// client transport. `shm` and `tcp` are built in; others can be added.
+public enum Transports {
+    /// Makes a client transport for a parsed endpoint.
+    public typealias Factory = @Sendable (Endpoint) throws -> any ClientTransport
+
+    private static let table = Mutex<[String: Factory]>([
+        "shm": { try ShmClientTransport($0) },
+        "tcp": { try TCPClientTransport($0) },
+    ])
+
+    /// Registers (or replaces) the client transport for `scheme`.
+    public static func register(_ scheme: String, _ factory: @escaping Factory) {
+        table.withLock { $0[scheme] = factory }
+    }
+
+    /// The schemes a client can use, sorted.
+    public static var schemes: [String] { table.withLock { $0.keys.sorted() } }
+
+    /// A client transport for `endpoint`.
+    public static func client(_ endpoint: Endpoint) throws -> any ClientTransport {
+        guard let f = table.withLock({ $0[endpoint.scheme] }) else {
+            throw FerryError(.invalidArgument, "no client transport for \(endpoint.scheme):// in this build (known: \(schemes.map { $0 + "://" }.joined(separator: ", ")))")
+        }
+        return try f(endpoint)
+    }
+}
