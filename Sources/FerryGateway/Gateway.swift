@@ -26,8 +26,13 @@ public struct GatewayConfiguration: Sendable {
     public var secret: [UInt8]?
     /// Time a new connection has to complete its handshake.
     public var handshakeTimeout: TimeAmount = .seconds(5)
-    /// Threads that carry requests into the channel (each waits for one reply at a time).
+    /// Threads that carry requests into the channel when no slot is free at once, and wait
+    /// for replies that take longer than `spinNanos` (each waits for one reply at a time).
     public var forwarders = 8
+    /// How long the event loop itself waits (spinning) for the replies of the requests it just
+    /// published, before handing them to forwarder threads. A reply that comes within it costs
+    /// no thread switch; 0 hands every reply off at once.
+    public var spinNanos: UInt64 = 50_000
 
     /// A configuration for the channel `name` reached through `channelURL`.
     public init(name: String, channelURL: String) {
@@ -142,6 +147,8 @@ final class GatewayShared: Sendable {
     let rejected = ManagedAtomic<Int>(0)
     let draining = ManagedAtomic<Bool>(false)
     let channels = Mutex<[ObjectIdentifier: Channel]>([:])
+    /// Connections waiting for a slot (event-loop only).
+    let waiters = Waiters()
 
     init(config: GatewayConfiguration, client: Client, pool: NIOThreadPool, maxRequest: Int) {
         self.config = config
@@ -174,30 +181,63 @@ final class GatewayShared: Sendable {
         b.writeBytes(text)
     }
 
-    /// Carries one request into the channel and returns the REPLY frame (an error reply when
-    /// the channel failed it). Runs on a forwarder thread; blocks until the reply or deadline.
-    func forward(id: UInt64, body: ByteBuffer, timeoutNanos: UInt64, allocator: ByteBufferAllocator) -> ByteBuffer {
-        do {
-            let call = try client.begin(timeout: .nanoseconds(Int64(clamping: timeoutNanos)))
-            defer { call.close() }
-            try body.withUnsafeReadableBytes { try call.send(encoded: $0) }
-            let view = try call.waitRaw()
-            var out = allocator.buffer(capacity: Frame.headerSize + view.length)
-            out.writeFrameHeader(Frame.Header(kind: .reply, id: id, length: UInt64(view.length)))
-            out.writeBytes(UnsafeRawBufferPointer(start: view.base, count: view.length))
-            return out
-        } catch {
-            let e = error as? FerryError ?? FerryError(.system, "\(error)")
-            var m = Message(metadata: ["error": e.message], status: e.code.rawValue)
-            if let t = e.remoteType { m.metadata["error_type"] = t }
-            if let d = e.detail { m.metadata["error_detail"] = d }
-            let bytes = (try? m.encoded()) ?? []
-            var out = allocator.buffer(capacity: Frame.headerSize + bytes.count)
-            out.writeFrameHeader(Frame.Header(kind: .reply, id: id, length: UInt64(bytes.count)))
-            out.writeBytes(bytes)
-            return out
+    /// Waits for a published call's reply and returns its REPLY frame; closes the call.
+    func finish(id: UInt64, call: PendingCall, allocator: ByteBufferAllocator) -> ByteBuffer {
+        defer { call.close() }
+        do { return replyFrame(id: id, try call.waitRaw(), allocator) } catch { return errorReply(id: id, error, allocator) }
+    }
+
+    /// A REPLY frame carrying the reply `view` unchanged.
+    func replyFrame(id: UInt64, _ view: MessageView, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: Frame.headerSize + view.length)
+        out.writeFrameHeader(Frame.Header(kind: .reply, id: id, length: UInt64(view.length)))
+        out.writeBytes(UnsafeRawBufferPointer(start: view.base, count: view.length))
+        return out
+    }
+
+    /// A REPLY frame failing request `id` with `error` (its code, message, type and detail).
+    func errorReply(id: UInt64, _ error: Error, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+        let e = error as? FerryError ?? FerryError(.system, "\(error)")
+        var m = Message(metadata: ["error": e.message], status: e.code.rawValue)
+        if let t = e.remoteType { m.metadata["error_type"] = t }
+        if let d = e.detail { m.metadata["error_detail"] = d }
+        let bytes = (try? m.encoded()) ?? []
+        var out = allocator.buffer(capacity: Frame.headerSize + bytes.count)
+        out.writeFrameHeader(Frame.Header(kind: .reply, id: id, length: UInt64(bytes.count)))
+        out.writeBytes(bytes)
+        return out
+    }
+}
+
+/// Connections with requests queued for a slot. Used only on the gateway's one event loop
+/// thread: kicked when a reply frees a slot, and every millisecond while any wait (slots
+/// may also be freed by other clients of the channel, and queued requests time out).
+final class Waiters: @unchecked Sendable {
+    private var handlers: [ObjectIdentifier: GatewayHandler] = [:]
+    private var timer: Scheduled<Void>?
+
+    func add(_ h: GatewayHandler, on loop: EventLoop) {
+        handlers[ObjectIdentifier(h)] = h
+        guard timer == nil else { return }
+        timer = loop.assumeIsolated().scheduleTask(in: .milliseconds(1)) { [self] in
+            timer = nil
+            kick()
+            if let any = handlers.values.first, let ctx = any.context { add(any, on: ctx.eventLoop) }
         }
     }
+
+    func remove(_ h: GatewayHandler) { handlers.removeValue(forKey: ObjectIdentifier(h)) }
+
+    /// Lets every waiting connection try again.
+    func kick() {
+        guard !handlers.isEmpty else { return }
+        for h in Array(handlers.values) { h.resume() }
+    }
+}
+
+/// A call handed from the event loop to a forwarder thread (one owner at a time).
+struct HandedCall: @unchecked Sendable {
+    let call: PendingCall
 }
 
 /// Answers a connection over the limit with an error frame and closes it.
@@ -237,6 +277,12 @@ final class GatewayHandler: ChannelDuplexHandler {
     var state = State.hello
     var inFlight = 0
     var readHeld = false
+    /// Requests published from the event loop in this read, awaiting their replies.
+    var awaiting: [(UInt64, PendingCall)] = []
+    /// Requests not yet published (no slot was free): id, body, timeout, arrival (ns).
+    var queued: [(UInt64, ByteBuffer, UInt64, UInt64)] = []
+    /// Set while the handler is in the pipeline (for `resume`).
+    var context: ChannelHandlerContext?
     var handshakeTimer: Scheduled<Void>?
 
     init(shared: GatewayShared) { self.shared = shared }
@@ -253,6 +299,14 @@ final class GatewayHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         handshakeTimer?.cancel()
         state = .closing
+        // Published calls nobody will read: given up (a worker that took one frees its slot).
+        for (_, call) in awaiting { call.close() }
+        shared.waiters.remove(self)
+        shared.inFlight.wrappingDecrement(by: awaiting.count, ordering: .relaxed)
+        inFlight -= awaiting.count + queued.count
+        shared.inFlight.wrappingDecrement(by: queued.count, ordering: .relaxed)
+        awaiting.removeAll()
+        queued.removeAll()
         context.fireChannelInactive()
     }
 
@@ -343,41 +397,148 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     func request(_ context: ChannelHandlerContext, _ header: Frame.Header, _ body: ByteBuffer) {
+        let allocator = context.channel.allocator
         if shared.draining.load(ordering: .relaxed) {
-            reply(context, shared.forwardRefused(id: header.id, FerryError(.closed, "the gateway is shutting down"), context.channel.allocator))
+            context.writeAndFlush(wrapOutboundOut(shared.errorReply(id: header.id, FerryError(.closed, "the gateway is shutting down"), allocator)), promise: nil)
             return
         }
         inFlight += 1
         shared.inFlight.wrappingIncrement(ordering: .relaxed)
-        let promise = context.eventLoop.makePromise(of: ByteBuffer.self)
-        let shared = self.shared
-        let allocator = context.channel.allocator
         let id = header.id
         // The caller's remaining time, bounded (30 days) so a huge value is not a hang forever.
         let timeout = min(max(header.argument, 1), Endpoint.maxTimeoutMillis * 1_000_000)
-        shared.pool.submit { state in
-            guard state == .active else {
-                promise.succeed(shared.forwardRefused(id: id, FerryError(.closed, "the gateway is shutting down"), allocator))
-                return
+        // Published from the event loop when a slot is free (no thread switch), else queued;
+        // channelReadComplete waits briefly for the replies and fills freed slots from the queue.
+        queued.append((id, body, timeout, System.nowNanos()))
+    }
+
+    /// Publishes queued requests while slots are free (in arrival order). True when any went.
+    func publishQueued(_ context: ChannelHandlerContext) -> Bool {
+        var any = false
+        let allocator = context.channel.allocator
+        let now = System.nowNanos()
+        while let (id, body, timeout, arrival) = queued.first {
+            let call: PendingCall
+            if now &- arrival >= timeout {
+                queued.removeFirst()
+                complete(context, shared.errorReply(id: id, FerryError(.busy, "every slot of the gateway's channel stayed busy until the deadline; raise --slots where the gateway runs, or the timeout"), allocator), flush: false)
+                any = true
+                continue
             }
-            promise.succeed(shared.forward(id: id, body: body, timeoutNanos: timeout, allocator: allocator))
+            do {
+                guard let c = try shared.client.tryBegin(timeout: .nanoseconds(Int64(clamping: timeout - (now &- arrival)))) else { break }
+                call = c
+            } catch {
+                queued.removeFirst()
+                complete(context, shared.errorReply(id: id, error, allocator), flush: false)
+                any = true
+                continue
+            }
+            queued.removeFirst()
+            any = true
+            do {
+                try body.withUnsafeReadableBytes { try call.send(encoded: $0) }
+                awaiting.append((id, call))
+            } catch {
+                call.close()
+                complete(context, shared.errorReply(id: id, error, allocator), flush: false)
+            }
         }
+        return any
+    }
+
+    /// Writes a reply frame when `future` has it; its slot is free again, so requests
+    /// queued on any connection may go.
+    func deliver(_ context: ChannelHandlerContext, _ future: EventLoopFuture<ByteBuffer>) {
         let ctx = context
-        promise.futureResult.assumeIsolated().whenSuccess { [self] frame in
-            inFlight -= 1
-            shared.inFlight.wrappingDecrement(ordering: .relaxed)
-            if case .closing = state { return }
-            reply(ctx, frame)
-            if readHeld && inFlight < shared.config.maxInFlight {
-                readHeld = false
-                ctx.read()
-            }
+        future.assumeIsolated().whenSuccess { [self] frame in
+            complete(ctx, frame)
+            shared.waiters.kick()
         }
     }
 
-    func reply(_ context: ChannelHandlerContext, _ frame: ByteBuffer) {
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
+    /// Tries again to publish what is queued (a slot may have been freed).
+    func resume() {
+        guard let context, case .ready = state else { return }
+        awaitPublished(context)
     }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        shared.waiters.remove(self)
+    }
+
+    /// One request answered: write its reply and resume reading if it was held.
+    func complete(_ context: ChannelHandlerContext, _ frame: ByteBuffer, flush: Bool = true) {
+        inFlight -= 1
+        shared.inFlight.wrappingDecrement(ordering: .relaxed)
+        if case .closing = state { return }
+        if flush { context.writeAndFlush(wrapOutboundOut(frame), promise: nil) } else { context.write(wrapOutboundOut(frame), promise: nil) }
+        if readHeld && inFlight < shared.config.maxInFlight {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        awaitPublished(context)
+        context.fireChannelReadComplete()
+    }
+
+    /// Publishes what this read brought and waits for replies on the event loop while they
+    /// keep coming (each within `spinNanos` of the last; at most `maxBurstNanos` in all),
+    /// writing each reply as it comes and refilling freed slots from the queue. What is left
+    /// goes to forwarder threads.
+    func awaitPublished(_ context: ChannelHandlerContext) {
+        guard !awaiting.isEmpty || !queued.isEmpty else { return }
+        let allocator = context.channel.allocator
+        let start = System.nowNanos()
+        let burstEnd = start &+ max(shared.config.spinNanos, GatewayHandler.maxBurstNanos)
+        var lastProgress = start
+        var now = start
+        repeat {
+            var progress = publishQueued(context)
+            var i = 0
+            while i < awaiting.count {
+                let (id, call) = awaiting[i]
+                var frame: ByteBuffer? = nil
+                do {
+                    if let view = try call.pollRaw(for: .zero) { frame = shared.replyFrame(id: id, view, allocator) }
+                } catch {
+                    frame = shared.errorReply(id: id, error, allocator)
+                }
+                guard let frame else { i += 1; continue }
+                call.close()
+                awaiting.remove(at: i)
+                complete(context, frame, flush: false)
+                progress = true
+            }
+            if progress {
+                _ = publishQueued(context)
+                context.flush()
+            }
+            now = System.nowNanos()
+            if progress { lastProgress = now } else { System.relax() }
+        } while (!awaiting.isEmpty || !queued.isEmpty) && now &- lastProgress < shared.config.spinNanos && now < burstEnd
+        // Replies still to come are awaited by forwarder threads, which never wait for a slot
+        // (so they can always free the slots they wait on). Requests without a slot stay
+        // queued here and go when a slot frees up.
+        let shared = self.shared
+        for (id, call) in awaiting {
+            let handed = HandedCall(call: call)
+            let promise = context.eventLoop.makePromise(of: ByteBuffer.self)
+            shared.pool.submit { _ in promise.succeed(shared.finish(id: id, call: handed.call, allocator: allocator)) }
+            deliver(context, promise.futureResult)
+        }
+        awaiting.removeAll()
+        if queued.isEmpty { shared.waiters.remove(self) } else { shared.waiters.add(self, on: context.eventLoop) }
+    }
+
+    /// Longest the event loop keeps answering one connection's burst before it hands the
+    /// rest to forwarder threads and serves other connections.
+    static let maxBurstNanos: UInt64 = 1_000_000
 
     // Backpressure: no more reading while the connection has its fill of requests in flight.
     func read(context: ChannelHandlerContext) {
@@ -389,13 +550,3 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 }
 
-extension GatewayShared {
-    /// A REPLY frame failing request `id` with `e` (the request never reached a worker).
-    func forwardRefused(id: UInt64, _ e: FerryError, _ allocator: ByteBufferAllocator) -> ByteBuffer {
-        let bytes = (try? Message(metadata: ["error": e.message], status: e.code.rawValue).encoded()) ?? []
-        var out = allocator.buffer(capacity: Frame.headerSize + bytes.count)
-        out.writeFrameHeader(Frame.Header(kind: .reply, id: id, length: UInt64(bytes.count)))
-        out.writeBytes(bytes)
-        return out
-    }
-}

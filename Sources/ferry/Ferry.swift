@@ -142,6 +142,8 @@ struct Serve: ParsableCommand {
         config.maxConnections = maxConnections
         config.maxInFlight = maxInFlight
         config.forwarders = forwarders
+        // The gateway waits for quick replies the way the channel's clients do.
+        config.spinNanos = channel.wait == "futex" ? 0 : UInt64(max(0, min(channel.spinMicros, 1000))) * 1000
         if let maxRequest { config.maxRequest = try Endpoint.parseSize(maxRequest) }
         if let authTokenFile { config.secret = try System.readSecret(authTokenFile) }
         let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1"

@@ -160,7 +160,8 @@ public enum System {
 
     /// One spin-loop hint to the CPU.
     @inline(__always)
-    static func relax() { cferry_cpu_relax() }
+    /// A spin-loop hint to the CPU (pause).
+    public static func relax() { cferry_cpu_relax() }
 
     /// Asks the kernel to send `signal` to this process when its parent exits.
     public static func exitWithParent(signal: Int32 = SIGTERM) {

@@ -33,6 +33,18 @@ public final class Client: Sendable {
         return PendingCall(client: self, loan: try transport.loan(deadline: d), deadline: d)
     }
 
+    /// Starts a call only if a request buffer is free right now (nil when all are in use):
+    /// for callers that must not block, such as an event loop. The call's deadline is
+    /// `timeout` from now.
+    public func tryBegin(timeout: Duration? = nil) throws -> PendingCall? {
+        let d = deadline(timeout)
+        do {
+            return PendingCall(client: self, loan: try transport.loan(deadline: System.nowNanos()), deadline: d)
+        } catch let e as FerryError where e.code == .busy {
+            return nil
+        }
+    }
+
     /// Sends `message` and waits for the reply (copied out).
     /// An error reply from the model throws `.remote`.
     public func call(_ message: Message, timeout: Duration? = nil) throws -> Message {
@@ -144,6 +156,11 @@ public final class PendingCall {
     public func waitRaw(timeout: Duration? = nil) throws -> MessageView {
         let d = timeout.map { client.deadline($0) } ?? deadline
         return try waitUntil(d, deadline: d, throwingErrorReplies: false)!
+    }
+
+    /// `poll`, returning error replies as they came (see `waitRaw`).
+    public func pollRaw(for interval: Duration) throws -> MessageView? {
+        try waitUntil(FerryCore.deadline(after: interval.clampedNanoseconds), deadline: deadline, throwingErrorReplies: false)
     }
 
     func waitUntil(_ until: UInt64, deadline d: UInt64, throwingErrorReplies: Bool = true) throws -> MessageView? {
