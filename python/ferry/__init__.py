@@ -5,8 +5,8 @@ A thin ctypes binding of libferry (the Swift core); see README.md and docs/.
 from ._lib import lib as _lib
 from .client import Call, Client
 from .errors import (
-    Busy, ChannelClosed, FerryError, InvalidArgument, MalformedMessage, NoServer, PayloadTooLarge,
-    PermissionDenied, RemoteError, Timeout, VersionMismatch, WorkerDied,
+    Busy, ChannelClosed, Disconnected, FerryError, InvalidArgument, MalformedMessage, NoServer, PayloadTooLarge,
+    PermissionDenied, ProtocolError, RemoteError, Timeout, VersionMismatch, WorkerDied,
 )
 from .message import decode, encode
 from .serving import Worker, census, load_model, reclaim, serve
@@ -16,5 +16,5 @@ __version__ = _lib.ferry_version().decode()
 __all__ = [
     "Client", "Call", "Worker", "serve", "load_model", "reclaim", "census", "encode", "decode", "FerryError", "InvalidArgument",
     "MalformedMessage", "PayloadTooLarge", "Timeout", "WorkerDied", "NoServer", "Busy", "ChannelClosed",
-    "RemoteError", "PermissionDenied", "VersionMismatch", "__version__",
+    "RemoteError", "PermissionDenied", "VersionMismatch", "Disconnected", "ProtocolError", "__version__",
 ]

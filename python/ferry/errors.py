@@ -122,5 +122,5 @@ def error_for(code: int, message: str) -> FerryError:
 __all__ = [
     "FerryError", "InvalidArgument", "MalformedMessage", "PayloadTooLarge", "Timeout", "WorkerDied",
     "NoServer", "Busy", "ChannelClosed", "SystemError_", "RemoteError", "PermissionDenied",
-    "VersionMismatch", "Again", "error_for",
+    "VersionMismatch", "Again", "Disconnected", "ProtocolError", "error_for",
 ]
