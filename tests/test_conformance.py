@@ -22,17 +22,18 @@ TRANSPORTS = ["shm", "tcp"]
 class Served:
     """`ferry serve` of the test model, reachable at `url` over one transport."""
 
-    def __init__(self, transport: str, name: str, tmp_path, extra=(), workers: int = 2, model: str | None = None):
+    def __init__(self, transport: str, name: str, tmp_path, extra=(), workers: int = 2, model: str | None = None,
+                 port: int = 0, query: str = ""):
         self.transport, self.name = transport, name
         self.log = open(tmp_path / f"serve-{name}.log", "w+")
         args = [FERRY, "serve", model or os.path.join(MODELS, "testmodel.py"), "--name", name,
                 "--workers", str(workers), "--slot-size", "1M", "--hang-timeout", "0", *extra]
         if transport == "tcp":
-            args += ["--listen", "tcp://127.0.0.1:0"]
+            args += ["--listen", f"tcp://127.0.0.1:{port}"]
         self.proc = subprocess.Popen(args, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
         try:
             self.url = self._wait_url()
-            wait_served(self.url, self.proc)
+            wait_served(self.url + (f"?{query}" if query else ""), self.proc)
         except BaseException:
             self.stop()
             raise

@@ -1,0 +1,350 @@
+"""The tcp:// gateway over real loopback TCP: pipelining, hostile and broken peers, limits,
+authentication, lost connections and shutdown. Every other client must carry on."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ferry
+from test_conformance import Served
+
+MAGIC = 0x31595246
+HELLO, WELCOME, AUTH, READY, REQUEST, REPLY, ERROR = 1, 2, 3, 4, 5, 6, 7
+
+
+def header(kind, length, id_=0, arg=0) -> bytes:
+    return struct.pack("<IBBHQQQ", MAGIC, kind, 0, 0, id_, length, arg)
+
+
+def hello(name: str) -> bytes:
+    n = name.encode()
+    body = struct.pack("<H", len(n)) + n + os.urandom(32)
+    return header(HELLO, len(body), arg=1) + body
+
+
+def read_frame(sock) -> tuple[int, int, int, bytes]:
+    """(kind, id, argument, body) of the next frame; b"" kind 0 at end of stream."""
+    def exactly(n):
+        out = b""
+        while len(out) < n:
+            chunk = sock.recv(n - len(out))
+            if not chunk:
+                return None
+            out += chunk
+        return out
+    h = exactly(32)
+    if h is None:
+        return 0, 0, 0, b""
+    magic, kind, _, _, id_, length, arg = struct.unpack("<IBBHQQQ", h)
+    assert magic == MAGIC
+    return kind, id_, arg, exactly(length) or b""
+
+
+def raw(served) -> socket.socket:
+    host, port = served.url[len("tcp://"):].split("/")[0].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=10)
+    return s
+
+
+@pytest.fixture
+def gw(name, tmp_path):
+    s = Served("tcp", name, tmp_path, workers=2)
+    yield s
+    s.stop()
+
+
+def assert_still_serves(url):
+    with ferry.Client(url) as c:
+        for i in range(5):
+            np.testing.assert_array_equal(c.call(np.array([i, i])), np.array([i, i]))
+
+
+def test_pipelined_requests_from_many_clients_are_matched(gw):
+    errors = []
+
+    def run(k):
+        try:
+            with ferry.Client(gw.url) as c:
+                for rnd in range(5):
+                    calls = [(i, c.send({"id": np.array([k * 10000 + rnd * 100 + i]), "pad": np.zeros(1)})) for i in range(16)]
+                    for i, call in reversed(calls):  # collected out of order
+                        assert int(call.result()["id"][0]) == k * 10000 + rnd * 100 + i
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+
+
+def test_garbage_bytes_close_only_that_connection(gw):
+    with ferry.Client(gw.url) as good:
+        s = raw(gw)
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\0" * 64)
+        kind, _, code, body = read_frame(s)
+        assert kind == ERROR and b"not a Ferry frame" in body
+        assert code == 15  # FERRY_EPROTOCOL
+        assert s.recv(1) == b""  # closed
+        s.close()
+        np.testing.assert_array_equal(good.call(np.arange(3)), np.arange(3))
+
+
+def test_client_killed_mid_frame_disturbs_nobody(gw):
+    with ferry.Client(gw.url) as good:
+        s = raw(gw)
+        s.sendall(hello(gw.name))
+        assert read_frame(s)[0] == WELCOME
+        s.sendall(header(REQUEST, 100_000, id_=1, arg=10**9) + b"\1" * 5000)  # half a request
+        s.close()
+        s = raw(gw)
+        s.sendall(hello(gw.name)[:10])  # half a hello
+        s.close()
+        assert_still_serves(gw.url)
+        np.testing.assert_array_equal(good.call(np.arange(3)), np.arange(3))
+
+
+def test_oversize_frame_is_refused_from_its_header(gw):
+    s = raw(gw)
+    s.sendall(hello(gw.name))
+    kind, _, _, body = read_frame(s)
+    assert kind == WELCOME
+    capacity = struct.unpack("<Q", body[:8])[0]
+    assert 0 < capacity < 1 << 20  # 1 MiB slots, less a page
+    s.sendall(header(REQUEST, 1 << 40, id_=7, arg=10**9))  # a 1 TiB request: refused at once
+    kind, _, code, body = read_frame(s)
+    assert kind == ERROR and code == 3 and b"exceeds" in body, body  # FERRY_ETOOBIG
+    assert s.recv(1) == b""
+    s.close()
+    assert_still_serves(gw.url)
+
+
+def test_malformed_message_in_a_good_frame_fails_that_request_only(gw):
+    s = raw(gw)
+    s.sendall(hello(gw.name))
+    assert read_frame(s)[0] == WELCOME
+    s.sendall(header(REQUEST, 100, id_=9, arg=10**9) + b"\x07" * 100)
+    kind, id_, _, body = read_frame(s)
+    assert kind == REPLY and id_ == 9
+    assert struct.unpack_from("<I", body, 48)[0] == 2  # an error reply: FERRY_EMALFORMED
+    _, meta = ferry.decode(body)
+    assert "malformed" in meta["error"]
+    # The connection is still good for a real request.
+    good = ferry.encode({"x": np.arange(4)})
+    s.sendall(header(REQUEST, len(good), id_=10, arg=10**9) + good)
+    kind, id_, _, body = read_frame(s)
+    assert kind == REPLY and id_ == 10
+    np.testing.assert_array_equal(next(iter(ferry.decode(body)[0].values())), np.arange(4))
+    s.close()
+
+
+def test_wrong_channel_name_is_no_server(gw):
+    host_port = gw.url[len("tcp://"):].split("/")[0]
+    with pytest.raises(ferry.NoServer, match="serves channel"):
+        ferry.Client(f"tcp://{host_port}/someone-else")
+
+
+def test_nothing_listening_is_a_clear_error():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    t0 = time.monotonic()
+    with pytest.raises(ferry.Disconnected, match="cannot connect"):
+        ferry.Client(f"tcp://127.0.0.1:{port}/x")
+    assert time.monotonic() - t0 < 2
+
+
+def test_bad_tcp_urls_are_refused():
+    for url in ["tcp://127.0.0.1/x", "tcp://127.0.0.1:0/x", "tcp://127.0.0.1:70000/x", "tcp://:80/x",
+                "tcp://127.0.0.1:80", "tcp://127.0.0.1:80/x?slots=2", "tcp://127.0.0.1:80/bad/name", "tcp://[::1/x"]:
+        with pytest.raises(ferry.InvalidArgument):
+            ferry.Client(url)
+
+
+def free_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_lost_connection_fails_calls_in_flight_and_next_call_reconnects(name, tmp_path):
+    port = free_port()
+    s = Served("tcp", name, tmp_path, port=port)
+    s2 = None
+    try:
+        c = ferry.Client(s.url)
+        np.testing.assert_array_equal(c.call(np.arange(2)), np.arange(2))
+        box = {}
+
+        def slow():
+            try:
+                c.call({"sleep": np.array(30.0), "pad": np.zeros(1)}, timeout=20)
+            except Exception as e:  # noqa: BLE001
+                box["error"] = e
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.5)
+        workers = s.worker_pids()
+        s.stop(signal.SIGKILL)  # the gateway dies with a call in flight
+        t.join(10)
+        assert isinstance(box.get("error"), ferry.Disconnected), box
+        assert "outcome is unknown" in str(box["error"])
+        with pytest.raises(ferry.Disconnected):
+            c.call(np.arange(2), timeout=2)  # nothing listens now: a clear error
+        # Its workers finish their request and exit (parent-death signal); the sleeping one
+        # would take 30 s, so it is killed too. Then a new gateway on the same port.
+        for p in workers:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while any(os.path.exists(f"/proc/{p}") and open(f"/proc/{p}/stat").read().split()[2] != "Z" for p in workers):
+            assert time.monotonic() < deadline, "workers outlived their killed supervisor"
+            time.sleep(0.05)
+        s2 = Served("tcp", name, tmp_path, port=port)
+        np.testing.assert_array_equal(c.call(np.arange(3)), np.arange(3))  # reconnected by itself
+        c.close()
+    finally:
+        s.stop()
+        if s2:
+            s2.stop()
+
+
+def test_connection_limit(name, tmp_path):
+    s = Served("tcp", name, tmp_path, extra=["--max-connections", "2"])
+    try:
+        a, b = ferry.Client(s.url), ferry.Client(s.url)
+        with pytest.raises(ferry.Busy, match="too many connections"):
+            ferry.Client(s.url)
+        a.close()
+        time.sleep(0.2)
+        c = ferry.Client(s.url)
+        np.testing.assert_array_equal(c.call(np.arange(2)), np.arange(2))
+        np.testing.assert_array_equal(b.call(np.arange(2)), np.arange(2))
+        b.close()
+        c.close()
+    finally:
+        s.stop()
+
+
+def test_in_flight_limit_is_backpressure_not_an_error(name, tmp_path):
+    s = Served("tcp", name, tmp_path, extra=["--max-inflight", "2"])
+    try:
+        with ferry.Client(s.url) as c:
+            calls = [c.send({"id": np.array([i]), "pad": np.zeros(1)}) for i in range(40)]
+            assert [int(call.result()["id"][0]) for call in calls] == list(range(40))
+    finally:
+        s.stop()
+
+
+def test_authentication(name, tmp_path):
+    token = tmp_path / "token"
+    token.write_text("correct horse battery staple\n")
+    token.chmod(0o600)
+    wrong = tmp_path / "wrong"
+    wrong.write_text("incorrect horse battery staple\n")
+    wrong.chmod(0o600)
+    s = Served("tcp", name, tmp_path, extra=["--auth-token-file", str(token)], query=f"token_file={token}")
+    try:
+        base = s.url
+        with pytest.raises(ferry.PermissionDenied, match="requires authentication"):
+            ferry.Client(base)
+        with pytest.raises(ferry.PermissionDenied, match="authentication failed"):
+            ferry.Client(f"{base}?token_file={wrong}")
+        with ferry.Client(f"{base}?token_file={token}") as c:
+            np.testing.assert_array_equal(c.call(np.arange(5)), np.arange(5))
+        # Requests before authenticating close the connection.
+        sk = raw(s)
+        sk.sendall(hello(name))
+        kind, _, _, body = read_frame(sk)
+        assert kind == WELCOME and body[20] == 1  # auth required
+        sk.sendall(header(REQUEST, 8, id_=1) + b"\0" * 8)
+        kind, _, code, body = read_frame(sk)
+        assert kind == ERROR and code == 11 and b"requires authentication" in body
+        sk.close()
+        # A world-readable token file is refused on the client side too.
+        loose = tmp_path / "loose"
+        loose.write_text("correct horse battery staple\n")
+        loose.chmod(0o644)
+        with pytest.raises(ferry.PermissionDenied, match="chmod 600"):
+            ferry.Client(f"{base}?token_file={loose}")
+    finally:
+        s.stop()
+
+
+def test_secret_never_crosses_the_wire(name, tmp_path):
+    """A proxy records every byte of a successful authenticated call: the secret is not in it."""
+    secret = b"s3cr3t-s3cr3t-s3cr3t-0123456789"
+    token = tmp_path / "token"
+    token.write_bytes(secret)
+    token.chmod(0o600)
+    s = Served("tcp", name, tmp_path, extra=["--auth-token-file", str(token)], query=f"token_file={token}")
+    seen = bytearray()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    proxy_port = listener.getsockname()[1]
+    upstream = raw(s)
+
+    def pump(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                seen.extend(d)
+                b.sendall(d)
+        except OSError:
+            pass
+        finally:
+            try:
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def accept():
+        conn, _ = listener.accept()
+        threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
+        threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        with ferry.Client(f"tcp://127.0.0.1:{proxy_port}/{name}?token_file={token}") as c:
+            np.testing.assert_array_equal(c.call(np.arange(3)), np.arange(3))
+        assert len(seen) > 100 and secret not in bytes(seen)
+    finally:
+        listener.close()
+        upstream.close()
+        s.stop()
+
+
+def test_sigterm_answers_what_is_in_flight_then_exits(name, tmp_path):
+    s = Served("tcp", name, tmp_path)
+    try:
+        c = ferry.Client(s.url)
+        call = c.send({"sleep": np.array(1.0), "pad": np.zeros(1)}, timeout=20)
+        time.sleep(0.3)
+        s.proc.send_signal(signal.SIGTERM)
+        out = call.result()  # answered, not dropped
+        np.testing.assert_array_equal(out["pad"], np.zeros(1))
+        assert s.proc.wait(timeout=20) == 0
+        with pytest.raises((ferry.Disconnected, ferry.ChannelClosed)):
+            c.call(np.arange(2), timeout=2)
+        c.close()
+    finally:
+        s.stop()
