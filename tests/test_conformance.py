@@ -23,11 +23,11 @@ class Served:
     """`ferry serve` of the test model, reachable at `url` over one transport."""
 
     def __init__(self, transport: str, name: str, tmp_path, extra=(), workers: int = 2, model: str | None = None,
-                 port: int = 0, query: str = ""):
+                 port: int = 0, query: str = "", slot_size: str = "1M"):
         self.transport, self.name = transport, name
         self.log = open(tmp_path / f"serve-{name}.log", "w+")
         args = [FERRY, "serve", model or os.path.join(MODELS, "testmodel.py"), "--name", name,
-                "--workers", str(workers), "--slot-size", "1M", "--hang-timeout", "0", *extra]
+                "--workers", str(workers), "--slot-size", slot_size, "--hang-timeout", "0", *extra]
         if transport == "tcp":
             args += ["--listen", f"tcp://127.0.0.1:{port}"]
         self.proc = subprocess.Popen(args, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
