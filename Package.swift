@@ -78,6 +78,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
+        .testTarget(name: "FerryGatewayTests", dependencies: ["FerryCore", "FerryGateway"]),
         // The Swift clients of examples/ (one per pattern; the other languages sit beside them).
         .executableTarget(name: "example-digits", dependencies: ["FerryCore"], path: "examples/digits/swift"),
         .executableTarget(name: "example-frames", dependencies: ["FerryCore"], path: "examples/frames/swift"),

@@ -139,11 +139,10 @@ final class ShmChannelTests: XCTestCase {
             defer { client.close() }
             let call = try client.begin()
             // Bypass the writer: garbage straight into the slot.
-            let slot = call.channel.data(call.slot)
+            let slot = call.loan.request.baseAddress!
             for i in 0..<256 { slot.storeBytes(of: UInt8(truncatingIfNeeded: i &* 31), toByteOffset: i, as: UInt8.self) }
             call.sent = true
-            call.requestLength = 256
-            try call.channel.publish(slot: call.slot, gen: call.gen, length: 256)
+            try call.loan.send(length: 256, deadline: call.deadline)
             XCTAssertThrowsError(try call.wait()) { e in
                 XCTAssertEqual((e as? FerryError)?.code, .malformed)
                 XCTAssertTrue("\(e)".contains("bad magic"), "\(e)")

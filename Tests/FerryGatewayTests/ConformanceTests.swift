@@ -1,0 +1,118 @@
+import Foundation
+import XCTest
+import FerryCore
+import FerryGateway
+
+/// The conformance suite from Swift: the same checks over shm:// (straight to a worker) and
+/// tcp:// (through a gateway on 127.0.0.1), with a Swift worker on a thread of this process.
+/// (tests/test_conformance.py runs the suite against Python workers in other processes.)
+final class ConformanceTests: XCTestCase {
+    /// Echoes the request; metadata steers it: "sleep_ms" waits, "raise" fails.
+    static let handler: @Sendable (Message) throws -> Message = { request in
+        if let ms = request.metadata["sleep_ms"], let v = UInt32(ms) { usleep(v * 1000) }
+        if let text = request.metadata["raise"] { throw FerryError(.remote, text) }
+        return Message(request.entries.map { ($0.name, $0.tensor) })
+    }
+
+    /// Runs `body` once per transport with that transport's URL.
+    func forEachTransport(_ body: (String) throws -> Void) throws {
+        let name = "swift-conf-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let worker = try Worker("shm://\(name)?slots=4&slot_size=256K")
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) let w = worker
+        Thread.detachNewThread {
+            try? w.serve(ConformanceTests.handler)
+            done.signal()
+        }
+        defer {
+            worker.stop()
+            done.wait()
+            worker.close()
+        }
+        let gateway = try Gateway(GatewayConfiguration(name: name, channelURL: "shm://\(name)"))
+        defer { gateway.shutdown(grace: .seconds(1)) }
+        for url in ["shm://\(name)", "tcp://127.0.0.1:\(gateway.port)/\(name)"] {
+            try body(url)
+        }
+    }
+
+    func testEveryDTypeAndShapeRoundTrips() throws {
+        try forEachTransport { url in
+            let client = try Client(url)
+            defer { client.close() }
+            for dtype in DType.allCases where dtype.itemSize != nil {
+                let shapes = dtype == .bytes ? [[0], [7]] : [[], [0], [1], [7], [3, 5], [2, 0, 4], [2, 3, 4, 5]]
+                for shape in shapes {
+                    let n = shape.reduce(1, *) * dtype.itemSize!
+                    let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
+                    let t = try Tensor(dtype: dtype, shape: shape, bytes: bytes)
+                    let reply = try client.call([("x", t)])
+                    XCTAssertEqual(reply["x"], t, "\(url) \(dtype) \(shape)")
+                }
+            }
+            let words = Tensor(strings: ["héllo", "", "wörld"], shape: [3])
+            XCTAssertEqual(try client.call([("s", words)])["s"], words)
+        }
+    }
+
+    func testModelErrorsDeadlinesAndOversize() throws {
+        try forEachTransport { url in
+            let client = try Client(url)
+            defer { client.close() }
+            let one = Tensor([Int32(1)])
+            XCTAssertThrowsError(try client.call(Message([("x", one)], metadata: ["raise": "boom"]))) { e in
+                XCTAssertEqual((e as? FerryError)?.code, .remote)
+                XCTAssertTrue((e as? FerryError)?.message.contains("boom") ?? false)
+            }
+            let t0 = Date()
+            XCTAssertThrowsError(try client.call(Message([("x", one)], metadata: ["sleep_ms": "2000"]), timeout: .milliseconds(200))) { e in
+                XCTAssertEqual((e as? FerryError)?.code, .timedOut, "\(url)")
+            }
+            XCTAssertLessThan(Date().timeIntervalSince(t0), 1.5)
+            XCTAssertThrowsError(try client.call([("x", Tensor([UInt8](repeating: 1, count: 1 << 20)))])) { e in
+                XCTAssertEqual((e as? FerryError)?.code, .tooLarge, "\(url)")
+            }
+            XCTAssertEqual(try client.call([("x", one)])["x"], one)  // still usable
+        }
+    }
+
+    func testManyThreadsAndCallsInFlight() throws {
+        try forEachTransport { url in
+            let client = try Client(url)
+            defer { client.close() }
+            let failures = ManagedCounter()
+            DispatchQueue.concurrentPerform(iterations: 6) { k in
+                for i in 0..<100 {
+                    let v = Tensor([Int64(k * 1000 + i)])
+                    if (try? client.call([("id", v)])["id"]) != v { failures.add() }
+                }
+            }
+            XCTAssertEqual(failures.value, 0, url)
+            // Several calls in flight from one thread, collected in reverse order.
+            var calls: [(PendingCall, Int64)] = []
+            for i in 0..<4 {
+                let c = try client.begin()
+                try c.writer.add(name: "id", Tensor([Int64(i)]))
+                try c.send()
+                calls.append((c, Int64(i)))
+            }
+            for (c, i) in calls.reversed() {
+                XCTAssertEqual(try Message(c.wait())["id"], Tensor([i]))
+                c.close()
+            }
+        }
+    }
+
+    func testGatewayRefusesAnUnservedChannel() throws {
+        XCTAssertThrowsError(try Gateway(GatewayConfiguration(name: "nobody-\(getpid())", channelURL: "shm://nobody-\(getpid())"))) { e in
+            XCTAssertEqual((e as? FerryError)?.code, .noServer)
+        }
+    }
+}
+
+final class ManagedCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func add() { lock.lock(); n += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+}
