@@ -8,11 +8,20 @@ import PackageDescription
 
 let package = Package(
     name: "FerryFuzz",
-    dependencies: [.package(url: "https://github.com/apple/swift-atomics", from: "1.3.0")],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+    ],
     targets: [
         .target(name: "CFerryLinux"),
         .target(name: "CFuzz"),
-        .target(name: "FerryCore", dependencies: ["CFerryLinux", .product(name: "Atomics", package: "swift-atomics")]),
+        .target(name: "FerryCore", dependencies: [
+            "CFerryLinux",
+            .product(name: "Atomics", package: "swift-atomics"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         .executableTarget(name: "FuzzMessage", dependencies: ["FerryCore", "CFuzz"]),
         .executableTarget(name: "FuzzSegment", dependencies: ["FerryCore", "CFuzz"]),
         .executableTarget(name: "FuzzRacing", dependencies: ["FerryCore", "CFuzz"]),

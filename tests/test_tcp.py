@@ -348,3 +348,49 @@ def test_sigterm_answers_what_is_in_flight_then_exits(name, tmp_path):
         c.close()
     finally:
         s.stop()
+
+
+def make_certificate(tmp_path, cn="localhost", san="DNS:localhost,IP:127.0.0.1"):
+    """A throwaway self-signed certificate (and key) for the test, by the openssl command."""
+    import shutil
+    import subprocess
+    if not shutil.which("openssl"):
+        pytest.skip("openssl command not installed")
+    cert, key = tmp_path / f"{cn}.crt", tmp_path / f"{cn}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", f"/CN={cn}", "-addext", f"subjectAltName={san}"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_round_trip_and_refusals(name, tmp_path):
+    cert, key = make_certificate(tmp_path)
+    other, _ = make_certificate(tmp_path, cn="other", san="DNS:other")
+    s = Served("tcp", name, tmp_path, extra=["--tls-cert", str(cert), "--tls-key", str(key)], query=f"ca_file={cert}")
+    try:
+        with ferry.Client(f"{s.url}?ca_file={cert}") as c:
+            x = np.random.default_rng(3).integers(0, 255, size=(300, 400), dtype=np.uint8)
+            for _ in range(3):
+                np.testing.assert_array_equal(c.call(x), x)
+            calls = [c.send({"id": np.array([i]), "pad": np.zeros(1)}) for i in range(10)]
+            assert [int(k.result()["id"][0]) for k in calls] == list(range(10))
+        port = s.url.split(":")[2].split("/")[0]
+        with ferry.Client(f"tcp://localhost:{port}/{name}?ca_file={cert}") as c:  # by name too
+            np.testing.assert_array_equal(c.call(np.arange(3)), np.arange(3))
+        # An untrusted certificate, and plain TCP to a TLS port, are clear errors.
+        with pytest.raises(ferry.PermissionDenied, match="not trusted"):
+            ferry.Client(f"{s.url}?ca_file={other}")
+        with pytest.raises((ferry.ProtocolError, ferry.Disconnected, ferry.Timeout)):
+            ferry.Client(f"{s.url}?connect_timeout_ms=1000")
+        # On the wire: no plaintext of the request.
+        sk = raw(s)
+        sk.sendall(hello(name))
+        sk.settimeout(5)
+        first = sk.recv(64)
+        assert not first.startswith(struct.pack("<I", MAGIC))  # a TLS alert, not a Ferry frame
+        sk.close()
+        assert_still_serves_tls = ferry.Client(f"{s.url}?ca_file={cert}")
+        np.testing.assert_array_equal(assert_still_serves_tls.call(np.arange(2)), np.arange(2))
+        assert_still_serves_tls.close()
+    finally:
+        s.stop()

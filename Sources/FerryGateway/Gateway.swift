@@ -3,6 +3,7 @@ import Crypto
 import FerryCore
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// How a gateway listens and what it allows.
@@ -24,6 +25,8 @@ public struct GatewayConfiguration: Sendable {
     public var maxRequest: Int?
     /// Shared secret for the HMAC challenge (nil: no authentication).
     public var secret: [UInt8]?
+    /// TLS: PEM files of the certificate chain and its private key (nil: plain TCP).
+    public var tlsCertificateFile: String?, tlsKeyFile: String?
     /// Time a new connection has to complete its handshake.
     public var handshakeTimeout: TimeAmount = .seconds(5)
     /// Threads that carry requests into the channel when no slot is free at once, and wait
@@ -70,6 +73,20 @@ public final class Gateway: Sendable {
         client = try Client(config.channelURL)
         let capacity = client.requestCapacity
         let maxRequest = min(config.maxRequest ?? capacity, capacity)
+        var tls: NIOSSLContext? = nil
+        if let cert = config.tlsCertificateFile, let key = config.tlsKeyFile {
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(cert).map { NIOSSLCertificateSource.certificate($0) }
+                let conf = TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+                tls = try NIOSSLContext(configuration: conf)
+            } catch {
+                client.close()
+                throw FerryError(.invalidArgument, "cannot use the TLS certificate \(cert) and key \(key): \(error)")
+            }
+        } else if config.tlsCertificateFile != nil || config.tlsKeyFile != nil {
+            client.close()
+            throw FerryError(.invalidArgument, "TLS needs both a certificate and a key file")
+        }
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         pool = NIOThreadPool(numberOfThreads: max(1, config.forwarders))
         pool.start()
@@ -83,6 +100,7 @@ public final class Gateway: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
                     guard shared.admit(channel) else {
                         try sync.addHandler(Refuser(shared: shared))
                         return

@@ -65,6 +65,10 @@ struct Serve: ParsableCommand {
     var listen: String?
     @Option(name: .customLong("auth-token-file"), help: "With --listen: a file (mode 600) holding a shared secret; clients prove they know it (HMAC challenge) before any request.")
     var authTokenFile: String?
+    @Option(name: .customLong("tls-cert"), help: "With --listen: TLS with this PEM certificate chain (and --tls-key); clients add tls=1 (and ca_file=PATH) to the URL.")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "With --listen: the PEM private key of --tls-cert.")
+    var tlsKey: String?
     @Option(name: .customLong("max-connections"), help: "With --listen: most connections at once.")
     var maxConnections: Int = 256
     @Option(name: .customLong("max-inflight"), help: "With --listen: most requests in flight per connection (the gateway stops reading a connection at the limit).")
@@ -101,11 +105,15 @@ struct Serve: ParsableCommand {
         defer {
             if let m = metricsServer { try? m.channel.close().wait(); try? m.group.syncShutdownGracefully() }
         }
-        let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger)
-        try sup.start()
+        // The gateway first: a bad address or certificate fails before any worker starts.
         var gateway: Gateway? = nil
         if let listen {
             gateway = try startGateway(listen, url: url, forwarders: holder.geometry.slots, logger: logger)
+        }
+        let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger)
+        do { try sup.start() } catch {
+            gateway?.shutdown(grace: .zero)
+            throw error
         }
         logger.info("serving", metadata: ["url": "shm://\(name)", "workers": "\(workers)",
                                           "slots": "\(holder.geometry.slots)", "slot_size": "\(holder.geometry.slotSize)"])
@@ -146,13 +154,15 @@ struct Serve: ParsableCommand {
         config.spinNanos = channel.wait == "futex" ? 0 : UInt64(max(0, min(channel.spinMicros, 1000))) * 1000
         if let maxRequest { config.maxRequest = try Endpoint.parseSize(maxRequest) }
         if let authTokenFile { config.secret = try System.readSecret(authTokenFile) }
+        config.tlsCertificateFile = tlsCert
+        config.tlsKeyFile = tlsKey
         let loopback = host == "localhost" || host.hasPrefix("127.") || host == "::1"
         if !loopback && config.secret == nil {
             logger.warning("listening beyond loopback without --auth-token-file: anyone who reaches this port can call the model", metadata: ["listen": "\(listen)"])
         }
         let gateway = try Gateway(config)
         // Tests and scripts read the bound port from this line (useful with port 0).
-        logger.info("listening", metadata: ["url": "tcp://\(host.contains(":") ? "[\(host)]" : host):\(gateway.port)/\(name)", "auth": "\(config.secret != nil)"])
+        logger.info("listening", metadata: ["url": "tcp://\(host.contains(":") ? "[\(host)]" : host):\(gateway.port)/\(name)", "auth": "\(config.secret != nil)", "tls": "\(tlsCert != nil)"])
         return gateway
     }
 }

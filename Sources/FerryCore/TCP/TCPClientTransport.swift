@@ -100,6 +100,7 @@ final class BufferPool: @unchecked Sendable {
 /// One connection to a gateway and the calls in flight on it.
 final class TCPConnection: @unchecked Sendable {
     let fd: Int32
+    let stream: SocketStream
     let endpoint: Endpoint
     let buffers: BufferPool
     let welcome: Frame.Welcome
@@ -129,9 +130,16 @@ final class TCPConnection: @unchecked Sendable {
         let e = endpoint
         fd = try System.tcpConnect(host: e.host, port: e.port, timeoutNanos: until > System.nowNanos() ? until - System.nowNanos() : 1)
         do {
+            stream = try SocketStream(fd: fd, tls: e.tls, host: e.host, until: until)
+        } catch {
+            System.close(fd)
+            stage.deallocate()
+            throw error
+        }
+        do {
             let clientNonce = System.randomBytes(Frame.nonceSize)
-            try TCPConnection.sendControl(fd, .hello, Frame.hello(name: e.name, nonce: clientNonce), argument: Frame.version, until: until)
-            let (h, body) = try TCPConnection.readControl(fd, until: until)
+            try TCPConnection.sendControl(stream, .hello, Frame.hello(name: e.name, nonce: clientNonce), argument: Frame.version, until: until)
+            let (h, body) = try TCPConnection.readControl(stream, until: until)
             guard h.kind == .welcome else { throw FerryError(.protocolViolation, "expected WELCOME from the gateway, got \(h.kind)") }
             welcome = try Frame.Welcome(parsing: body)
             if welcome.authRequired {
@@ -140,8 +148,8 @@ final class TCPConnection: @unchecked Sendable {
                 }
                 let transcript = Frame.authTranscript(gatewayNonce: welcome.nonce, clientNonce: clientNonce, name: e.name)
                 let mac = Array(HMAC<SHA256>.authenticationCode(for: transcript, using: SymmetricKey(data: secret)))
-                try TCPConnection.sendControl(fd, .auth, mac, until: until)
-                let (r, _) = try TCPConnection.readControl(fd, until: until)
+                try TCPConnection.sendControl(stream, .auth, mac, until: until)
+                let (r, _) = try TCPConnection.readControl(stream, until: until)
                 guard r.kind == .ready else { throw FerryError(.protocolViolation, "expected READY from the gateway, got \(r.kind)") }
             }
             maxReply = Int(min(welcome.requestCapacity, UInt64(Int.max / 2))) + 2 * 4096
@@ -178,20 +186,20 @@ final class TCPConnection: @unchecked Sendable {
         for l in waiting { l.signal() }
     }
 
-    static func sendControl(_ fd: Int32, _ kind: Frame.Kind, _ body: [UInt8], argument: UInt64 = 0, until: UInt64) throws {
+    static func sendControl(_ stream: SocketStream, _ kind: Frame.Kind, _ body: [UInt8], argument: UInt64 = 0, until: UInt64) throws {
         let bytes = Frame.Header(kind: kind, length: UInt64(body.count), argument: argument).bytes + body
-        let (_, complete) = try bytes.withUnsafeBytes { try System.sendAll(fd, $0, until: until) }
+        let (_, complete) = try bytes.withUnsafeBytes { try stream.sendAll($0, until: until) }
         guard complete else { throw FerryError(.timedOut, "the gateway did not take the handshake in time") }
     }
 
-    static func readControl(_ fd: Int32, until: UInt64) throws -> (Frame.Header, [UInt8]) {
+    static func readControl(_ stream: SocketStream, until: UInt64) throws -> (Frame.Header, [UInt8]) {
         var hb = [UInt8](repeating: 0, count: Frame.headerSize)
-        try hb.withUnsafeMutableBytes { try System.receiveExactly(fd, into: $0.baseAddress!, count: Frame.headerSize, until: until) }
+        try hb.withUnsafeMutableBytes { try stream.receiveExactly(into: $0.baseAddress!, count: Frame.headerSize, until: until) }
         let h = try hb.withUnsafeBytes { try Frame.Header(reading: $0.baseAddress!) }
         guard h.length <= UInt64(Frame.maxControlPayload) else { throw FerryError(.protocolViolation, "handshake frame of \(h.length) bytes is too long") }
         var body = [UInt8](repeating: 0, count: Int(h.length))
         if !body.isEmpty {
-            try body.withUnsafeMutableBytes { try System.receiveExactly(fd, into: $0.baseAddress!, count: $0.count, until: until) }
+            try body.withUnsafeMutableBytes { try stream.receiveExactly(into: $0.baseAddress!, count: $0.count, until: until) }
         }
         if h.kind == .error { throw TCPConnection.remoteError(h, body) }
         return (h, body)
@@ -220,7 +228,7 @@ final class TCPConnection: @unchecked Sendable {
             .write(to: frame.baseAddress!)
         let bytes = UnsafeRawBufferPointer(start: frame.baseAddress!, count: Frame.headerSize + messageLength)
         do {
-            let (sent, complete) = try sending.withLock { _ in try System.sendAll(fd, bytes, until: deadline) }
+            let (sent, complete) = try sending.withLock { _ in try stream.sendAll(bytes, until: deadline) }
             if !complete {
                 if sent == 0 { forget(id); throw FerryError(.timedOut, "the request could not be sent before the deadline (the gateway is not reading)") }
                 // Half a frame is on the wire: the stream cannot be resynchronised.
@@ -283,7 +291,7 @@ final class TCPConnection: @unchecked Sendable {
             // Read: straight into a large body being received, else into the staging buffer.
             var n: Int
             if let p = partial, Int(p.header.length) - p.got >= TCPConnection.stageSize {
-                n = try System.receive(fd, into: p.buffer.base + p.got, count: Int(p.header.length) - p.got)
+                n = try stream.receive(into: p.buffer.base + p.got, count: Int(p.header.length) - p.got)
                 if n > 0 { partial!.got += n; try finishPartialIfComplete(); continue }
             } else {
                 if stageStart == stageEnd { stageStart = 0; stageEnd = 0 }
@@ -292,7 +300,7 @@ final class TCPConnection: @unchecked Sendable {
                     stageEnd -= stageStart
                     stageStart = 0
                 }
-                n = try System.receive(fd, into: stage + stageEnd, count: TCPConnection.stageSize - stageEnd)
+                n = try stream.receive(into: stage + stageEnd, count: TCPConnection.stageSize - stageEnd)
                 if n > 0 { stageEnd += n; continue }
             }
             // Nothing there yet: spin if asked, then sleep in poll.

@@ -2,7 +2,7 @@
 ///
 /// * `shm://NAME?slots=8&slot_size=8M&wait=hybrid&spin_us=100&timeout_ms=10000&scope=user`
 ///   (`slots` and `slot_size` matter to the process that creates the channel);
-/// * `tcp://HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&token_file=PATH&wait=futex`
+/// * `tcp://HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&token_file=PATH&tls=1&ca_file=PATH&wait=futex`
 ///   (a `ferry serve --listen` gateway; HOST may be a name, an IPv4 or a `[IPv6]` address).
 ///
 /// Every process picks its own wait strategy and default timeout.
@@ -18,6 +18,9 @@ public struct Endpoint: Sendable, Equatable {
     /// tcp://: a file holding the gateway's shared secret (`ferry serve --auth-token-file`);
     /// the secret proves itself by HMAC over the gateway's challenge and never crosses the wire.
     public var tokenFile: String?
+    /// tcp://: TLS to the gateway (`tls=1`; `ca_file=PATH` names the authorities to trust and
+    /// implies it). The certificate must name the URL's host.
+    public var tls: TLSOptions?
     /// Number of slots when creating (default 8).
     public var slots: Int = 8
     /// Bytes per slot when creating (default 8 MiB; a request and its reply share a slot).
@@ -105,11 +108,20 @@ public struct Endpoint: Sendable, Equatable {
                     throw FerryError(.invalidArgument, "connect_timeout_ms=\(kv[1]): use a whole number of milliseconds in 1...\(Endpoint.maxTimeoutMillis)")
                 }
                 connectTimeoutNanos = v * 1_000_000
+            case "tls" where scheme == "tcp":
+                switch kv[1] {
+                case "1", "true", "yes": tls = tls ?? TLSOptions()
+                case "0", "false", "no": tls = nil
+                default: throw FerryError(.invalidArgument, "tls=\(kv[1]): use 1 or 0")
+                }
+            case "ca_file" where scheme == "tcp":
+                guard !kv[1].isEmpty else { throw FerryError(.invalidArgument, "ca_file is empty") }
+                tls = TLSOptions(caFile: Endpoint.percentDecoded(kv[1]))
             case "token_file" where scheme == "tcp":
                 guard !kv[1].isEmpty else { throw FerryError(.invalidArgument, "token_file is empty") }
                 tokenFile = Endpoint.percentDecoded(kv[1])
             default:
-                let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file" : "slots, slot_size, wait, spin_us, timeout_ms, scope"
+                let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file, tls, ca_file" : "slots, slot_size, wait, spin_us, timeout_ms, scope"
                 throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" for \(scheme):// (known: \(known))")
             }
         }
