@@ -26,5 +26,6 @@ let package = Package(
         .executableTarget(name: "FuzzSegment", dependencies: ["FerryCore", "CFuzz"]),
         .executableTarget(name: "FuzzRacing", dependencies: ["FerryCore", "CFuzz"]),
         .executableTarget(name: "FuzzArguments", dependencies: ["FerryCore", "CFuzz"]),
+        .executableTarget(name: "FuzzFrames", dependencies: ["FerryCore", "CFuzz"]),
     ]
 )
