@@ -538,7 +538,8 @@ final class GatewayHandler: ChannelDuplexHandler {
                 context.flush()
             }
             now = System.nowNanos()
-            if progress { lastProgress = now } else { System.relax() }
+            // Yield rather than pause: the workers may share this CPU.
+            if progress { lastProgress = now } else { System.yieldCPU() }
         } while (!awaiting.isEmpty || !queued.isEmpty) && now &- lastProgress < shared.config.spinNanos && now < burstEnd
         // Replies still to come are awaited by forwarder threads, which never wait for a slot
         // (so they can always free the slots they wait on). Requests without a slot stay

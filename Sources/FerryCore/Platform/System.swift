@@ -163,6 +163,10 @@ public enum System {
     /// A spin-loop hint to the CPU (pause).
     public static func relax() { cferry_cpu_relax() }
 
+    /// Lets another runnable thread of this CPU run (sched_yield): a waiter that spins where
+    /// the process it waits for may share its CPU must not starve it.
+    public static func yieldCPU() { _ = sched_yield() }
+
     /// Asks the kernel to send `signal` to this process when its parent exits.
     public static func exitWithParent(signal: Int32 = SIGTERM) {
         _ = cferry_set_parent_death_signal(signal)

@@ -82,6 +82,8 @@ struct WaitPoint {
             if let r = try poll() { return r }
             spins &+= 1
             if spins & 63 == 0 {
+                // Let a process that shares this CPU (the peer we wait for, a gateway) run.
+                System.yieldCPU()
                 now = System.nowNanos()
                 if now >= nextCheck { try check(); nextCheck = now &+ checkEvery }
             }
