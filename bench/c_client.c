@@ -1,5 +1,7 @@
-/* C client → Ferry channel: sends one uint8 tensor of the given shape N times and prints
- * latency percentiles as JSON. Used by bench/run.py ("Ferry C → Python"). */
+/* C client → Ferry channel (any URL: shm:// or tcp://): sends one tensor of the given shape
+ * N times and prints latency percentiles as JSON. When the reply is a uint64 tensor (the
+ * checksum model, bench/checksum_model.py), its first element must be the byte sum of the
+ * request: replies that are not are counted as "wrong". Used by bench/run.py and bench/tcp.py. */
 #define _GNU_SOURCE
 #include <sched.h>
 #include "bench.h"
@@ -26,7 +28,9 @@ int main(int argc, char **argv) {
     for (int i = 0; i < ndim; i++) { shape[i] = atoll(argv[6 + i]); bytes *= (size_t)shape[i]; }
     pin_cpu(0);
     unsigned char *payload = malloc(bytes ? bytes : 1);
-    for (size_t i = 0; i < bytes; i++) payload[i] = (unsigned char)(i * 31);
+    uint64_t expect = 0;
+    for (size_t i = 0; i < bytes; i++) { payload[i] = (unsigned char)(i * 31); expect += payload[i]; }
+    int wrong = 0;
     ferry_client *client;
     if (ferry_client_new(url, NULL, &client) != FERRY_OK) { fprintf(stderr, "%s\n", ferry_last_error()); return 1; }
     double *lat = malloc(sizeof(double) * (size_t)count);
@@ -45,12 +49,18 @@ int main(int argc, char **argv) {
         if (ferry_call_send(call) != FERRY_OK || ferry_call_wait(call, 10000, &reply) != FERRY_OK) {
             fprintf(stderr, "%s\n", ferry_last_error()); return 1;
         }
+        ferry_tensor out;
+        if (ferry_message_tensor(reply, 0, &out) == FERRY_OK && out.dtype == FERRY_DTYPE_UINT64 && out.nbytes >= 8) {
+            uint64_t got;
+            memcpy(&got, out.data, sizeof got);
+            if (got != expect) wrong++;
+        }
         if (i >= warmup) lat[i - warmup] = now_us() - t0;
         ferry_call_free(call);
     }
     double wall = now_us() - t_start;
-        printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f}\n",
-           quantile(lat, count, 0.5), quantile(lat, count, 0.99), count / (wall / 1e6));
+    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f, \"wrong\": %d}\n",
+           quantile(lat, count, 0.5), quantile(lat, count, 0.99), count / (wall / 1e6), wrong);
     ferry_client_free(client);
     free(lat);
     free(payload);

@@ -228,12 +228,65 @@ def targets(data: dict) -> str:
     return "\n".join(lines)
 
 
+def render_tcp(r: dict) -> str:
+    """The tcp:// section, from bench/results/tcp.json (bench/tcp.py)."""
+    def f(v):
+        return "–" if v is None else (f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
+    out = ["## Across hosts: `tcp://` over loopback", "",
+           f"Measured {r['date']} with `{r['command']}` (bench/tcp.py), one run, side by side. "
+           f"Placement: {r['placement']}. Every model reads every byte of its input and answers its byte sum; "
+           "every reply is checked (`wrong` counts replies that did not match; a row with any is failed). "
+           "\"Gateway spin, then sleep\" is `ferry serve`'s default wait (hybrid, 100 µs); \"sleeping\" is `--wait futex`, "
+           "like the raw socket and ZeroMQ rows, which sleep in the kernel.", ""]
+    for group, title, unit in (("small", "Small requests (digits, 7 056 bytes → 16 bytes), one call at a time", "calls/s"),
+                               ("frames", "1080p frames (6 220 800 bytes → 16 bytes), one at a time", "frames/s")):
+        out += [f"### {title}", "", f"| system | p50 µs | p99 µs | {unit} | wrong |", "|---|---:|---:|---:|---:|"]
+        for name, v in r[group].items():
+            if "error" in v:
+                out.append(f"| {name} | failed: {v['error']} | | | |")
+                continue
+            mark = " ❌" if v.get("wrong") else ""
+            out.append(f"| {name}{mark} | {f(v.get('p50_us'))} | {f(v.get('p99_us'))} | {f(v.get('throughput_per_s'))} | {v.get('wrong', '–')} |")
+        out.append("")
+    small, frames = r["small"], r["frames"]
+    raw_s = small.get("raw TCP ping-pong, C (blocking, TCP_NODELAY)", {})
+    raw_f = frames.get("raw TCP, C (same bytes, one at a time)", {})
+    lines = ["### Targets (issue 10), computed from the rows above", "", "| target | measured | |", "|---|---|---|"]
+
+    def check(label, ok, text):
+        lines.append(f"| {label} | {text} | {'✅' if ok else '❌'} |")
+    for tag in ("gateway spin, then sleep", "gateway sleeping"):
+        c = small.get(f"Ferry tcp://, C client ({tag})")
+        if c and raw_s:
+            ratio = c["p50_us"] / raw_s["p50_us"]
+            check(f"small p50 ≤ 2× raw TCP ping-pong (C client, {tag})", ratio <= 2 and not c.get("wrong"), f"{ratio:.2f}×")
+        c = frames.get(f"Ferry tcp://, C client ({tag})")
+        if c and raw_f:
+            ratio = c["throughput_per_s"] / raw_f["throughput_per_s"]
+            check(f"frames ≥ 0.6× raw TCP throughput (C client, {tag})", ratio >= 0.6 and not c.get("wrong"), f"{ratio:.2f}×")
+    p = r.get("pipelined")
+    if p:
+        ratio = p["16 in flight"]["throughput_per_s"] / p["1 in flight"]["throughput_per_s"]
+        check("pipelined calls/s, 16 in flight ≥ 5× one at a time (Swift client, ferry bench)", ratio >= 5,
+              f"{f(p['16 in flight']['throughput_per_s'])} vs {f(p['1 in flight']['throughput_per_s'])} calls/s = {ratio:.1f}×")
+    seed = frames.get("seed-002 recipe (JPEG, one send() per byte)")
+    best = frames.get("Ferry tcp://, C client (gateway spin, then sleep)")
+    if seed and best and "error" not in seed:
+        lines.append(f"| the seed-002 recipe, for scale | {seed['throughput_per_s']:.2f} frames/s of a {seed['jpeg_bytes']:,}-byte JPEG "
+                     f"vs Ferry's {best['throughput_per_s']:.0f} raw frames/s ({best['throughput_per_s'] / seed['throughput_per_s']:,.0f}×) | |")
+    return "\n".join(out + lines) + "\n"
+
+
 def main() -> int:
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results", "latest.json")
     with open(path) as f:
         data = json.load(f)
     plots(data)
     text = render(data)
+    tcp = os.path.join(HERE, "results", "tcp.json")
+    if os.path.exists(tcp):
+        with open(tcp) as f:
+            text += "\n" + render_tcp(json.load(f))
     notes = os.path.join(HERE, "notes.md")
     if os.path.exists(notes):
         text += "\n" + open(notes).read()

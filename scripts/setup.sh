@@ -5,12 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(gcc g++ make pkg-config cmake)
+APT_PACKAGES=(gcc g++ make pkg-config cmake openssl)
 PY_MODULES="numpy pytest hypothesis sklearn scipy pandas"
 PY_REQUIREMENTS=python/requirements.txt
 if [ "${1:-}" = "--bench" ]; then
     APT_PACKAGES=(redis-server libhiredis-dev)
-    PY_MODULES="zmq redis hiredis iceoryx2 matplotlib"
+    PY_MODULES="zmq redis hiredis iceoryx2 matplotlib PIL"
     PY_REQUIREMENTS=bench/requirements.txt
 fi
 
