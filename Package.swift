@@ -30,11 +30,16 @@ let package = Package(
     ],
     targets: [
         .target(name: "CFerryLinux"),
+        // Debian's zstd and libjpeg-turbo: tensor compression on slow tcp:// links.
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .target(name: "CFerryABI"),
         .target(
             name: "FerryCore",
             dependencies: [
                 "CFerryLinux",
+                "CZstd",
+                "CTurboJPEG",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 // For its BoringSSL (CNIOBoringSSL): TLS for the tcp:// client's blocking socket.

@@ -16,8 +16,12 @@ let package = Package(
     targets: [
         .target(name: "CFerryLinux"),
         .target(name: "CFuzz"),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
+        .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg"),
         .target(name: "FerryCore", dependencies: [
             "CFerryLinux",
+            "CZstd",
+            "CTurboJPEG",
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

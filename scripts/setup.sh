@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(gcc g++ make pkg-config cmake openssl)
+APT_PACKAGES=(gcc g++ make pkg-config cmake openssl libzstd-dev libturbojpeg0-dev)
 PY_MODULES="numpy pytest hypothesis sklearn scipy pandas"
 PY_REQUIREMENTS=python/requirements.txt
 if [ "${1:-}" = "--bench" ]; then

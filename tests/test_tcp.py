@@ -394,3 +394,123 @@ def test_tls_round_trip_and_refusals(name, tmp_path):
         assert_still_serves_tls.close()
     finally:
         s.stop()
+
+
+class CountingProxy:
+    """A loopback TCP proxy in front of a gateway that counts the bytes clients send."""
+
+    def __init__(self, served):
+        self.upstream_addr = served.url[len("tcp://"):].split("/")[0].rsplit(":", 1)
+        self.sent = 0
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        try:
+            while True:
+                conn, _ = self.listener.accept()
+                up = socket.create_connection((self.upstream_addr[0], int(self.upstream_addr[1])))
+                self.socks += [conn, up]
+                threading.Thread(target=self._pump, args=(conn, up, True), daemon=True).start()
+                threading.Thread(target=self._pump, args=(up, conn, False), daemon=True).start()
+        except OSError:
+            pass
+
+    def _pump(self, a, b, count):
+        try:
+            while True:
+                d = a.recv(1 << 20)
+                if not d:
+                    break
+                if count:
+                    self.sent += len(d)
+                b.sendall(d)
+        except OSError:
+            pass
+        finally:
+            try:
+                b.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+        for s in self.socks:
+            s.close()
+
+
+def test_compression_zstd_is_exact_and_smaller_on_the_wire(gw):
+    proxy = CountingProxy(gw)
+    try:
+        url = f"tcp://127.0.0.1:{proxy.port}/{gw.name}?compress=zstd"
+        with ferry.Client(url) as c:
+            x = np.zeros((200, 200), np.float32)        # 160 KB, very compressible...
+            x[::7, ::3] = np.arange(200 // 7 + 1, dtype=np.float32)[:, None]
+            y = np.arange(25_000, dtype=np.int64)         # ...and a less compressible one
+            small = np.arange(10, dtype=np.uint8)          # under 4 KiB: sent plain
+            before = proxy.sent
+            out = c.call({"x": x, "y": y, "small": small, "pad": np.zeros(1)})
+            wire = proxy.sent - before
+            np.testing.assert_array_equal(out["x"], x)
+            np.testing.assert_array_equal(out["y"], y)
+            np.testing.assert_array_equal(out["small"], small)
+            assert out["x"].dtype == np.float32 and out["y"].dtype == np.int64
+            assert wire < (x.nbytes + y.nbytes) / 4, wire
+            noise = np.random.default_rng(5).integers(0, 255, size=100_000, dtype=np.uint8)  # incompressible: plain
+            np.testing.assert_array_equal(c.call(noise), noise)
+    finally:
+        proxy.close()
+
+
+def test_compression_jpeg_for_images(gw):
+    proxy = CountingProxy(gw)
+    try:
+        url = f"tcp://127.0.0.1:{proxy.port}/{gw.name}?compress=jpeg,zstd&jpeg_quality=92"
+        yy, xx = np.mgrid[0:240, 0:320]
+        img = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
+        with ferry.Client(url) as c:
+            before = proxy.sent
+            out = c.call(img)
+            wire = proxy.sent - before
+        assert out.shape == img.shape and out.dtype == np.uint8  # the worker saw a plain array
+        assert np.abs(out.astype(int) - img.astype(int)).mean() < 4  # lossy, but close
+        assert wire < img.nbytes / 5, wire
+    finally:
+        proxy.close()
+
+
+def test_bad_compressed_data_fails_only_that_request(gw):
+    s = raw(gw)
+    s.sendall(hello(gw.name))
+    assert read_frame(s)[0] == WELCOME
+    msg = bytearray(ferry.encode({"x": np.zeros(5000, np.uint8)}))
+    table = struct.unpack_from("<Q", msg, 24)[0]
+    struct.pack_into("<H", msg, table + 30, 1)  # claims zstd, holds zeros
+    s.sendall(header(REQUEST, len(msg), id_=3, arg=10**9) + bytes(msg))
+    kind, id_, _, body = read_frame(s)
+    assert kind == REPLY and id_ == 3
+    assert struct.unpack_from("<I", body, 48)[0] == 2 and b"zstd" in body  # FERRY_EMALFORMED
+    good = ferry.encode({"x": np.arange(4)})
+    s.sendall(header(REQUEST, len(good), id_=4, arg=10**9) + good)
+    kind, id_, _, body = read_frame(s)
+    assert kind == REPLY and id_ == 4
+    s.close()
+
+
+def test_encoded_tensors_never_reach_a_worker(served_shm_name=None):
+    """A message claiming an encoding is malformed anywhere but on a tcp:// link."""
+    msg = bytearray(ferry.encode({"x": np.zeros(5000, np.uint8)}))
+    table = struct.unpack_from("<Q", msg, 24)[0]
+    struct.pack_into("<H", msg, table + 30, 1)
+    with pytest.raises(ferry.MalformedMessage, match="encoded data"):
+        ferry.decode(bytes(msg))
+
+
+def test_bad_compression_options_are_refused():
+    for q in ["compress=lz4", "compress=", "jpeg_quality=90", "compress=jpeg&jpeg_quality=101", "compress=zstd&zstd_level=0"]:
+        with pytest.raises(ferry.InvalidArgument):
+            ferry.Client(f"tcp://127.0.0.1:1/x?{q}")

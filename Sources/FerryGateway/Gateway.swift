@@ -253,6 +253,12 @@ final class Waiters: @unchecked Sendable {
     }
 }
 
+/// A compressed request after expansion: its plain body, or the error reply that fails it.
+enum Expanded: Sendable {
+    case plain(ByteBuffer)
+    case reply(ByteBuffer)
+}
+
 /// A call handed from the event loop to a forwarder thread (one owner at a time).
 struct HandedCall: @unchecked Sendable {
     let call: PendingCall
@@ -425,9 +431,49 @@ final class GatewayHandler: ChannelDuplexHandler {
         let id = header.id
         // The caller's remaining time, bounded (30 days) so a huge value is not a hang forever.
         let timeout = min(max(header.argument, 1), Endpoint.maxTimeoutMillis * 1_000_000)
+        if body.withUnsafeReadableBytes({ TensorCodec.isEncoded($0) }) {
+            expand(context, id: id, body: body, timeout: timeout)
+            return
+        }
         // Published from the event loop when a slot is free (no thread switch), else queued;
         // channelReadComplete waits briefly for the replies and fills freed slots from the queue.
         queued.append((id, body, timeout, System.nowNanos()))
+    }
+
+    /// A request with compressed tensors: expanded on a forwarder thread (decoding a frame
+    /// takes milliseconds, too long for the event loop), then queued like any other.
+    func expand(_ context: ChannelHandlerContext, id: UInt64, body: ByteBuffer, timeout: UInt64) {
+        let shared = self.shared
+        let allocator = context.channel.allocator
+        let arrival = System.nowNanos()
+        let promise = context.eventLoop.makePromise(of: Expanded.self)
+        shared.pool.submit { _ in
+            do {
+                let plain = try body.withUnsafeReadableBytes { src -> ByteBuffer in
+                    let cap = min(try TensorCodec.expandedBound(src), shared.maxRequest)
+                    var out = allocator.buffer(capacity: cap)
+                    try out.writeWithUnsafeMutableBytes(minimumWritableBytes: cap) { dst in
+                        try TensorCodec.expand(src, into: UnsafeMutableRawBufferPointer(rebasing: dst.prefix(cap)),
+                                               limitHint: "the request expands past the gateway's slots; raise --slot-size where the gateway runs")
+                    }
+                    return out
+                }
+                promise.succeed(.plain(plain))
+            } catch {
+                promise.succeed(.reply(shared.errorReply(id: id, error, allocator)))
+            }
+        }
+        let ctx = context
+        promise.futureResult.assumeIsolated().whenSuccess { [self] result in
+            switch result {
+            case .reply(let frame):
+                complete(ctx, frame)
+            case .plain(let plain):
+                if case .closing = state { inFlight -= 1; shared.inFlight.wrappingDecrement(ordering: .relaxed); return }
+                queued.append((id, plain, timeout, arrival))
+                awaitPublished(ctx)
+            }
+        }
     }
 
     /// Publishes queued requests while slots are free (in arrival order). True when any went.

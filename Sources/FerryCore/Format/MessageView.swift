@@ -32,6 +32,8 @@ final class MessageTable {
         /// Offset in the message (numeric data), or in `text` (string tensors, copied).
         var dataOffset: Int, dataLength: Int
         var dataIsPrivate: Bool
+        /// `TensorCodec.Encoding` raw value: 0 for plain data (the only kind a worker sees).
+        var encoding: UInt16 = 0
     }
     /// (keyStart, keyLength, valueStart, valueLength) in `text`.
     typealias Meta = (Int, Int, Int, Int)
@@ -82,7 +84,7 @@ public struct MessageView {
     }
 
     /// Validates as above; `owner` is kept alive as long as the view.
-    init(validating buffer: UnsafeRawBufferPointer, owner: AnyObject?) throws {
+    init(validating buffer: UnsafeRawBufferPointer, owner: AnyObject?, allowingEncoded: Bool = false) throws {
         typealias L = MessageLayout
         func bad(_ why: String) -> FerryError { FerryError(.malformed, "malformed message: \(why)") }
         guard let p = buffer.baseAddress, buffer.count >= L.headerSize else {
@@ -160,7 +162,12 @@ public struct MessageView {
                 guard dataOff <= UInt64(total), dataLen <= UInt64(total) - dataOff else {
                     throw bad("\(where_): data (offset \(dataOff), length \(dataLen)) outside the message")
                 }
-                if let item = dtype.itemSize {
+                // Offset 30: the tensor's encoding (compressed on a tcp:// link); 0 everywhere else.
+                let encoding = p.u16(e + 30)
+                if encoding != 0 {
+                    guard allowingEncoded else { throw bad("\(where_): encoded data (encoding \(encoding)) where plain data is required") }
+                    try TensorCodec.checkEncodable(encoding, dtype: dtype, shape: shape, ndim: ndim, where: where_)
+                } else if let item = dtype.itemSize {
                     if dtype == .bytes && ndim != 1 { throw bad("\(where_): a bytes tensor must have 1 dimension") }
                     guard dataLen == elements * UInt64(item) else {
                         throw bad("\(where_): \(dataLen) data bytes for \(elements) elements of \(dtype.name)")
@@ -171,7 +178,7 @@ public struct MessageView {
                 textNeeded += Int(nameLen)
                 (tmp.baseAddress! + i).initialize(to: MessageTable.Entry(
                     nameStart: Int(nameOff), nameLength: Int(nameLen), dtype: dtype, ndim: ndim, shape: shape,
-                    dataOffset: Int(dataOff), dataLength: Int(dataLen), dataIsPrivate: false))
+                    dataOffset: Int(dataOff), dataLength: Int(dataLen), dataIsPrivate: false, encoding: encoding))
             }
             let t = MessageTable(count: count, metaCount: metaCount, textCapacity: textNeeded)
             if count > 0 { t.entries.initialize(from: tmp.baseAddress!, count: count) }
@@ -194,7 +201,7 @@ public struct MessageView {
             guard isValidUTF8(UnsafeRawBufferPointer(start: text + at, count: e.pointee.nameLength)) else {
                 throw bad("tensor \(i): name is not valid UTF-8")
             }
-            if e.pointee.dtype == .string {
+            if e.pointee.dtype == .string && e.pointee.encoding == 0 {
                 used = MessageLayout.align(used, 8)
                 let d = copyIn(e.pointee.dataOffset, e.pointee.dataLength)
                 let elements = MessageView.elementCount(e.pointee.shape, e.pointee.ndim)

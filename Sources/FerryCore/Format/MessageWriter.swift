@@ -8,7 +8,7 @@ public struct MessageWriter {
     public let capacity: Int
     let limitHint: String
     var cursor = MessageLayout.headerSize
-    var entries: [(name: [UInt8], dtype: DType, shape: [Int], offset: Int, length: Int)] = []
+    var entries: [(name: [UInt8], dtype: DType, shape: [Int], offset: Int, length: Int, encoding: UInt16)] = []
     var meta: [(key: [UInt8], value: [UInt8])] = []
 
     /// Prepares to write at most `capacity` bytes at `base`. `limitHint` completes the
@@ -42,7 +42,7 @@ public struct MessageWriter {
         guard entries.count < MessageLayout.maxTensors else { throw FerryError(.invalidArgument, "too many tensors") }
         let offset = MessageLayout.align(cursor, MessageLayout.dataAlignment)
         guard length <= capacity, offset <= capacity - length else { throw tooLarge(offset + length) }
-        entries.append((nameBytes, dtype, shape, offset, length))
+        entries.append((nameBytes, dtype, shape, offset, length, 0))
         cursor = offset + length
         return UnsafeMutableRawBufferPointer(start: base + offset, count: length)
     }
@@ -126,6 +126,22 @@ public struct MessageWriter {
         meta.append((k, Array(value.utf8)))
     }
 
+    /// Reserves `length` bytes for tensor data stored with `encoding` (a compressed tensor on a
+    /// tcp:// link); `TensorCodec` fills them. Returns the whole reserved range.
+    mutating func reserveEncoded(name: [UInt8], dtype: DType, shape: [Int], length: Int, encoding: UInt16) throws -> UnsafeMutableRawBufferPointer {
+        let buf = try reserve(name: String(decoding: name, as: UTF8.self), dtype: dtype, shape: shape, length: length)
+        entries[entries.count - 1].encoding = encoding
+        return buf
+    }
+
+    /// Gives back the unused tail of the last reserved tensor (after compressing into it).
+    mutating func shrinkLast(to length: Int, encoding: UInt16? = nil) {
+        guard let last = entries.last, length <= last.length else { return }
+        entries[entries.count - 1].length = length
+        if let encoding { entries[entries.count - 1].encoding = encoding }
+        cursor = last.offset + length
+    }
+
     /// Writes table, names, metadata and header. Returns the total message length.
     public mutating func finish(status: Int32 = 0) throws -> Int {
         typealias L = MessageLayout
@@ -146,7 +162,7 @@ public struct MessageWriter {
             base.put(UInt32(e.name.count), at: o + L.eNameLength)
             base.put(e.dtype.rawValue, at: o + L.eDType)
             base.put(UInt8(e.shape.count), at: o + L.eNDim)
-            base.put(UInt16(0), at: o + 30)
+            base.put(e.encoding, at: o + 30)
             for d in 0..<L.maxDims { base.put(Int64(d < e.shape.count ? e.shape[d] : 0), at: o + L.eShape + 8 * d) }
             e.name.withUnsafeBytes { if !$0.isEmpty { (base + nameAt).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
             nameAt += e.name.count

@@ -400,6 +400,17 @@ final class TCPLoan: CallLoan, @unchecked Sendable {  // shared state is under t
 
     func send(length: Int, deadline: UInt64) throws {
         sent = true
+        if let options = connection.endpoint.compression {
+            // Compressed into a second buffer, sent from there, given back at once.
+            let plain = UnsafeRawBufferPointer(start: frame.base + TCPLoan.front, count: length)
+            let packed = connection.buffers.take(TCPLoan.front + (try TensorCodec.bound(plain)))
+            defer { connection.buffers.give(packed) }
+            let n = try TensorCodec.compress(plain, into: UnsafeMutableRawBufferPointer(start: packed.base + TCPLoan.front, count: packed.capacity - TCPLoan.front),
+                                             options: options)
+            let f = UnsafeMutableRawBufferPointer(start: packed.base + TCPLoan.front - Frame.headerSize, count: Frame.headerSize + n)
+            try connection.send(self, frame: f, messageLength: n, deadline: deadline)
+            return
+        }
         let f = UnsafeMutableRawBufferPointer(start: frame.base + TCPLoan.front - Frame.headerSize, count: Frame.headerSize + length)
         try connection.send(self, frame: f, messageLength: length, deadline: deadline)
     }

@@ -21,6 +21,10 @@ public struct Endpoint: Sendable, Equatable {
     /// tcp://: TLS to the gateway (`tls=1`; `ca_file=PATH` names the authorities to trust and
     /// implies it). The certificate must name the URL's host.
     public var tls: TLSOptions?
+    /// tcp://: tensors this client compresses before sending (`compress=zstd|jpeg|jpeg,zstd`,
+    /// `jpeg_quality=1..100`, `zstd_level=1..19`); the gateway expands them, so workers get
+    /// plain arrays. Off by default.
+    public var compression: TensorCodec.Options?
     /// Number of slots when creating (default 8).
     public var slots: Int = 8
     /// Bytes per slot when creating (default 8 MiB; a request and its reply share a slot).
@@ -73,6 +77,7 @@ public struct Endpoint: Sendable, Equatable {
         }
         var spinMicros: UInt64? = nil
         var waitName: String? = nil
+        var jpegQuality: Int? = nil, zstdLevel: Int? = nil
         for pair in query.split(separator: "&") where !pair.isEmpty {
             let kv = pair.split(separator: "=", maxSplits: 1).map(String.init)
             guard kv.count == 2 else { throw FerryError(.invalidArgument, "URL parameter \"\(pair)\" has no value") }
@@ -117,13 +122,26 @@ public struct Endpoint: Sendable, Equatable {
             case "ca_file" where scheme == "tcp":
                 guard !kv[1].isEmpty else { throw FerryError(.invalidArgument, "ca_file is empty") }
                 tls = TLSOptions(caFile: Endpoint.percentDecoded(kv[1]))
+            case "compress" where scheme == "tcp":
+                compression = try TensorCodec.Options(parsing: kv[1])
+            case "jpeg_quality" where scheme == "tcp":
+                guard let v = Int(kv[1]), (1...100).contains(v) else { throw FerryError(.invalidArgument, "jpeg_quality=\(kv[1]): use 1...100") }
+                jpegQuality = v
+            case "zstd_level" where scheme == "tcp":
+                guard let v = Int(kv[1]), (1...19).contains(v) else { throw FerryError(.invalidArgument, "zstd_level=\(kv[1]): use 1...19") }
+                zstdLevel = v
             case "token_file" where scheme == "tcp":
                 guard !kv[1].isEmpty else { throw FerryError(.invalidArgument, "token_file is empty") }
                 tokenFile = Endpoint.percentDecoded(kv[1])
             default:
-                let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file, tls, ca_file" : "slots, slot_size, wait, spin_us, timeout_ms, scope"
+                let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file, tls, ca_file, compress, jpeg_quality, zstd_level" : "slots, slot_size, wait, spin_us, timeout_ms, scope"
                 throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" for \(scheme):// (known: \(known))")
             }
+        }
+        if jpegQuality != nil || zstdLevel != nil {
+            guard compression != nil else { throw FerryError(.invalidArgument, "jpeg_quality and zstd_level need compress=…") }
+            if let q = jpegQuality { compression!.jpegQuality = q }
+            if let l = zstdLevel { compression!.zstdLevel = l }
         }
         if let w = waitName { wait = try WaitStrategy(name: w, spinMicros: spinMicros) }
         else if let s = spinMicros { wait = .spinThenFutex(spinNanos: s * 1000) }

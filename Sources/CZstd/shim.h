@@ -1,0 +1,2 @@
+// Debian's libzstd (libzstd-dev): the lossless tcp:// tensor compression.
+#include <zstd.h>
