@@ -1,6 +1,7 @@
-// libFuzzer entry: what a tcp:// client parses from the network before trusting it — frame
-// headers, WELCOME and HELLO payloads. Any bytes must give a value or a FerryError, never a
-// trap, and what parses must encode back to the same bytes.
+// libFuzzer entry: what crosses a tcp:// link before it is trusted — frame headers, WELCOME
+// and HELLO payloads, and messages with compressed tensors that the gateway expands. Any bytes
+// must give a value or a FerryError, never a trap or a write past the output; what parses
+// must encode back to the same bytes, and an expanded message must be a valid plain one.
 import CFuzz
 import FerryCore
 
@@ -16,6 +17,15 @@ public func fuzz(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
     }
     if let (name, nonce) = try? Frame.parseHello(bytes) {
         precondition(Frame.hello(name: name, nonce: nonce) == bytes, "HELLO does not round-trip")
+    }
+    bytes.withUnsafeBytes { src in
+        guard let bound = try? TensorCodec.expandedBound(src), bound <= 1 << 24 else { return }
+        let out = UnsafeMutableRawBufferPointer.allocate(byteCount: bound, alignment: 64)
+        defer { out.deallocate() }
+        if let n = try? TensorCodec.expand(src, into: out) {
+            precondition(n <= bound)
+            _ = try! MessageView(validating: UnsafeRawBufferPointer(rebasing: out.prefix(n)))
+        }
     }
     return 0
 }
