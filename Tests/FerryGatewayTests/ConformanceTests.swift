@@ -103,6 +103,41 @@ final class ConformanceTests: XCTestCase {
         }
     }
 
+    func testAsyncCallsManyAtOnceAndCancellation() throws {
+        try forEachTransport { url in
+            let client = try Client(url)
+            defer { client.close() }
+            let done = DispatchSemaphore(value: 0)
+            let failures = ManagedCounter()
+            Task {
+                // 64 calls at once from tasks: more than the slots, no thread parked per call.
+                await withTaskGroup(of: Bool.self) { group in
+                    for i in 0..<64 {
+                        group.addTask {
+                            let v = Tensor([Int64(i)])
+                            return (try? await client.call([("id", v)]))?["id"] == v
+                        }
+                    }
+                    for await ok in group where !ok { failures.add() }
+                }
+                // A slow call, cancelled: CancellationError at once, and the client carries on.
+                let slow = Task { try await client.call(Message([("x", Tensor([Int32(1)]))], metadata: ["sleep_ms": "3000"])) }
+                try? await Task.sleep(for: .milliseconds(100))
+                let t0 = ContinuousClock.now
+                slow.cancel()
+                switch await slow.result {
+                case .failure(let e) where e is CancellationError: break
+                default: failures.add()
+                }
+                if ContinuousClock.now - t0 > .seconds(1) { failures.add() }
+                if (try? await client.call([("x", Tensor([Int32(7)]))]))?["x"] != Tensor([Int32(7)]) { failures.add() }
+                done.signal()
+            }
+            XCTAssertEqual(done.wait(timeout: .now() + 30), .success, url)
+            XCTAssertEqual(failures.value, 0, url)
+        }
+    }
+
     func testGatewayRefusesAnUnservedChannel() throws {
         XCTAssertThrowsError(try Gateway(GatewayConfiguration(name: "nobody-\(getpid())", channelURL: "shm://nobody-\(getpid())"))) { e in
             XCTAssertEqual((e as? FerryError)?.code, .noServer)

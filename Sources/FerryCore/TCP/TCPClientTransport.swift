@@ -260,17 +260,16 @@ final class TCPConnection: @unchecked Sendable {
                 return nil
             }
             if state == true { return true }
-            let now = System.nowNanos()
-            if now >= until {
-                if lead { releaseReader() }
-                return false
-            }
             if lead {
+                // At least one look at the socket, even when `until` has passed (a poll).
                 do { try pump(for: loan, until: until, spinNanos: spinNanos) } catch let e as FerryError { fail(e) }
                 releaseReader()
-            } else {
-                System.futexWait(loan.eventWord, expected: seen, timeoutNanos: Int64(min(until - now, 5_000_000)))
+                if System.nowNanos() >= until { return shared.withLock { _ in loan.reply != nil } }
+                continue
             }
+            let now = System.nowNanos()
+            if now >= until { return false }
+            System.futexWait(loan.eventWord, expected: seen, timeoutNanos: Int64(min(until - now, 5_000_000)))
         }
     }
 
