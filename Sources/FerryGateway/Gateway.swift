@@ -87,6 +87,7 @@ public final class Gateway: Sendable {
             client.close()
             throw FerryError(.invalidArgument, "TLS needs both a certificate and a key file")
         }
+        let tlsContext = tls
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         pool = NIOThreadPool(numberOfThreads: max(1, config.forwarders))
         pool.start()
@@ -100,7 +101,7 @@ public final class Gateway: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if let tls { try sync.addHandler(NIOSSLServerHandler(context: tls)) }
+                    if let tlsContext { try sync.addHandler(NIOSSLServerHandler(context: tlsContext)) }
                     guard shared.admit(channel) else {
                         try sync.addHandler(Refuser(shared: shared))
                         return

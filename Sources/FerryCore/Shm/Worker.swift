@@ -52,9 +52,6 @@ public final class Worker {
     /// Slots and bytes per slot of the channel (fixed by its creator).
     public var geometry: SegmentLayout.Geometry { channel.segment.geometry }
 
-    /// Base address and size of the shared mapping (the Python binding views it once).
-    public var mapping: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: channel.segment.base, count: geometry.totalSize) }
-
 
     /// Where slot `index` is mapped in this process now (it moves when a kept request is
     /// preserved; see `Job.preserveRequest`).
