@@ -19,8 +19,12 @@ final class ShmChannel: @unchecked Sendable {
     /// kept request moves it (`preserve`).
     private let slotBases: UnsafeMutablePointer<UnsafeMutableRawPointer>
 
+    /// Completes a client's `.tooLarge` error (built once: a call must not pay for it).
+    let requestLimitHint: String
+
     init(_ segment: ShmSegment) {
         self.segment = segment
+        requestLimitHint = "a request may use the slot size less one page (kept for the reply); raise the channel's slot_size (e.g. shm://\(segment.channel)?slot_size=64M where the server creates it, or ferry serve --slot-size 64M)"
         self.slots = segment.geometry.slots
         self.slotSize = segment.geometry.slotSize
         slotBases = .allocate(capacity: segment.geometry.slots)

@@ -68,9 +68,7 @@ final class ShmLoan: CallLoan {
         UnsafeMutableRawBufferPointer(start: channel.data(slot), count: channel.requestCapacity)
     }
 
-    var limitHint: String {
-        "a request may use the slot size less one page (kept for the reply); raise the channel's slot_size (e.g. shm://\(channel.segment.channel)?slot_size=64M where the server creates it, or ferry serve --slot-size 64M)"
-    }
+    var limitHint: String { channel.requestLimitHint }
 
     func send(length: Int, deadline: UInt64) throws {
         requestLength = length
