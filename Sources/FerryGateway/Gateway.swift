@@ -308,6 +308,10 @@ final class GatewayHandler: ChannelDuplexHandler {
     var queued: [(UInt64, ByteBuffer, UInt64, UInt64)] = []
     /// Set while the handler is in the pipeline (for `resume`).
     var context: ChannelHandlerContext?
+    /// A look at the pending calls is in the event loop's queue.
+    var pollScheduled = false
+    /// When a reply last came while calls were pending (0: none pending).
+    var lastProgress: UInt64 = 0
     var handshakeTimer: Scheduled<Void>?
 
     init(shared: GatewayShared) { self.shared = shared }
@@ -552,42 +556,55 @@ final class GatewayHandler: ChannelDuplexHandler {
         context.fireChannelReadComplete()
     }
 
-    /// Publishes what this read brought and waits for replies on the event loop while they
-    /// keep coming (each within `spinNanos` of the last; at most `maxBurstNanos` in all),
-    /// writing each reply as it comes and refilling freed slots from the queue. What is left
-    /// goes to forwarder threads.
+    /// One look at this connection's calls: publishes what is queued while slots are free,
+    /// writes every reply that came, and refills freed slots. While calls are pending and
+    /// replies keep coming (each within `spinNanos` of the last), it looks again from the event
+    /// loop's task queue, between reads of the sockets, so new requests keep flowing in and
+    /// other connections are served; a quick model costs no thread switch. After `spinNanos`
+    /// without a reply, the calls still out are awaited by forwarder threads.
     func awaitPublished(_ context: ChannelHandlerContext) {
         guard !awaiting.isEmpty || !queued.isEmpty else { return }
         let allocator = context.channel.allocator
-        let start = System.nowNanos()
-        let burstEnd = start &+ max(shared.config.spinNanos, GatewayHandler.maxBurstNanos)
-        var lastProgress = start
-        var now = start
-        repeat {
-            var progress = publishQueued(context)
-            var i = 0
-            while i < awaiting.count {
-                let (id, call) = awaiting[i]
-                var frame: ByteBuffer? = nil
-                do {
-                    if let view = try call.pollRaw(for: .zero) { frame = shared.replyFrame(id: id, view, allocator) }
-                } catch {
-                    frame = shared.errorReply(id: id, error, allocator)
-                }
-                guard let frame else { i += 1; continue }
-                call.close()
-                awaiting.remove(at: i)
-                complete(context, frame, flush: false)
-                progress = true
+        var progress = publishQueued(context)
+        var i = 0
+        while i < awaiting.count {
+            let (id, call) = awaiting[i]
+            var frame: ByteBuffer? = nil
+            do {
+                if let view = try call.pollRaw(for: .zero) { frame = shared.replyFrame(id: id, view, allocator) }
+            } catch {
+                frame = shared.errorReply(id: id, error, allocator)
             }
-            if progress {
-                _ = publishQueued(context)
-                context.flush()
-            }
-            now = System.nowNanos()
+            guard let frame else { i += 1; continue }
+            call.close()
+            awaiting.remove(at: i)
+            complete(context, frame, flush: false)
+            progress = true
+        }
+        if progress {
+            _ = publishQueued(context)
+            context.flush()
+        }
+        let now = System.nowNanos()
+        if progress || lastProgress == 0 { lastProgress = now }
+        if awaiting.isEmpty && queued.isEmpty {
+            lastProgress = 0
+            shared.waiters.remove(self)
+            return
+        }
+        if now &- lastProgress < shared.config.spinNanos {
             // Yield rather than pause: the workers may share this CPU.
-            if progress { lastProgress = now } else { System.yieldCPU() }
-        } while (!awaiting.isEmpty || !queued.isEmpty) && now &- lastProgress < shared.config.spinNanos && now < burstEnd
+            if !progress { System.yieldCPU() }
+            if !pollScheduled {
+                pollScheduled = true
+                context.eventLoop.assumeIsolated().execute { [self] in
+                    pollScheduled = false
+                    if case .ready = state, let ctx = self.context { awaitPublished(ctx) }
+                }
+            }
+            return
+        }
+        lastProgress = 0
         // Replies still to come are awaited by forwarder threads, which never wait for a slot
         // (so they can always free the slots they wait on). Requests without a slot stay
         // queued here and go when a slot frees up.
@@ -601,10 +618,6 @@ final class GatewayHandler: ChannelDuplexHandler {
         awaiting.removeAll()
         if queued.isEmpty { shared.waiters.remove(self) } else { shared.waiters.add(self, on: context.eventLoop) }
     }
-
-    /// Longest the event loop keeps answering one connection's burst before it hands the
-    /// rest to forwarder threads and serves other connections.
-    static let maxBurstNanos: UInt64 = 1_000_000
 
     // Backpressure: no more reading while the connection has its fill of requests in flight.
     func read(context: ChannelHandlerContext) {
