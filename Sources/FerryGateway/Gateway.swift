@@ -208,9 +208,14 @@ final class GatewayShared: Sendable {
 
     /// A REPLY frame carrying the reply `view` unchanged.
     func replyFrame(id: UInt64, _ view: MessageView, _ allocator: ByteBufferAllocator) -> ByteBuffer {
-        var out = allocator.buffer(capacity: Frame.headerSize + view.length)
-        out.writeFrameHeader(Frame.Header(kind: .reply, id: id, length: UInt64(view.length)))
-        out.writeBytes(UnsafeRawBufferPointer(start: view.base, count: view.length))
+        replyFrame(id: id, UnsafeRawBufferPointer(start: view.base, count: view.length), allocator)
+    }
+
+    /// A REPLY frame carrying the reply's bytes unchanged.
+    func replyFrame(id: UInt64, _ bytes: UnsafeRawBufferPointer, _ allocator: ByteBufferAllocator) -> ByteBuffer {
+        var out = allocator.buffer(capacity: Frame.headerSize + bytes.count)
+        out.writeFrameHeader(Frame.Header(kind: .reply, id: id, length: UInt64(bytes.count)))
+        out.writeBytes(bytes)
         return out
     }
 
@@ -506,7 +511,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             queued.removeFirst()
             any = true
             do {
-                try body.withUnsafeReadableBytes { try call.send(encoded: $0) }
+                try body.withUnsafeReadableBytes { try call.send(forwarding: $0) }
                 awaiting.append((id, call))
             } catch {
                 call.close()
@@ -571,7 +576,7 @@ final class GatewayHandler: ChannelDuplexHandler {
             let (id, call) = awaiting[i]
             var frame: ByteBuffer? = nil
             do {
-                if let view = try call.pollRaw(for: .zero) { frame = shared.replyFrame(id: id, view, allocator) }
+                if let bytes = try call.pollReplyBytes(for: .zero) { frame = shared.replyFrame(id: id, bytes, allocator) }
             } catch {
                 frame = shared.errorReply(id: id, error, allocator)
             }

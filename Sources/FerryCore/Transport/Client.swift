@@ -127,6 +127,45 @@ public final class PendingCall {
         try transmit(view.length)
     }
 
+    /// Sends `bytes` as they are, checking only that they fit: for a gateway passing on a
+    /// request it received, which the worker validates in full anyway (every reader of a slot
+    /// treats its bytes as untrusted).
+    public func send(forwarding bytes: UnsafeRawBufferPointer) throws {
+        guard owned, !sent else { throw FerryError(.invalidArgument, "call already sent or closed") }
+        guard bytes.count <= loan.request.count else {
+            throw FerryError(.tooLarge, "message of \(bytes.count) bytes does not fit in \(loan.request.count); \(loan.limitHint)")
+        }
+        if bytes.count > 0 { loan.request.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+        try transmit(bytes.count)
+    }
+
+    /// The reply's bytes as they came, once it is there (nil before; throws as `poll`): only
+    /// its length is read from its header, for a gateway passing it on to a client that
+    /// validates it in full.
+    public func pollReplyBytes(for interval: Duration) throws -> UnsafeRawBufferPointer? {
+        if let failure { throw failure }
+        guard sent else { throw FerryError(.invalidArgument, "call not sent yet") }
+        guard owned else { throw FerryError(.invalidArgument, "call already closed") }
+        if reply == nil {
+            do {
+                guard let r = try loan.awaitReply(until: FerryCore.deadline(after: interval.clampedNanoseconds), deadline: deadline) else { return nil }
+                reply = r
+            } catch let e as FerryError {
+                owned = false
+                failure = e
+                loan.close()
+                throw e
+            }
+        }
+        let r = reply!
+        guard r.count >= MessageLayout.headerSize else { throw FerryError(.malformed, "malformed reply: shorter than a header") }
+        let total = r.baseAddress!.u64(MessageLayout.oTotal)
+        guard total >= UInt64(MessageLayout.headerSize), total <= UInt64(r.count) else {
+            throw FerryError(.malformed, "malformed reply: total length \(total) outside 64...\(r.count)")
+        }
+        return UnsafeRawBufferPointer(start: r.baseAddress, count: Int(total))
+    }
+
     private func transmit(_ length: Int) throws {
         sent = true
         do { try loan.send(length: length, deadline: deadline) } catch let e as FerryError {
