@@ -415,7 +415,7 @@ final class TCPLoan: CallLoan, @unchecked Sendable {  // shared state is under t
     }
 
     func awaitReply(until: UInt64, deadline: UInt64) throws -> UnsafeRawBufferPointer? {
-        if reply == nil {
+        if connection.shared.withLock({ _ in reply == nil }) {
             guard try connection.awaitReply(self, until: until, spinNanos: connection.endpoint.wait.spinNanos == .max ? 1_000_000 : connection.endpoint.wait.spinNanos) else {
                 guard until < deadline else {
                     connection.forget(id)
@@ -434,8 +434,11 @@ final class TCPLoan: CallLoan, @unchecked Sendable {  // shared state is under t
     func close() {
         guard open else { return }
         open = false
-        if sent && reply == nil { connection.forget(id) }
-        let r: RawBuffer? = connection.shared.withLock { _ in reply?.buffer }
+        // Under the connection's lock: a reader may be handing this loan its reply right now.
+        let r: RawBuffer? = connection.shared.withLock { s in
+            if sent && reply == nil { s.pending.removeValue(forKey: id) }
+            return reply?.buffer
+        }
         if let r { connection.buffers.give(r) }
         connection.buffers.give(frame)
     }
