@@ -165,7 +165,7 @@ final class GatewayShared: Sendable {
     let inFlight = ManagedAtomic<Int>(0)
     let rejected = ManagedAtomic<Int>(0)
     let draining = ManagedAtomic<Bool>(false)
-    let channels = Mutex<[ObjectIdentifier: Channel]>([:])
+    let channels = Locked<[ObjectIdentifier: Channel]>([:])
     /// Connections waiting for a slot (event-loop only).
     let waiters = Waiters()
 

@@ -14,7 +14,7 @@ enum PreservedPages {
         var released: Bool
     }
 
-    private static let ranges = Mutex<[UInt: Range]>([:])
+    private static let ranges = Locked<[UInt: Range]>([:])
 
     /// Records a range just preserved inside a live mapping.
     static func add(_ start: UnsafeMutableRawPointer, length: Int) {

@@ -4,11 +4,11 @@ import Synchronization
 /// request is written in place and the reply read in place (zero copies).
 final class ShmClientTransport: ClientTransport {
     let endpoint: Endpoint
-    private let state: Mutex<ShmChannel?>
+    private let state: Locked<ShmChannel?>
 
     init(_ endpoint: Endpoint) throws {
         self.endpoint = endpoint
-        state = Mutex(ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared)))
+        state = Locked(ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared)))
     }
 
     /// The attached channel, re-attaching when the old one was closed or reclaimed (a

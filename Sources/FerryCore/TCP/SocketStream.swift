@@ -53,7 +53,7 @@ public struct TLSOptions: Sendable, Equatable {
 final class TLSSession: @unchecked Sendable {
     private let ctx: OpaquePointer
     private let ssl: OpaquePointer
-    private let lock = Mutex<Int>(0)
+    private let lock = Locked<Int>(0)
 
     init(fd: Int32, host: String, options: TLSOptions, until: UInt64) throws {
         guard let ctx = SSL_CTX_new(TLS_client_method()) else { throw TLSSession.error("SSL_CTX_new") }

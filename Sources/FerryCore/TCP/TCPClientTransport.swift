@@ -13,7 +13,7 @@ import Synchronization
 final class TCPClientTransport: ClientTransport, @unchecked Sendable {
     let endpoint: Endpoint
     let secret: [UInt8]?
-    private let current = Mutex<TCPConnection?>(nil)
+    private let current = Locked<TCPConnection?>(nil)
     let buffers = BufferPool()
 
     init(_ endpoint: Endpoint) throws {
@@ -68,7 +68,7 @@ struct RawBuffer: @unchecked Sendable {
 /// Reusable aligned buffers (request and reply bodies), so a stream of large messages does
 /// not fault in fresh pages for every call.
 final class BufferPool: @unchecked Sendable {
-    private let free = Mutex<[RawBuffer]>([])
+    private let free = Locked<[RawBuffer]>([])
     private static let keep = 8
     private static let keepBytes = 1 << 30
 
@@ -114,8 +114,8 @@ final class TCPConnection: @unchecked Sendable {
         var failure: FerryError?
         var nextID: UInt64 = 1
     }
-    let shared = Mutex(Shared())
-    private let sending = Mutex<Bool>(false)
+    let shared = Locked(Shared())
+    private let sending = Locked<Bool>(false)
 
     // The reader's state: touched only by the thread holding `shared.reading`.
     private let stage = UnsafeMutableRawPointer.allocate(byteCount: TCPConnection.stageSize, alignment: 64)

@@ -29,7 +29,7 @@ final class AsyncCall: @unchecked Sendable {  // state under `lock`; the call it
     let client: Client
     let message: Message
     let deadline: UInt64
-    private let lock = Mutex<(continuation: CheckedContinuation<Message, Error>?, cancelled: Bool)>((nil, false))
+    private let lock = Locked<(continuation: CheckedContinuation<Message, Error>?, cancelled: Bool)>((nil, false))
     var call: PendingCall?
 
     init(client: Client, message: Message, deadline: UInt64) {
@@ -105,9 +105,9 @@ final class AsyncReactor: @unchecked Sendable {
     static let minSleepNanos: Int64 = 20_000
     static let maxSleepNanos: Int64 = 500_000
 
-    private let incoming = Mutex<[AsyncCall]>([])
+    private let incoming = Locked<[AsyncCall]>([])
     private let bell = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
-    private let started = Mutex(false)
+    private let started = Locked(false)
 
     private init() { bell.initialize(to: 0) }
 

@@ -43,7 +43,7 @@ public enum Transports {
     /// Makes a client transport for a parsed endpoint.
     public typealias Factory = @Sendable (Endpoint) throws -> any ClientTransport
 
-    private static let table = Mutex<[String: Factory]>([
+    private static let table = Locked<[String: Factory]>([
         "shm": { try ShmClientTransport($0) },
         "tcp": { try TCPClientTransport($0) },
     ])
