@@ -293,43 +293,13 @@ def test_secret_never_crosses_the_wire(name, tmp_path):
     token.write_bytes(secret)
     token.chmod(0o600)
     s = Served("tcp", name, tmp_path, extra=["--auth-token-file", str(token)], query=f"token_file={token}")
-    seen = bytearray()
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    proxy_port = listener.getsockname()[1]
-    upstream = raw(s)
-
-    def pump(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                seen.extend(d)
-                b.sendall(d)
-        except OSError:
-            pass
-        finally:
-            try:
-                b.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-
-    def accept():
-        conn, _ = listener.accept()
-        threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
-        threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
-
-    t = threading.Thread(target=accept, daemon=True)
-    t.start()
+    proxy = CountingProxy(s)
     try:
-        with ferry.Client(f"tcp://127.0.0.1:{proxy_port}/{name}?token_file={token}") as c:
+        with ferry.Client(f"tcp://127.0.0.1:{proxy.port}/{name}?token_file={token}") as c:
             np.testing.assert_array_equal(c.call(np.arange(3)), np.arange(3))
-        assert len(seen) > 100 and secret not in bytes(seen)
+        assert len(proxy.seen) > 100 and secret not in bytes(proxy.seen)
     finally:
-        listener.close()
-        upstream.close()
+        proxy.close()
         s.stop()
 
 
@@ -397,11 +367,11 @@ def test_tls_round_trip_and_refusals(name, tmp_path):
 
 
 class CountingProxy:
-    """A loopback TCP proxy in front of a gateway that counts the bytes clients send."""
+    """A loopback TCP proxy in front of a gateway that records the bytes clients send."""
 
     def __init__(self, served):
         self.upstream_addr = served.url[len("tcp://"):].split("/")[0].rsplit(":", 1)
-        self.sent = 0
+        self.seen = bytearray()
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(4)
@@ -427,7 +397,7 @@ class CountingProxy:
                 if not d:
                     break
                 if count:
-                    self.sent += len(d)
+                    self.seen.extend(d)
                 b.sendall(d)
         except OSError:
             pass
@@ -452,9 +422,9 @@ def test_compression_zstd_is_exact_and_smaller_on_the_wire(gw):
             x[::7, ::3] = np.arange(200 // 7 + 1, dtype=np.float32)[:, None]
             y = np.arange(25_000, dtype=np.int64)         # ...and a less compressible one
             small = np.arange(10, dtype=np.uint8)          # under 4 KiB: sent plain
-            before = proxy.sent
+            before = len(proxy.seen)
             out = c.call({"x": x, "y": y, "small": small, "pad": np.zeros(1)})
-            wire = proxy.sent - before
+            wire = len(proxy.seen) - before
             np.testing.assert_array_equal(out["x"], x)
             np.testing.assert_array_equal(out["y"], y)
             np.testing.assert_array_equal(out["small"], small)
@@ -473,9 +443,9 @@ def test_compression_jpeg_for_images(gw):
         yy, xx = np.mgrid[0:240, 0:320]
         img = np.stack([xx % 256, yy % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
         with ferry.Client(url) as c:
-            before = proxy.sent
+            before = len(proxy.seen)
             out = c.call(img)
-            wire = proxy.sent - before
+            wire = len(proxy.seen) - before
         assert out.shape == img.shape and out.dtype == np.uint8  # the worker saw a plain array
         assert np.abs(out.astype(int) - img.astype(int)).mean() < 4  # lossy, but close
         assert wire < img.nbytes / 5, wire

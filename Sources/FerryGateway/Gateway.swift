@@ -203,12 +203,15 @@ final class GatewayShared: Sendable {
     /// Waits for a published call's reply and returns its REPLY frame; closes the call.
     func finish(id: UInt64, call: PendingCall, allocator: ByteBufferAllocator) -> ByteBuffer {
         defer { call.close() }
-        do { return replyFrame(id: id, try call.waitRaw(), allocator) } catch { return errorReply(id: id, error, allocator) }
-    }
-
-    /// A REPLY frame carrying the reply `view` unchanged.
-    func replyFrame(id: UInt64, _ view: MessageView, _ allocator: ByteBufferAllocator) -> ByteBuffer {
-        replyFrame(id: id, UnsafeRawBufferPointer(start: view.base, count: view.length), allocator)
+        // Waits up to the call's own deadline; the client validates the reply, so only its length is read here.
+        do {
+            guard let bytes = try call.pollReplyBytes(for: .seconds(Endpoint.maxTimeoutMillis / 1000)) else {
+                throw FerryError(.timedOut, "no reply within the deadline")
+            }
+            return replyFrame(id: id, bytes, allocator)
+        } catch {
+            return errorReply(id: id, error, allocator)
+        }
     }
 
     /// A REPLY frame carrying the reply's bytes unchanged.

@@ -115,18 +115,6 @@ public final class PendingCall {
         try transmit(length)
     }
 
-    /// Sends `bytes`, a complete encoded message (validated first), instead of the writer's
-    /// contents (a gateway forwarding what it received).
-    public func send(encoded bytes: UnsafeRawBufferPointer) throws {
-        guard owned, !sent else { throw FerryError(.invalidArgument, "call already sent or closed") }
-        let view = try MessageView(validating: bytes)
-        guard view.length <= loan.request.count else {
-            throw FerryError(.tooLarge, "message of \(view.length) bytes does not fit in \(loan.request.count); \(loan.limitHint)")
-        }
-        if view.length > 0 { loan.request.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: view.length) }
-        try transmit(view.length)
-    }
-
     /// Sends `bytes` as they are, checking only that they fit: for a gateway passing on a
     /// request it received, which the worker validates in full anyway (every reader of a slot
     /// treats its bytes as untrusted).
@@ -191,18 +179,7 @@ public final class PendingCall {
         try waitUntil(FerryCore.deadline(after: interval.clampedNanoseconds), deadline: deadline)
     }
 
-    /// The reply as it came, error replies included (a gateway passes them on unchanged).
-    public func waitRaw(timeout: Duration? = nil) throws -> MessageView {
-        let d = timeout.map { client.deadline($0) } ?? deadline
-        return try waitUntil(d, deadline: d, throwingErrorReplies: false)!
-    }
-
-    /// `poll`, returning error replies as they came (see `waitRaw`).
-    public func pollRaw(for interval: Duration) throws -> MessageView? {
-        try waitUntil(FerryCore.deadline(after: interval.clampedNanoseconds), deadline: deadline, throwingErrorReplies: false)
-    }
-
-    func waitUntil(_ until: UInt64, deadline d: UInt64, throwingErrorReplies: Bool = true) throws -> MessageView? {
+    func waitUntil(_ until: UInt64, deadline d: UInt64) throws -> MessageView? {
         if let failure { throw failure }
         guard sent else { throw FerryError(.invalidArgument, "call not sent yet") }
         guard owned else { throw FerryError(.invalidArgument, "call already closed") }
@@ -218,7 +195,7 @@ public final class PendingCall {
             }
         }
         let view = try MessageView(validating: reply!, owner: self)
-        if view.status != 0 && throwingErrorReplies {
+        if view.status != 0 {
             let code = FerryError.Code(rawValue: view.status) ?? .remote
             var e = FerryError(code, view.metadata("error") ?? "the worker failed with status \(view.status)")
             e.remoteType = view.metadata("error_type")
