@@ -4,8 +4,10 @@ import PackageDescription
 // Layers, bottom to top (see docs/architecture.md):
 //   CFerryLinux  – C shim for what Swift cannot call directly (futex, shm_open, OFD locks)
 //   FerryCore    – message format (Format/), the transport seam and the generic client
-//                  (Transport/), the shm:// transport and worker (Shm/), the tcp:// client (TCP/)
-//   FerryGateway – the tcp:// server side: a SwiftNIO gateway in front of a local shm:// channel
+//                  (Transport/), the shm:// transport and worker (Shm/), the tcp:// client (TCP/),
+//                  the redis:// client and the Redis keys and scripts both sides share (Redis/)
+//   FerryGateway – the server sides: the tcp:// SwiftNIO gateway and the redis:// node, each in
+//                  front of a local shm:// channel
 //   FerryC       – the C ABI: @_cdecl exports that only convert and check arguments → libferry.so
 //   ferry        – the command-line tool
 let package = Package(
@@ -33,6 +35,8 @@ let package = Package(
         // Debian's zstd and libjpeg-turbo: tensor compression on slow tcp:// links.
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        // Debian's hiredis: the Redis protocol for redis:// clients and `ferry serve --redis` nodes.
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         .target(name: "CFerryABI"),
         .target(
             name: "FerryCore",
@@ -40,6 +44,7 @@ let package = Package(
                 "CFerryLinux",
                 "CZstd",
                 "CTurboJPEG",
+                "CHiredis",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 // For its BoringSSL (CNIOBoringSSL): TLS for the tcp:// client's blocking socket.

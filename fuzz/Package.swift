@@ -18,10 +18,12 @@ let package = Package(
         .target(name: "CFuzz"),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd"),
         .systemLibrary(name: "CTurboJPEG", pkgConfig: "libturbojpeg"),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis"),
         .target(name: "FerryCore", dependencies: [
             "CFerryLinux",
             "CZstd",
             "CTurboJPEG",
+            "CHiredis",
             .product(name: "Atomics", package: "swift-atomics"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -45,12 +45,12 @@ func fail(_ error: Error) -> ExitCode {
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve a Python model on shm://NAME with N supervised worker processes (and on tcp:// with --listen).")
+        abstract: "Serve a Python model on shm://NAME with N supervised worker processes (and on tcp:// with --listen, or as a node of redis:// with --redis).")
 
     @Argument(help: "Model file (defines predict(inputs)) or Python module name.")
     var model: String
-    @Option(help: "Channel name (clients use shm://NAME).")
-    var name: String
+    @Option(help: "Channel name (clients use shm://NAME). With --redis, the node's local channel (default: a unique name, so several nodes can share a host).")
+    var name: String?
     @Option(help: "Number of worker processes.")
     var workers: Int = 1
     @Option(name: .customLong("hang-timeout"), help: "Seconds a worker may spend on one request before it is killed and replaced (0: never).")
@@ -75,6 +75,22 @@ struct Serve: ParsableCommand {
     var maxInFlight: Int = 64
     @Option(name: .customLong("max-request"), help: "With --listen: largest request, e.g. 16M (default: what a slot takes).")
     var maxRequest: String?
+    @Option(help: "Join redis://[USER:PASSWORD@]HOST:PORT/NAME as a node: take requests from the stream ferry:{NAME}:requests (consumer group NAME) and run them here. Clients call the same URL.")
+    var redis: String?
+    @Option(name: .customLong("model-version"), help: "With --redis: the model's version, part of every result-cache key (default: a hash of the model file).")
+    var modelVersion: String?
+    @Option(name: .customLong("claim-idle"), help: "With --redis: seconds an entry may sit unacknowledged on a node before another node takes it over.")
+    var claimIdle: Double = 30
+    @Option(name: .customLong("max-deliveries"), help: "With --redis: deliveries after which an entry goes to the dead-letter stream ferry:{NAME}:dead.")
+    var maxDeliveries: Int = 3
+    @Option(name: .customLong("cache-ttl"), help: "With --redis: keep replies in a result cache for this many seconds (0: no cache). Only for deterministic models.")
+    var cacheTTL: Double = 0
+    @Option(name: .customLong("cache-max-entries"), help: "With --redis: most replies in the result cache (the oldest are dropped).")
+    var cacheMaxEntries: Int = 10_000
+    @Option(name: .customLong("cache-max-bytes"), help: "With --redis: largest reply the cache keeps, e.g. 1M.")
+    var cacheMaxBytes: String = "16M"
+    @Option(name: .customLong("max-backlog"), help: "With --redis: most requests queued in the stream (older ones are trimmed).")
+    var maxBacklog: Int = 10_000
     @OptionGroup var channel: ChannelOptions
 
     func run() throws {
@@ -83,6 +99,14 @@ struct Serve: ParsableCommand {
         guard maxBatch >= 1 && maxBatch <= 4096 else { throw ValidationError("--max-batch must be in 1...4096") }
         guard maxDelay >= 0 && maxDelay <= 10_000_000 else { throw ValidationError("--max-delay must be in 0...10000000 µs") }
         let stop = StopSignal()
+        guard let name = name ?? redis.map({ _ in "ferry-node-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))" }) else {
+            throw ValidationError("--name is required (clients call shm://NAME)")
+        }
+        let redisEndpoint = try redis.map { url -> Endpoint in
+            let e = try Endpoint(url)
+            guard e.scheme == "redis" else { throw ValidationError("--redis takes redis://[USER:PASSWORD@]HOST:PORT/NAME") }
+            return e
+        }
         let url = try channel.url(name: name)
         // This process holds the channel open for its whole life, so restarting a worker
         // never removes it, and clients keep their mapping.
@@ -108,12 +132,21 @@ struct Serve: ParsableCommand {
         // The gateway first: a bad address or certificate fails before any worker starts.
         var gateway: Gateway? = nil
         if let listen {
-            gateway = try startGateway(listen, url: url, forwarders: holder.geometry.slots, logger: logger)
+            gateway = try startGateway(listen, name: name, url: url, forwarders: holder.geometry.slots, logger: logger)
         }
         let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger)
         do { try sup.start() } catch {
             gateway?.shutdown(grace: .zero)
             throw error
+        }
+        // The node last: it takes requests only once workers are there to run them.
+        var node: RedisNode? = nil
+        if let redisEndpoint {
+            do { node = try startNode(redisEndpoint, url: url, capacity: holder.geometry.slotSize - 4096, readers: holder.geometry.slots, logger: logger) } catch {
+                gateway?.shutdown(grace: .zero)
+                sup.stop()
+                throw error
+            }
         }
         logger.info("serving", metadata: ["url": "shm://\(name)", "workers": "\(workers)",
                                           "slots": "\(holder.geometry.slots)", "slot_size": "\(holder.geometry.slotSize)"])
@@ -132,6 +165,12 @@ struct Serve: ParsableCommand {
             for _ in before..<max(before, sup.restarts) { holder.countRestart() }
         }
         logger.info("stopping")
+        if let node {
+            // Finish the entries in hand; those not started are taken over by other nodes.
+            node.shutdown()
+            let s = node.stats
+            logger.info("node stopped", metadata: ["served": "\(s.served)", "cache_hits": "\(s.cacheHits)", "dead_lettered": "\(s.deadLettered)", "reclaimed": "\(s.reclaimed)"])
+        }
         if let gateway {
             // Answer what is in flight (the workers still run), then close the connections.
             gateway.shutdown(grace: .seconds(10))
@@ -139,7 +178,35 @@ struct Serve: ParsableCommand {
         sup.stop()
     }
 
-    func startGateway(_ listen: String, url: String, forwarders: Int, logger: Logger) throws -> Gateway {
+    func startNode(_ endpoint: Endpoint, url: String, capacity: Int, readers: Int, logger: Logger) throws -> RedisNode {
+        guard claimIdle > 0 && claimIdle <= 86_400 else { throw ValidationError("--claim-idle must be in (0, 86400] seconds") }
+        guard (1...1000).contains(maxDeliveries) else { throw ValidationError("--max-deliveries must be in 1...1000") }
+        guard cacheTTL >= 0 && cacheTTL <= 30 * 86_400 else { throw ValidationError("--cache-ttl must be in 0...2592000 seconds") }
+        guard (1...100_000_000).contains(cacheMaxEntries) else { throw ValidationError("--cache-max-entries must be in 1...100000000") }
+        guard (1...100_000_000).contains(maxBacklog) else { throw ValidationError("--max-backlog must be in 1...100000000") }
+        let stem = model.split(separator: "/").last.map(String.init) ?? model
+        let modelName = stem.hasSuffix(".py") ? String(stem.dropLast(3)) : stem
+        let version = modelVersion ?? (FileManager.default.contents(atPath: model).map { ResultCache.version(of: Array($0)) } ?? "unversioned")
+        var config = RedisNodeConfiguration(endpoint: endpoint, channelURL: url, model: modelName, version: version, requestCapacity: capacity)
+        config.readers = readers
+        config.claimIdleNanos = UInt64(claimIdle * 1e9)
+        config.maxDeliveries = maxDeliveries
+        config.cacheTTLMillis = UInt64(cacheTTL * 1000)
+        config.cacheMaxEntries = cacheMaxEntries
+        config.cacheMaxBytes = try Endpoint.parseSize(cacheMaxBytes)
+        config.maxBacklog = maxBacklog
+        let log = logger
+        config.log = { level, text in
+            if level == "warning" { log.warning("\(text)") } else { log.info("\(text)") }
+        }
+        let node = try RedisNode(config)
+        // Tests and scripts read this line.
+        logger.info("node joined", metadata: ["url": "redis://\(endpoint.host):\(endpoint.port)/\(endpoint.name)", "node": "\(config.nodeID)",
+                                             "model": "\(modelName)", "version": "\(version)", "cache": "\(cacheTTL > 0)"])
+        return node
+    }
+
+    func startGateway(_ listen: String, name: String, url: String, forwarders: Int, logger: Logger) throws -> Gateway {
         guard listen.hasPrefix("tcp://") else { throw ValidationError("--listen takes tcp://HOST:PORT") }
         let (host, port) = try parseHostPort(String(listen.dropFirst("tcp://".count)))
         guard (1...100_000).contains(maxConnections) else { throw ValidationError("--max-connections must be in 1...100000") }

@@ -3,7 +3,9 @@
 /// * `shm://NAME?slots=8&slot_size=8M&wait=hybrid&spin_us=100&timeout_ms=10000&scope=user`
 ///   (`slots` and `slot_size` matter to the process that creates the channel);
 /// * `tcp://HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&token_file=PATH&tls=1&ca_file=PATH&wait=futex`
-///   (a `ferry serve --listen` gateway; HOST may be a name, an IPv4 or a `[IPv6]` address).
+///   (a `ferry serve --listen` gateway; HOST may be a name, an IPv4 or a `[IPv6]` address);
+/// * `redis://[USER:PASSWORD@]HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&cache=1&max_request=64M`
+///   (Redis Streams served by `ferry serve --redis` nodes; USER and PASSWORD are Redis AUTH).
 ///
 /// Every process picks its own wait strategy and default timeout.
 public struct Endpoint: Sendable, Equatable {
@@ -13,7 +15,15 @@ public struct Endpoint: Sendable, Equatable {
     public var name: String
     /// tcp://: the gateway's host and port.
     public var host: String = "", port: Int = 0
-    /// tcp://: how long connecting (and the handshake) may take, in nanoseconds (default 3 s).
+    /// redis://: the AUTH user (an ACL user; nil: the default user) and password.
+    public var user: String?, password: String?
+    /// redis://: look up the nodes' result cache before sending (`cache=0` turns it off for
+    /// this client; a call turns it off for itself with metadata `ferry.cache=off`).
+    public var useCache: Bool = true
+    /// redis://: largest request this client sends (`max_request=SIZE`; default: what the
+    /// serving nodes announce, else 8 MiB).
+    public var maxRequest: Int?
+    /// tcp:// and redis://: how long connecting (and the handshake) may take, in nanoseconds (default 3 s).
     public var connectTimeoutNanos: UInt64 = 3_000_000_000
     /// tcp://: a file holding the gateway's shared secret (`ferry serve --auth-token-file`);
     /// the secret proves itself by HMAC over the gateway's challenge and never crosses the wire.
@@ -70,10 +80,32 @@ public struct Endpoint: Sendable, Equatable {
             name = String(rest[rest.index(after: slash)...])
             (host, port) = try Endpoint.parseHostPort(authority, in: url)
             wait = .futex  // over a network the wait is in poll(2); spinning only when asked
-        case "redis":
-            throw FerryError(.invalidArgument, "the redis:// transport is not available in this build; use shm://NAME or tcp://HOST:PORT/NAME")
+        case "redis", "rediss":
+            // redis://[USER:PASSWORD@]HOST:PORT/NAME
+            guard scheme == "redis" else {
+                throw FerryError(.invalidArgument, "\"\(scheme)://\": TLS to Redis needs hiredis 1.0 or later (hiredis_ssl); this build links Debian's hiredis 0.14, which has none. Reach a TLS-only Redis through a local TLS tunnel (stunnel, spiped) and use redis://")
+            }
+            guard let slash = rest.lastIndex(of: "/") else {
+                throw FerryError(.invalidArgument, "\"\(Endpoint.redacted(url))\": a redis:// URL needs a channel name (redis://HOST:PORT/NAME)")
+            }
+            var authority = String(rest[..<slash])
+            name = String(rest[rest.index(after: slash)...])
+            if let at = authority.lastIndex(of: "@") {
+                let credentials = String(authority[..<at])
+                authority = String(authority[authority.index(after: at)...])
+                if let colon = credentials.firstIndex(of: ":") {
+                    let u = Endpoint.percentDecoded(String(credentials[..<colon]))
+                    user = u.isEmpty ? nil : u
+                    password = Endpoint.percentDecoded(String(credentials[credentials.index(after: colon)...]))
+                } else {
+                    password = Endpoint.percentDecoded(credentials)  // redis://PASSWORD@HOST:PORT/NAME
+                }
+                guard password?.isEmpty == false else { throw FerryError(.invalidArgument, "\"\(Endpoint.redacted(url))\": the Redis password is empty") }
+            }
+            (host, port) = try Endpoint.parseHostPort(authority, in: Endpoint.redacted(url))
+            wait = .futex
         default:
-            throw FerryError(.invalidArgument, "unknown transport \"\(scheme)://\" (expected shm://NAME or tcp://HOST:PORT/NAME)")
+            throw FerryError(.invalidArgument, "unknown transport \"\(scheme)://\" (expected shm://NAME, tcp://HOST:PORT/NAME or redis://HOST:PORT/NAME)")
         }
         var spinMicros: UInt64? = nil
         var waitName: String? = nil
@@ -108,7 +140,15 @@ public struct Endpoint: Sendable, Equatable {
                     throw FerryError(.invalidArgument, "timeout_ms=\(kv[1]): use a whole number of milliseconds in 1...\(Endpoint.maxTimeoutMillis) (30 days)")
                 }
                 timeoutNanos = v * 1_000_000
-            case "connect_timeout_ms" where scheme == "tcp":
+            case "cache" where scheme == "redis":
+                switch kv[1] {
+                case "1", "true", "yes", "on": useCache = true
+                case "0", "false", "no", "off": useCache = false
+                default: throw FerryError(.invalidArgument, "cache=\(kv[1]): use 1 or 0")
+                }
+            case "max_request" where scheme == "redis":
+                maxRequest = try Endpoint.parseSize(kv[1])
+            case "connect_timeout_ms" where scheme == "tcp" || scheme == "redis":
                 guard let v = UInt64(kv[1]), v > 0, v <= Endpoint.maxTimeoutMillis else {
                     throw FerryError(.invalidArgument, "connect_timeout_ms=\(kv[1]): use a whole number of milliseconds in 1...\(Endpoint.maxTimeoutMillis)")
                 }
@@ -134,7 +174,9 @@ public struct Endpoint: Sendable, Equatable {
                 guard !kv[1].isEmpty else { throw FerryError(.invalidArgument, "token_file is empty") }
                 tokenFile = Endpoint.percentDecoded(kv[1])
             default:
-                let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file, tls, ca_file, compress, jpeg_quality, zstd_level" : "slots, slot_size, wait, spin_us, timeout_ms, scope"
+                let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file, tls, ca_file, compress, jpeg_quality, zstd_level"
+                    : scheme == "redis" ? "wait, spin_us, timeout_ms, connect_timeout_ms, cache, max_request"
+                    : "slots, slot_size, wait, spin_us, timeout_ms, scope"
                 throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" for \(scheme):// (known: \(known))")
             }
         }
@@ -157,6 +199,18 @@ public struct Endpoint: Sendable, Equatable {
         guard ok else {
             throw FerryError(.invalidArgument, "invalid channel name \"\(name)\": use 1-200 characters of A-Z a-z 0-9 . _ - (no '/', not starting with '.')")
         }
+    }
+
+    /// `url` with the password of a redis:// URL hidden (for messages and logs).
+    public static func redacted(_ url: String) -> String {
+        let parts = url.split(separator: "://", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2 else { return url }
+        let rest = parts[1]
+        let head = rest[..<(rest.firstIndex(of: "?") ?? rest.endIndex)]
+        guard let at = head.lastIndex(of: "@") else { return url }
+        let credentials = rest[..<at]
+        let user: String = credentials.firstIndex(of: ":").map { String(credentials[..<$0]) + ":" } ?? ""
+        return String(parts[0]) + "://" + user + "***" + String(rest[at...])
     }
 
     /// Splits "HOST:PORT" ("[::1]:PORT" for IPv6).

@@ -38,7 +38,7 @@ public protocol CallLoan: AnyObject {
 }
 
 /// The URL-scheme registry: each scheme parses its own options (`Endpoint`) and makes its
-/// client transport. `shm` and `tcp` are built in; others can be added.
+/// client transport. `shm`, `tcp` and `redis` are built in; others can be added.
 public enum Transports {
     /// Makes a client transport for a parsed endpoint.
     public typealias Factory = @Sendable (Endpoint) throws -> any ClientTransport
@@ -46,6 +46,7 @@ public enum Transports {
     private static let table = Locked<[String: Factory]>([
         "shm": { try ShmClientTransport($0) },
         "tcp": { try TCPClientTransport($0) },
+        "redis": { try RedisClientTransport($0) },
     ])
 
     /// Registers (or replaces) the client transport for `scheme`.
