@@ -158,3 +158,65 @@ def no_stray_children():
             return
         time.sleep(0.05)
     pytest.fail(f"test left child processes running: {live}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A real redis-server on a loopback port, for this test only (no persistence)."""
+
+    def __init__(self, tmp_path, extra=(), port: int | None = None):
+        self.port = port or free_port()
+        self.extra, self.dir = list(extra), tmp_path
+        self.proc = None
+        self.start()
+
+    def start(self):
+        import shutil
+
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is not installed (scripts/setup.sh installs it)")
+        self.log = open(self.dir / f"redis-{self.port}.log", "a")
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no", "--dir", str(self.dir), *self.extra],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("redis-server exited: " + open(self.log.name).read())
+            if "Ready to accept connections" in open(self.log.name).read():
+                return
+            time.sleep(0.02)
+        raise TimeoutError("redis-server did not start")
+
+    def cli(self, *args, password: str | None = None, user: str | None = None) -> str:
+        cmd = ["redis-cli", "-p", str(self.port), "--no-auth-warning"]
+        if user:
+            cmd += ["--user", user]
+        if password:
+            cmd += ["-a", password]
+        return subprocess.run(cmd + [str(a) for a in args], capture_output=True, timeout=10).stdout.decode("utf-8", "replace").strip()
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        self.log.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    r = RedisServer(tmp_path)
+    yield r
+    r.stop()

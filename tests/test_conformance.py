@@ -1,6 +1,7 @@
 """One conformance suite, run unchanged against every transport (docs/architecture.md,
-"Transports"): shm:// straight to the workers, and tcp:// through a `ferry serve --listen`
-gateway on 127.0.0.1. Real processes only: `ferry serve` with supervised Python workers."""
+"Transports"): shm:// straight to the workers, tcp:// through a `ferry serve --listen`
+gateway on 127.0.0.1, and redis:// through a real redis-server on a loopback port and a
+`ferry serve --redis` node. Real processes only: `ferry serve` with supervised Python workers."""
 from __future__ import annotations
 
 import os
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import FERRY, MODELS, env, wait_served
+from conftest import FERRY, MODELS, RedisServer, env, wait_served
 
-TRANSPORTS = ["shm", "tcp"]
+TRANSPORTS = ["shm", "tcp", "redis"]
 
 
 class Served:
@@ -26,10 +27,15 @@ class Served:
                  port: int = 0, query: str = "", slot_size: str = "1M"):
         self.transport, self.name = transport, name
         self.log = open(tmp_path / f"serve-{name}.log", "w+")
-        args = [FERRY, "serve", model or os.path.join(MODELS, "testmodel.py"), "--name", name,
+        self.redis = RedisServer(tmp_path) if transport == "redis" else None
+        args = [FERRY, "serve", model or os.path.join(MODELS, "testmodel.py"),
                 "--workers", str(workers), "--slot-size", slot_size, "--hang-timeout", "0", *extra]
         if transport == "tcp":
             args += ["--listen", f"tcp://127.0.0.1:{port}"]
+        if transport == "redis":
+            args += ["--redis", f"redis://127.0.0.1:{self.redis.port}/{name}"]  # the local channel gets a unique name
+        else:
+            args += ["--name", name]
         self.proc = subprocess.Popen(args, env=env(), stdout=self.log, stderr=subprocess.STDOUT)
         try:
             self.url = self._wait_url()
@@ -47,6 +53,8 @@ class Served:
                 raise RuntimeError("ferry serve exited: " + self.output())
             for line in self.output().splitlines():
                 if "listening" in line and "url=tcp://" in line:
+                    return line.split("url=")[1].split()[0]
+                if "node joined" in line and "url=redis://" in line:
                     return line.split("url=")[1].split()[0]
             time.sleep(0.05)
         raise TimeoutError("gateway did not listen: " + self.output())
@@ -69,6 +77,8 @@ class Served:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if self.redis is not None:
+            self.redis.stop()
         return self.proc.returncode
 
 

@@ -108,6 +108,7 @@ struct Serve: ParsableCommand {
             return e
         }
         let url = try channel.url(name: name)
+        if self.name == nil { removeStaleNodeChannels(logger: logger) }
         // This process holds the channel open for its whole life, so restarting a worker
         // never removes it, and clients keep their mapping.
         let holder = try Worker(url)
@@ -142,7 +143,10 @@ struct Serve: ParsableCommand {
         // The node last: it takes requests only once workers are there to run them.
         var node: RedisNode? = nil
         if let redisEndpoint {
-            do { node = try startNode(redisEndpoint, url: url, capacity: holder.geometry.slotSize - 4096, readers: holder.geometry.slots, logger: logger) } catch {
+            // A node takes only what its workers can start now (batching: enough to fill a
+            // batch), so an idle node is never kept waiting by one hoarding entries.
+            let readers = min(holder.geometry.slots, workers * maxBatch)
+            do { node = try startNode(redisEndpoint, url: url, capacity: holder.geometry.slotSize - 4096, readers: readers, logger: logger) } catch {
                 gateway?.shutdown(grace: .zero)
                 sup.stop()
                 throw error
@@ -176,6 +180,20 @@ struct Serve: ParsableCommand {
             gateway.shutdown(grace: .seconds(10))
         }
         sup.stop()
+    }
+
+    /// Nodes with a generated local channel name (`ferry-node-PID-…`) that died by SIGKILL
+    /// could not remove it; the next node on the host does, so they do not pile up.
+    func removeStaleNodeChannels(logger: Logger) {
+        let prefix = "ferry.\(geteuid()).ferry-node-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/dev/shm") else { return }
+        for file in names where file.hasPrefix(prefix) {
+            guard let pid = Int32(file.dropFirst(prefix.count).split(separator: "-").first ?? ""), pid > 0 else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH {
+                unlink("/dev/shm/\(file)")
+                logger.info("removed the channel of a node that died", metadata: ["segment": "\(file)"])
+            }
+        }
     }
 
     func startNode(_ endpoint: Endpoint, url: String, capacity: Int, readers: Int, logger: Logger) throws -> RedisNode {

@@ -16,6 +16,9 @@ def predict(x):
                 time.sleep(int(x["sleep_us"]) / 1e6)
             payload = x["payload"]
             return {"tag": x["tag"], "sum": np.uint64(int(payload.sum(dtype=np.uint64))), "pid": np.int64(os.getpid())}
+        if "log" in x:  # counts the runs: one line per call that reached the model
+            with open(str(x["log"]), "a") as f:
+                f.write(f"{os.getpid()}\n")
         if "sleep" in x:
             time.sleep(float(x["sleep"]))
         if "raise" in x:

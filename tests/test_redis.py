@@ -1,0 +1,368 @@
+"""redis:// across many machines: real redis-server processes on loopback ports started by
+each test, and `ferry serve --redis` nodes as real processes with Python workers. The
+conformance suite (test_conformance.py) runs over redis:// too; this file covers what only a
+distributed channel has: several nodes, takeover of a dead node's work, exactly-once
+replies, the dead-letter stream, the result cache, AUTH, and Redis going away."""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ferry
+from conftest import FERRY, MODELS, RedisServer, env, wait_served
+
+MODEL = os.path.join(MODELS, "testmodel.py")
+
+
+class Node:
+    """One `ferry serve --redis` node (its own local shm channel and workers)."""
+
+    def __init__(self, url: str, tmp_path, workers: int = 1, extra=()):
+        self.log = open(tmp_path / f"node-{time.monotonic_ns()}.log", "w+")
+        self.proc = subprocess.Popen([FERRY, "serve", MODEL, "--redis", url, "--workers", str(workers), "--slot-size", "1M",
+                                      "--hang-timeout", "0", *extra], env=env(), stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while "node joined" not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("node did not join: " + self.output())
+            time.sleep(0.05)
+        self.id = self.output().split("node=")[1].split()[0]
+
+    def output(self) -> str:
+        self.log.flush()
+        with open(self.log.name) as f:
+            return f.read()
+
+    def workers(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def cluster(tmp_path, name):
+    """A redis-server and a way to start nodes; everything stopped at the end."""
+
+    class Cluster:
+        def __init__(self):
+            self.redis = RedisServer(tmp_path)
+            self.url = f"redis://127.0.0.1:{self.redis.port}/{name}"
+            self.name = name
+            self.nodes: list[Node] = []
+
+        def node(self, **kw) -> Node:
+            n = Node(self.url, tmp_path, **kw)
+            self.nodes.append(n)
+            return n
+
+        def close(self):
+            for n in self.nodes:
+                n.stop()
+                # A node killed with SIGKILL cannot remove its local channel; the next node
+                # started on this host would (see ferry serve --redis), none may come here.
+                for path in glob.glob(f"/dev/shm/ferry.{os.geteuid()}.ferry-node-{n.proc.pid}-*"):
+                    os.unlink(path)
+            self.redis.stop()
+
+    c = Cluster()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def calls_in_threads(url, requests, timeout=30):
+    """Runs each request from its own thread and client; returns the results (or errors) in order."""
+    out = [None] * len(requests)
+
+    def run(i):
+        try:
+            with ferry.Client(url) as c:
+                out[i] = c.call(requests[i], timeout=timeout)
+        except Exception as e:  # noqa: BLE001 - the test inspects it
+            out[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout + 10)
+    return out
+
+
+def test_several_nodes_share_the_load(cluster):
+    nodes = [cluster.node() for _ in range(3)]
+    wait_served(cluster.url)
+    worker_pids = {p for n in nodes for p in n.workers()}
+    out = calls_in_threads(cluster.url, [{"sleep": np.array(0.4), "id": np.array([i])} for i in range(6)])
+    assert all(isinstance(o, dict) for o in out), out
+    assert [int(o["id"][0]) for o in out] == list(range(6))
+    pids = {int(o["pid"]) for o in out}
+    # Each node takes only what its one worker can start: all three ran some of the six.
+    assert pids <= worker_pids and len(pids) == 3, (pids, worker_pids)
+
+
+def test_requests_queued_before_any_node_are_served(cluster):
+    box = {}
+    t = threading.Thread(target=lambda: box.update(out=calls_in_threads(cluster.url, [{"id": np.array([i]), "pad": np.zeros(1)} for i in range(4)])))
+    t.start()
+    time.sleep(0.5)
+    cluster.node()
+    t.join(40)
+    assert [int(o["id"][0]) for o in box["out"]] == [0, 1, 2, 3], box
+
+
+def test_killed_node_holding_work_every_request_answered_once(cluster, tmp_path):
+    a = cluster.node(extra=["--claim-idle", "1"])
+    wait_served(cluster.url)
+    runs = tmp_path / "runs.log"
+    requests = [{"sleep": np.array(1.0), "id": np.array([i]), "log": np.array(f"{runs}.{i}")} for i in range(4)]
+    box = {}
+    t = threading.Thread(target=lambda: box.update(out=calls_in_threads(cluster.url, requests, timeout=30)))
+    t.start()
+    time.sleep(0.5)  # node A took one (its only worker is busy); three wait in the stream
+    b = cluster.node(extra=["--claim-idle", "1"])
+    a.stop(signal.SIGKILL)
+    t.join(60)
+    out = box["out"]
+    assert all(isinstance(o, dict) for o in out), out
+    assert [int(o["id"][0]) for o in out] == [0, 1, 2, 3]
+    assert {int(o["pid"]) for o in out} <= set(b.workers())  # every answer came from the survivor
+    assert "took over entry" in b.output()
+    assert cluster.redis.cli("XLEN", f"ferry:{{{cluster.name}}}:requests") == "0"
+    assert cluster.redis.cli("XPENDING", f"ferry:{{{cluster.name}}}:requests", cluster.name).startswith("0")
+
+
+def test_a_request_run_twice_is_answered_once(cluster, tmp_path):
+    a = cluster.node(extra=["--claim-idle", "0.5"])
+    wait_served(cluster.url)
+    log = tmp_path / "twice.log"
+    with ferry.Client(cluster.url) as c:
+        call = c.send({"sleep": np.array(1.5), "id": np.array([7]), "log": np.array(str(log))}, timeout=30)
+        time.sleep(0.4)
+        os.kill(a.proc.pid, signal.SIGSTOP)  # node A stalls holding the entry (its worker runs on)
+        b = cluster.node(extra=["--claim-idle", "0.5"])
+        out = call.result()  # answered by B after it took the entry over
+        assert int(out["id"][0]) == 7
+        os.kill(a.proc.pid, signal.SIGCONT)  # A wakes up and finishes its own run too
+        deadline = time.monotonic() + 10
+        while len(open(log).read().split()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(open(log).read().split()) == 2  # it really ran twice
+        time.sleep(0.5)
+        # No second reply reached the client's list; the next call gets its own answer.
+        keys = cluster.redis.cli("--scan", "--pattern", f"ferry:{{{cluster.name}}}:reply:*").split()
+        assert all(cluster.redis.cli("LLEN", k) == "0" for k in keys), keys
+        for i in range(5):
+            assert int(c.call({"id": np.array([100 + i]), "pad": np.zeros(1)})["id"][0]) == 100 + i
+    assert b.proc.poll() is None
+
+
+def test_malformed_entries_are_dead_lettered_and_the_node_lives_on(cluster):
+    cluster.node()
+    wait_served(cluster.url)
+    stream = f"ferry:{{{cluster.name}}}:requests"
+    reply = f"ferry:{{{cluster.name}}}:reply:abc123"
+    cluster.redis.cli("XADD", stream, "*", "m", "not a ferry message", "r", reply, "i", "5", "t", "10000")
+    cluster.redis.cli("XADD", stream, "*", "x", "y")
+    cluster.redis.cli("XADD", stream, "*", "m", "x", "r", "some:other:key", "i", "1", "t", "1000")
+    got = cluster.redis.cli("BLPOP", reply, "10")
+    assert got.startswith(reply), got  # the client of the first one gets an error reply
+    deadline = time.monotonic() + 10
+    while cluster.redis.cli("XLEN", f"ferry:{{{cluster.name}}}:dead") != "3" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    dead = cluster.redis.cli("XRANGE", f"ferry:{{{cluster.name}}}:dead", "-", "+")
+    assert "invalid message" in dead and "malformed entry" in dead, dead
+    assert cluster.redis.cli("EXISTS", "some:other:key") == "0"  # never written to a key an entry names
+    with ferry.Client(cluster.url) as c:
+        np.testing.assert_array_equal(c.call(np.arange(3)), np.arange(3))
+
+
+def test_too_many_deliveries_go_to_the_dead_letter_stream(cluster):
+    a = cluster.node(extra=["--claim-idle", "0.5", "--max-deliveries", "1"])
+    wait_served(cluster.url)
+    with ferry.Client(cluster.url) as c:
+        call = c.send({"sleep": np.array(30.0), "id": np.array([1])}, timeout=30)
+        time.sleep(0.5)
+        a.stop(signal.SIGKILL)
+        cluster.node(extra=["--claim-idle", "0.5", "--max-deliveries", "1"])
+        t0 = time.monotonic()
+        with pytest.raises(ferry.WorkerDied) as e:
+            call.result()
+        assert time.monotonic() - t0 < 10
+        assert "delivered 2 times" in str(e.value)
+    dead = cluster.redis.cli("XRANGE", f"ferry:{{{cluster.name}}}:dead", "-", "+")
+    assert "delivered 2 times" in dead
+
+
+def test_result_cache_hits_skip_the_workers(cluster, tmp_path):
+    cluster.node(extra=["--cache-ttl", "60"])
+    wait_served(cluster.url)
+    log = tmp_path / "cache.log"
+    request = {"sleep": np.array(0.3), "id": np.array([3]), "log": np.array(str(log))}
+    with ferry.Client(cluster.url) as c:
+        first = c.call(request)
+        for _ in range(5):
+            again = c.call(request)
+            assert int(again["id"][0]) == 3 and int(again["pid"]) == int(first["pid"])
+        assert len(open(log).read().split()) == 1  # one run, five hits
+        other = c.call({**request, "id": np.array([4])})  # other bytes: another key
+        assert int(other["id"][0]) == 4
+        assert len(open(log).read().split()) == 2
+        _, meta = c.call_message(request, metadata={"ferry.cache": "off"})  # off for this call
+        assert len(open(log).read().split()) == 3
+    with ferry.Client(cluster.url + "?cache=0") as c:  # off for this client
+        c.call(request)
+        assert len(open(log).read().split()) == 4
+
+
+def test_cache_does_identical_concurrent_work_once(cluster, tmp_path):
+    cluster.node(workers=2, extra=["--cache-ttl", "60"])
+    cluster.node(workers=2, extra=["--cache-ttl", "60"])
+    wait_served(cluster.url)
+    log = tmp_path / "once.log"
+    request = {"sleep": np.array(0.8), "id": np.array([9]), "log": np.array(str(log))}
+    out = calls_in_threads(cluster.url, [request] * 6)
+    assert all(isinstance(o, dict) and int(o["id"][0]) == 9 for o in out), out
+    assert len(open(log).read().split()) == 1
+
+
+def test_cache_is_bounded(cluster):
+    cluster.node(extra=["--cache-ttl", "60", "--cache-max-entries", "5"])
+    wait_served(cluster.url)
+    with ferry.Client(cluster.url) as c:
+        for i in range(20):  # 20 new replies into a cache of 5
+            c.call({"id": np.array([i]), "pad": np.zeros(1)})
+    keys = cluster.redis.cli("--scan", "--pattern", f"ferry:{{{cluster.name}}}:cache:*").split()
+    assert len(keys) == 5, keys
+    ttl = int(cluster.redis.cli("PTTL", keys[0]))
+    assert 0 < ttl <= 60_000
+
+
+def test_errors_are_not_cached(cluster):
+    cluster.node(extra=["--cache-ttl", "60"])
+    wait_served(cluster.url)
+    pattern = f"ferry:{{{cluster.name}}}:cache:*"
+    before = cluster.redis.cli("--scan", "--pattern", pattern)  # wait_served's ping is cached
+    with ferry.Client(cluster.url) as c:
+        for _ in range(2):
+            with pytest.raises(ferry.RemoteError):
+                c.call({"raise": np.array("boom"), "pad": np.zeros(1)})
+    assert cluster.redis.cli("--scan", "--pattern", pattern) == before
+
+
+def test_no_node_is_a_clear_error(cluster):
+    with ferry.Client(cluster.url) as c:
+        t0 = time.monotonic()
+        with pytest.raises(ferry.NoServer) as e:
+            c.call(np.arange(2), timeout=0.5)
+        assert time.monotonic() - t0 < 3
+        assert "no node serves" in str(e.value)
+
+
+def test_redis_down_is_a_clear_error(tmp_path, name):
+    t0 = time.monotonic()
+    from conftest import free_port
+
+    with pytest.raises(ferry.Disconnected) as e:
+        ferry.Client(f"redis://127.0.0.1:{free_port()}/{name}")
+    assert time.monotonic() - t0 < 5
+    assert "Redis" in str(e.value)
+
+
+def test_redis_restarted_mid_run(cluster):
+    cluster.node()
+    wait_served(cluster.url)
+    with ferry.Client(cluster.url) as c:
+        assert int(c.call({"id": np.array([1]), "pad": np.zeros(1)})["id"][0]) == 1
+        box = {}
+        t = threading.Thread(target=lambda: box.update(r=_catch(lambda: c.call({"sleep": np.array(2.0), "id": np.array([2])}, timeout=20))))
+        t.start()
+        time.sleep(0.5)
+        cluster.redis.stop()  # the request in flight, and its reply list, are gone with it
+        t.join(25)
+        assert isinstance(box["r"], (ferry.Disconnected, ferry.Timeout)), box
+        t0 = time.monotonic()
+        with pytest.raises(ferry.Disconnected):
+            c.call({"id": np.array([3]), "pad": np.zeros(1)}, timeout=5)
+        assert time.monotonic() - t0 < 5  # an error, not a hang
+        cluster.redis.start()  # same port, empty
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert int(c.call({"id": np.array([4]), "pad": np.zeros(1)}, timeout=2)["id"][0]) == 4
+                break
+            except (ferry.Disconnected, ferry.NoServer, ferry.Timeout):
+                assert time.monotonic() < deadline, "the node did not come back"
+                time.sleep(0.2)
+
+
+def _catch(f):
+    try:
+        return f()
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
+def test_sigterm_drains_what_the_node_holds(cluster):
+    n = cluster.node()
+    wait_served(cluster.url)
+    with ferry.Client(cluster.url) as c:
+        call = c.send({"sleep": np.array(1.0), "id": np.array([5])}, timeout=20)
+        time.sleep(0.4)
+        n.proc.send_signal(signal.SIGTERM)
+        assert int(call.result()["id"][0]) == 5
+    assert n.proc.wait(20) == 0
+    assert cluster.redis.cli("ZCARD", f"ferry:{{{cluster.name}}}:nodes") == "0"
+
+
+def test_password_and_acl_user(tmp_path, name):
+    r = RedisServer(tmp_path, extra=["--requirepass", "s3cret", "--user", "alice", "on", ">pw-a", "~*", "&*", "+@all"])
+    nodes = []
+    try:
+        nodes.append(Node(f"redis://:s3cret@127.0.0.1:{r.port}/{name}", tmp_path))
+        for url in (f"redis://:s3cret@127.0.0.1:{r.port}/{name}", f"redis://alice:pw-a@127.0.0.1:{r.port}/{name}"):
+            wait_served(url)
+            with ferry.Client(url) as c:
+                np.testing.assert_array_equal(c.call(np.arange(4)), np.arange(4))
+        for bad in (f"redis://127.0.0.1:{r.port}/{name}", f"redis://alice:wrong-pw@127.0.0.1:{r.port}/{name}"):
+            with pytest.raises(ferry.PermissionDenied) as e:
+                with ferry.Client(bad) as c:
+                    c.call(np.arange(4), timeout=2)
+            assert "wrong-pw" not in str(e.value)
+    finally:
+        for n in nodes:
+            n.stop()
+        r.stop()
+
+
+def test_tls_url_is_refused_clearly(name):
+    with pytest.raises(ferry.FerryError) as e:
+        ferry.Client(f"rediss://127.0.0.1:6379/{name}")
+    assert "hiredis" in str(e.value)
+
+
+def test_bad_urls_are_refused(name):
+    for url in (f"redis://127.0.0.1/{name}", "redis://127.0.0.1:6379", f"redis://127.0.0.1:6379/{name}?cache=maybe",
+                f"redis://:@127.0.0.1:6379/{name}", f"redis://127.0.0.1:6379/{name}?slots=2"):
+        with pytest.raises(ferry.InvalidArgument):
+            ferry.Client(url)
