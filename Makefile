@@ -15,7 +15,7 @@ LIBDIR := $(PREFIX)/lib
 PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table
 
-.PHONY: all check-tables setup build build-examples demo test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-setup install uninstall clean help
+.PHONY: all check-tables setup build build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-setup install uninstall clean help
 
 all: build
 
@@ -39,6 +39,11 @@ build: setup
 
 demo: build
 	@$(BIN) demo
+
+# The same digits demo distributed: a local redis-server, two `ferry serve --redis` nodes,
+# the client on redis://.
+demo-redis: build
+	@$(BIN) demo --distributed --nodes 2
 
 build-examples: build
 	@for p in $(EXAMPLES); do $(SWIFT) build -c release --product $$p 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true; done

@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-APT_PACKAGES=(gcc g++ make pkg-config cmake openssl libzstd-dev libturbojpeg0-dev)
+# redis-server and libhiredis-dev: the redis:// transport is built with hiredis, and its tests
+# start real redis-server processes on loopback ports.
+APT_PACKAGES=(gcc g++ make pkg-config cmake openssl libzstd-dev libturbojpeg0-dev libhiredis-dev redis-server redis-tools)
 PY_MODULES="numpy pytest hypothesis sklearn scipy pandas"
 PY_REQUIREMENTS=python/requirements.txt
 if [ "${1:-}" = "--bench" ]; then

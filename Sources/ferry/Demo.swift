@@ -22,12 +22,17 @@ struct Demo: ParsableCommand {
     var clientCPU: Int = 0
     @Option(name: .customLong("worker-cpus"), help: "CPUs for workers, comma-separated (none: no pinning).")
     var workerCPUs: String = "1"
+    @Flag(help: "Distributed instead: start a local redis-server and --nodes `ferry serve --redis` nodes, and send the grids through redis:// (seeds 000 and 003).")
+    var distributed = false
+    @Option(help: "With --distributed: how many nodes.")
+    var nodes: Int = 2
 
     func run() throws {
         let stop = StopSignal()
         let cacheDir = cache ?? (ProcessInfo.processInfo.environment["FERRY_CACHE"]
             ?? (NSHomeDirectory() + "/.cache/ferry"))
-        print("ferry demo — nine-digit recognition over shared memory")
+        print(distributed ? "ferry demo — nine-digit recognition through Redis Streams on several nodes"
+                          : "ferry demo — nine-digit recognition over shared memory")
         print("  preparing the model (trained once, cached in \(cacheDir)) …")
         let out = try Python.run(["-m", "ferry.models.digits", "prepare", "--cache", cacheDir])
         let info = try JSONSerialization.jsonObject(with: Data(out.utf8)) as? [String: Any] ?? [:]
@@ -42,15 +47,28 @@ struct Demo: ParsableCommand {
         let n = images.shape[0]
         print("  model: \(info["model"] ?? "?") — \(info["train_size"] ?? "?") training images, \(n) held-out test images")
 
-        let url = "shm://ferry-demo-\(getpid())?slots=8&slot_size=1M"
-        let holder = try Worker(url)
-        defer { holder.close() }
-        let cpus = workerCPUs.split(separator: ",").compactMap { Int($0) }
-        var logger = makeLogger("ferry.demo")
-        logger.logLevel = .warning  // the demo prints its own story
-        let sup = Supervisor(model: "ferry.models.digits", url: url, count: workers, cpus: cpus, logger: logger)
-        try sup.start()
-        defer { sup.stop() }
+        var url = "shm://ferry-demo-\(getpid())?slots=8&slot_size=1M"
+        var cluster: LocalCluster? = nil
+        var sup: Supervisor? = nil
+        var holder: Worker? = nil
+        defer {
+            sup?.stop()
+            holder?.close()
+            cluster?.stop()
+        }
+        if distributed {
+            guard (1...16).contains(nodes) else { throw ValidationError("--nodes must be in 1...16") }
+            print("  starting a local redis-server and \(nodes) nodes (ferry serve --redis) …")
+            cluster = try LocalCluster(nodes: nodes, model: "ferry.models.digits", name: "digits", workers: workers)
+            url = cluster!.url
+        } else {
+            holder = try Worker(url)
+            let cpus = workerCPUs.split(separator: ",").compactMap { Int($0) }
+            var logger = makeLogger("ferry.demo")
+            logger.logLevel = .warning  // the demo prints its own story
+            sup = Supervisor(model: "ferry.models.digits", url: url, count: workers, cpus: cpus, logger: logger)
+            try sup!.start()
+        }
         if clientCPU >= 0 { try System.pin(cpu: clientCPU) }
         let client = try Client(url)
         defer { client.close() }
@@ -70,7 +88,11 @@ struct Demo: ParsableCommand {
             })
         }
         _ = try classify(0, timeout: .seconds(120))
-        print("  \(workers) Python worker(s) ready on \(url.split(separator: "?")[0]); sending \(batches) grids of 9 digits")
+        if distributed {
+            print("  \(nodes) nodes × \(workers) Python worker(s) ready behind \(url); sending \(batches) grids of 9 digits")
+        } else {
+            print("  \(workers) Python worker(s) ready on \(url.split(separator: "?")[0]); sending \(batches) grids of 9 digits")
+        }
 
         var hist = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         var correct = 0, seen = 0
@@ -94,5 +116,80 @@ struct Demo: ParsableCommand {
         print(String(format: "  latency    p50 %.1f µs   p99 %.1f µs  (per 9-digit grid, prediction included)", p(50), p(99)))
         print(String(format: "  throughput %.0f grids/s  (%.0f digits/s)", Double(batches) / secs, Double(seen) / secs))
         print("  the seed's Redis recipe took ~0.3 s per grid; the robot's budget is 1.5 s.")
+    }
+}
+
+/// A redis-server on a free loopback port and `ferry serve --redis` nodes, for the
+/// distributed demo; all stopped by `stop()`.
+final class LocalCluster {
+    let redis: Process
+    var nodes: [Process] = []
+    let url: String
+    let logDir: String
+
+    init(nodes count: Int, model: String, name: String, workers: Int) throws {
+        guard let server = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw FerryError(.noServer, "redis-server is not installed (make setup installs it)")
+        }
+        logDir = NSTemporaryDirectory() + "ferry-demo-\(getpid())"
+        try FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
+        var started: (Process, Int)? = nil
+        for _ in 0..<20 where started == nil {
+            let port = Int.random(in: 20_000..<60_000)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: server)
+            p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", logDir]
+            let log = "\(logDir)/redis.log"
+            FileManager.default.createFile(atPath: log, contents: nil)
+            p.standardOutput = FileHandle(forWritingAtPath: log)
+            p.standardError = p.standardOutput
+            try p.run()
+            let deadline = Date().addingTimeInterval(5)
+            while p.isRunning && Date() < deadline {
+                if let text = try? String(contentsOfFile: log, encoding: .utf8), text.contains("Ready to accept") { started = (p, port); break }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            if started == nil { p.terminate(); p.waitUntilExit() }  // the port was taken: another
+        }
+        guard let (redis, port) = started else { throw FerryError(.system, "redis-server did not start (see \(logDir)/redis.log)") }
+        self.redis = redis
+        url = "redis://127.0.0.1:\(port)/\(name)"
+        do {
+            for i in 0..<count {
+                let n = Process()
+                n.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+                n.arguments = ["serve", model, "--redis", url, "--workers", "\(workers)"]
+                let log = "\(logDir)/node-\(i).log"
+                FileManager.default.createFile(atPath: log, contents: nil)
+                n.standardOutput = FileHandle(forWritingAtPath: log)
+                n.standardError = n.standardOutput
+                try n.run()
+                nodes.append(n)
+            }
+            // Ready when every node announced itself.
+            let c = try RedisConnection(host: "127.0.0.1", port: port, timeoutNanos: 2_000_000_000)
+            let deadline = Date().addingTimeInterval(60)
+            while try c.command(["ZCARD", .text(RedisKeys(name).nodes)]).value.integer < count {
+                guard Date() < deadline, nodes.allSatisfy({ $0.isRunning }) else {
+                    throw FerryError(.noServer, "the nodes did not start (logs in \(logDir))")
+                }
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        } catch {
+            keepLogs = true
+            stop()
+            throw error
+        }
+    }
+
+    /// Logs stay when starting failed (the error points at them).
+    var keepLogs = false
+
+    func stop() {
+        for n in nodes where n.isRunning { n.terminate() }
+        for n in nodes { n.waitUntilExit() }
+        nodes = []
+        if redis.isRunning { redis.terminate(); redis.waitUntilExit() }
+        if !keepLogs { try? FileManager.default.removeItem(atPath: logDir) }
     }
 }
