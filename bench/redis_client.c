@@ -13,13 +13,17 @@
 
 
 int main(int argc, char **argv) {
-    if (argc < 5) { fprintf(stderr, "usage: %s PORT COUNT WARMUP BYTES\n", argv[0]); return 2; }
+    if (argc < 5) { fprintf(stderr, "usage: %s PORT COUNT WARMUP BYTES [check]\n", argv[0]); return 2; }
+    /* "check": the worker answers [byte sum, size] as two uint64; count replies that differ. */
+    int check = argc > 5 && strcmp(argv[5], "check") == 0;
+    long wrong = 0;
     int port = atoi(argv[1]), count = atoi(argv[2]), warmup = atoi(argv[3]);
     size_t bytes = (size_t)atoll(argv[4]);
     redisContext *r = redisConnect("127.0.0.1", port);
     if (!r || r->err) { fprintf(stderr, "redis: %s\n", r ? r->errstr : "no memory"); return 1; }
     char *payload = malloc(bytes ? bytes : 1);
-    for (size_t i = 0; i < bytes; i++) payload[i] = (char)(i * 31);
+    unsigned long long expect = 0;
+    for (size_t i = 0; i < bytes; i++) { payload[i] = (char)(i * 31); expect += (unsigned char)payload[i]; }
     double *lat = malloc(sizeof(double) * (size_t)count);
     double start = 0;
     for (int i = 0; i < warmup + count; i++) {
@@ -34,14 +38,19 @@ int main(int argc, char **argv) {
             fprintf(stderr, "redis: no reply for %s\n", job);
             return 1;
         }
+        if (check) {
+            unsigned long long got[2];
+            memcpy(got, c->element[1]->str, sizeof got);
+            if (got[0] != expect || got[1] != bytes) wrong++;
+        }
         if (i >= warmup) lat[i - warmup] = now_us() - t0;
         freeReplyObject(a);
         freeReplyObject(b);
         freeReplyObject(c);
     }
     double wall = now_us() - start;
-        printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f}\n", quantile(lat, count, 0.5), quantile(lat, count, 0.99),
-           count / (wall / 1e6));
+    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f, \"wrong\": %ld}\n", quantile(lat, count, 0.5),
+           quantile(lat, count, 0.99), count / (wall / 1e6), wrong);
     redisFree(r);
     free(lat);
     free(payload);

@@ -141,25 +141,42 @@ public final class RedisNode: @unchecked Sendable {
         var c: RedisConnection? = nil
         var backoff: UInt64 = 50_000_000
         var complained = false
+        // Answers queued on `c` but not read yet: a reply goes out in the same write as the
+        // next XREADGROUP (one round trip per request on the node's side).
+        var queued = 0
+        func drain() throws {
+            while queued > 0 {
+                queued -= 1
+                do { _ = try c!.reply() } catch let e as FerryError where !c!.isBroken {
+                    config.log("warning", "redis refused a reply step: \(e.message)")
+                }
+            }
+        }
         while !stopping.load(ordering: .relaxed) {
             do {
-                if c == nil || c!.isBroken { c = try connect(); try ensureGroup(c!) }
+                if c == nil || c!.isBroken { queued = 0; c = try connect(); try ensureGroup(c!) }
                 if let (owner, entry) = reclaimed.withLock({ $0.popLast() }) {
-                    handle(entry, owner: owner, connection: c!)
+                    try drain()
+                    queued += handle(entry, owner: owner, connection: c!)
                     continue
                 }
                 try c!.setTimeout(2_500_000_000)
-                let r = try c!.command(["XREADGROUP", "GROUP", .text(keys.name), .text(config.nodeID), "COUNT", "1", "BLOCK", "500",
-                                        "STREAMS", .text(keys.requests), ">"])
+                try c!.append(["XREADGROUP", "GROUP", .text(keys.name), .text(config.nodeID), "COUNT", "1", "BLOCK", "500",
+                               "STREAMS", .text(keys.requests), ">"])
+                try drain()
+                let r = try c!.reply()
                 backoff = 50_000_000
                 if complained { config.log("info", "redis reachable again"); complained = false }
                 for stream in r.value.elements {
                     let parts = stream.elements
                     guard parts.count == 2 else { continue }
-                    for entry in parts[1].elements { handle(entry, owner: r, connection: c!) }
+                    for entry in parts[1].elements {
+                        try drain()
+                        queued += handle(entry, owner: r, connection: c!)
+                    }
                 }
             } catch let e as FerryError {
-                if e.message.contains("NOGROUP"), let c { _ = try? ensureGroup(c); continue }  // Redis restarted empty
+                if e.message.contains("NOGROUP"), let c, !c.isBroken { _ = try? ensureGroup(c); continue }  // Redis restarted empty
                 if !complained && index == 0 { config.log("warning", "redis: \(e.message); retrying") }
                 complained = true
                 sleep(backoff)
@@ -168,18 +185,22 @@ public final class RedisNode: @unchecked Sendable {
                 sleep(backoff)
             }
         }
+        // Send what is still queued (a drain must not lose the last answer).
+        if queued > 0, let c, !c.isBroken { try? c.flush(); try? drain() }
     }
 
     /// One entry: validate, consult the cache, run on the local workers, answer, acknowledge.
-    private func handle(_ entry: RedisValue, owner: RedisReply, connection c: RedisConnection) {
+    /// Returns how many answers it queued on `c` without reading them (the plain answer is
+    /// pipelined; everything else is done before it returns).
+    private func handle(_ entry: RedisValue, owner: RedisReply, connection c: RedisConnection) -> Int {
         let parts = entry.elements
-        guard parts.count == 2, parts[0].type == .string else { return }
+        guard parts.count == 2, parts[0].type == .string else { return 0 }
         let id = parts[0].text
         var fields: [String: RedisValue] = [:]
         let f = parts[1].elements
         var i = 0
         while i + 1 < f.count { fields[f[i].text] = f[i + 1]; i += 2 }
-        if f.isEmpty && parts[1].type != .array { return }  // a deleted entry (XAUTOCLAIM reports those apart)
+        if f.isEmpty && parts[1].type != .array { return 0 }  // a deleted entry (XAUTOCLAIM reports those apart)
 
         // Where to answer: only this channel's reply lists, never a key an entry names.
         let replyTo = fields[RedisWire.fieldReplyTo].map { $0.text }
@@ -211,20 +232,20 @@ public final class RedisNode: @unchecked Sendable {
             if requestID == nil { missing.append("i (a request id)") }
             if ttl == nil { missing.append("t (a time to live in ms)") }
             bury("malformed entry: missing or invalid field \(missing.joined(separator: ", "))", code: .malformed)
-            return
+            return 0
         }
         // Past its deadline: the client gave up; drop it unanswered.
         if let added = Int64(id.split(separator: "-").first ?? ""), added + Int64(ttl) < redisNowMillis {
             _ = try? c.command(["XACK", .text(keys.requests), .text(keys.name), .text(id)])
             _ = try? c.command(["XDEL", .text(keys.requests), .text(id)])
             counters.withLock { $0.expired += 1 }
-            return
+            return 0
         }
         let view: MessageView
         do { view = try MessageView(validating: message.bytes) } catch let e as FerryError {
             bury("invalid message: \(e.message)", code: e.code)
-            return
-        } catch { return }
+            return 0
+        } catch { return 0 }
         inProgress.withLock { _ = $0.insert(id) }
         defer { inProgress.withLock { _ = $0.remove(id) } }
 
@@ -247,25 +268,39 @@ public final class RedisNode: @unchecked Sendable {
                         try finish(c, id: id, replyTo: validReplyTo!, element: prefix, body: e[1].bytes, ttl: ttl, digest: nil)
                     }
                     counters.withLock { $0.cacheHits += 1 }
-                    return
+                    return 0
                 case 3:
                     counters.withLock { $0.joinedIdentical += 1 }
-                    return  // answered by the node computing it
+                    return 0  // answered by the node computing it
                 default: break
                 }
             }
             let reply = run(message.bytes, timeoutMillis: remainingMillis)
             // Cached only when it is a well-formed success (the worker's bytes are untrusted).
-            let ok = reply.withUnsafeBytes { (try? MessageView(validating: $0))?.status == 0 }
+            let ok = digest != nil && reply.withUnsafeBytes { (try? MessageView(validating: $0))?.status == 0 }
+            let status = reply.withUnsafeBytes { (try? MessageView(validating: $0))?.status ?? -1 }
+            counters.withLock { if status == 0 { $0.served += 1 } else { $0.failed += 1 } }
+            if digest == nil {
+                // No cache, no waiters: push, expire, acknowledge, delete, pipelined. A second
+                // run of the same entry (taken over from a node that stalled) pushes a second
+                // answer; the client drops it (its request id is no longer pending).
+                let element = prefix + reply
+                let ttlText = String(ttl + 10_000)
+                try c.append(["RPUSH", .text(validReplyTo!), .data(element)])
+                try c.append(["PEXPIRE", .text(validReplyTo!), .text(ttlText)])
+                try c.append(["XACK", .text(keys.requests), .text(keys.name), .text(id)])
+                try c.append(["XDEL", .text(keys.requests), .text(id)])
+                return 4
+            }
             try reply.withUnsafeBytes { body in
                 try finish(c, id: id, replyTo: validReplyTo!, element: prefix, body: body, ttl: ttl,
                            digest: digest, store: ok && body.count <= config.cacheMaxBytes)
             }
-            counters.withLock { if ok { $0.served += 1 } else { $0.failed += 1 } }
         } catch {
             // Redis went away mid-way: the entry stays pending and is taken over later.
             config.log("warning", "entry \(id) not acknowledged: \(error)")
         }
+        return 0
     }
 
     /// Runs a request on the local workers; the reply's bytes, or an error reply.

@@ -37,6 +37,10 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
     private let commands = Locked<(RedisConnection, UInt64)?>(nil)
     /// The blocking connection: used only by the thread holding the reader role.
     private var reader: (RedisConnection, UInt64)?
+    /// Replies owed on the reader connection, in order: a request added there (its XADD's
+    /// answer), or a pop (BLPOP/LPOP) of the reply list.
+    private enum Owed { case added(RedisLoan), pop }
+    private var owed: [Owed] = []
     private let submitSHA = RedisScripts.sha(RedisScripts.submit)
 
     init(_ endpoint: Endpoint) throws {
@@ -137,6 +141,30 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
            let view = try? MessageView(validating: message), view.metadata(RedisWire.cacheMetadataKey) != "off" {
             digest = ResultCache.digest(model: announced.model, version: announced.version, message: view)
         }
+        let add: [RedisArgument] = ["XADD", .text(keys.requests), "MAXLEN", "~", .text(String(announced.maxBacklog)), "*",
+                                    .text(RedisWire.fieldMessage), .bytes(message), .text(RedisWire.fieldReplyTo), .text(replyList),
+                                    .text(RedisWire.fieldID), .text(String(id)), .text(RedisWire.fieldTTL), .text(String(ttlMillis)),
+                                    .text(RedisWire.fieldCache), .text(endpoint.useCache ? "1" : "0")]
+        // The quick way: the request and the pop of its reply in one write on the reader
+        // connection (its answer is read by whoever waits), when that connection is free
+        // and the nodes have announced themselves (else the XADD's answer is wanted now).
+        if digest == nil && !announced.version.isEmpty, takeReader() {
+            defer { releaseReader() }
+            if owed.isEmpty {
+                do {
+                    let c = try readerConnection(until: d)
+                    try c.append(add)
+                    try c.append(blockingPop(until: d))
+                    try c.flush()
+                    owed += [.added(loan), .pop]
+                    return
+                } catch let e as FerryError {
+                    forget(id)
+                    failReaders(e)
+                    throw e
+                }
+            }
+        }
         do {
             try withCommands(deadline: d) { c in
                 if let digest {
@@ -152,10 +180,7 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
                         try refreshInfo(c)  // the nodes serve another model version now
                     }
                 } else {
-                    _ = try c.command(["XADD", .text(keys.requests), "MAXLEN", "~", .text(String(announced.maxBacklog)), "*",
-                                       .text(RedisWire.fieldMessage), .bytes(message), .text(RedisWire.fieldReplyTo), .text(replyList),
-                                       .text(RedisWire.fieldID), .text(String(id)), .text(RedisWire.fieldTTL), .text(String(ttlMillis)),
-                                       .text(RedisWire.fieldCache), .text(endpoint.useCache ? "1" : "0")])
+                    _ = try c.command(add)
                     if announced.version.isEmpty { try refreshInfo(c) }  // no node had announced itself yet
                 }
             }
@@ -176,6 +201,35 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
 
     /// Drops a call from the pending table (gave up); its late reply will be discarded.
     func forget(_ id: UInt64) { _ = shared.withLock { $0.pending.removeValue(forKey: id) } }
+
+    /// Takes the reader role if it is free.
+    private func takeReader() -> Bool {
+        shared.withLock { s in
+            if s.reading { return false }
+            s.reading = true
+            return true
+        }
+    }
+
+    /// The reader connection (connecting when there is none); role holder only.
+    private func readerConnection(until: UInt64) throws -> RedisConnection {
+        if let (c, generation) = reader, !c.isBroken, generation == System.forkGeneration { return c }
+        owed = []
+        let c = try connect(until: max(until, System.nowNanos() + endpoint.connectTimeoutNanos))
+        try c.setTimeout(30_000_000_000)  // reads wait in poll(2) with their own deadline
+        reader = (c, System.forkGeneration)
+        return c
+    }
+
+    /// A pop of the reply list: BLPOP for at most 1 s (so a closed client is noticed), or an
+    /// LPOP when `until` is less than a millisecond away (a poll).
+    private func blockingPop(until: UInt64) -> [RedisArgument] {
+        let now = System.nowNanos()
+        let left = until > now ? until - now : 0
+        if left < 1_000_000 { return ["LPOP", .text(replyList)] }
+        let ms = min(left / 1_000_000, 1000)
+        return ["BLPOP", .text(replyList), .text("\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst())")]
+    }
 
     /// Waits for `loan`'s reply until `until`; true once it is there.
     func awaitReply(_ loan: RedisLoan, until: UInt64) throws -> Bool {
@@ -207,9 +261,10 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
     }
 
     /// The reader connection broke: every call waiting for a reply fails (their outcome is
-    /// unknown: the request may have run).
+    /// unknown: the request may have run). Role holder only.
     private func failReaders(_ e: FerryError) {
         reader = nil
+        owed = []
         let waiting: [RedisLoan] = shared.withLock { s in
             let all = Array(s.pending.values)
             s.pending.removeAll()
@@ -227,31 +282,31 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
         for l in waiting { l.signal() }
     }
 
-    /// Pops replies and hands them out until `loan` has its own or `until` passes (at
-    /// least one look, so a poll with `until` in the past still sees a waiting reply).
+    /// Reads the replies owed on the reader connection (asking for a pop when none is owed)
+    /// and hands them out until `loan` has its own or `until` passes; at least one look, so
+    /// a poll with `until` in the past still sees a waiting reply.
     private func pump(for loan: RedisLoan, until: UInt64) throws {
         var first = true
         while true {
-            if shared.withLock({ _ in loan.reply != nil }) { return }
-            let now = System.nowNanos()
-            if now >= until && !first { return }
+            if shared.withLock({ _ in loan.reply != nil || loan.failure != nil }) { return }
+            if !first && System.nowNanos() >= until { return }
             first = false
-            if reader == nil || reader!.0.isBroken || reader!.1 != System.forkGeneration {
-                reader = (try connect(until: max(until, now + endpoint.connectTimeoutNanos)), System.forkGeneration)
+            let c = try readerConnection(until: until)
+            if owed.isEmpty {
+                try c.append(blockingPop(until: until))
+                try c.flush()
+                owed.append(.pop)
             }
-            let c = reader!.0
             let r: RedisReply
-            let left = until > now ? until - now : 0
-            if left < 1_000_000 {
-                try c.setTimeout(2_000_000_000)
-                r = try c.command(["LPOP", .text(replyList)])
-            } else {
-                // BLPOP takes seconds with millisecond precision; at most 1 s per round so a
-                // closed client is noticed.
-                let ms = min(left / 1_000_000, 1000)
-                try c.setTimeout(ms * 1_000_000 + 2_000_000_000)
-                r = try c.command(["BLPOP", .text(replyList), .text("\(ms / 1000).\(String(ms % 1000 + 1000).dropFirst())")])
+            do {
+                guard let got = try c.reply(until: until) else { return }
+                r = got
+            } catch let e as FerryError where !c.isBroken {
+                // An error answer: it belongs to the first reply owed.
+                if case .added(let l) = owed.removeFirst() { forget(l.id); l.fail(e); continue }
+                throw e
             }
+            if case .added = owed.removeFirst() { continue }  // the request's XADD went through
             let v = r.value
             let element: RedisValue
             switch v.type {

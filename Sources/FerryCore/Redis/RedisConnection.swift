@@ -87,6 +87,33 @@ public final class RedisConnection {
         return r
     }
 
+    /// Writes out what `append` queued, without reading.
+    public func flush() throws {
+        guard !isBroken else { throw FerryError(.disconnected, "the connection to Redis at \(address) is broken") }
+        var done: Int32 = 0
+        repeat {
+            guard redisBufferWrite(context, &done) == REDIS_OK else { throw brokenError("sending") }
+        } while done == 0
+    }
+
+    /// The next reply if one is complete by `until` (monotonic ns), else nil with the
+    /// connection intact: a caller can wait in slices for a blocking command's answer. At
+    /// least one look, even when `until` has passed. Flush first.
+    public func reply(until: UInt64) throws -> RedisReply? {
+        guard !isBroken else { throw FerryError(.disconnected, "the connection to Redis at \(address) is broken") }
+        var raw: UnsafeMutableRawPointer? = nil
+        guard redisGetReplyFromReader(context, &raw) == REDIS_OK else { throw brokenError("parsing a reply") }
+        while raw == nil {
+            let fd = context.pointee.fd
+            if !System.readable(fd) { guard try System.waitReady(fd, write: false, until: until) else { return nil } }
+            guard redisBufferRead(context) == REDIS_OK else { throw brokenError("waiting for a reply") }
+            guard redisGetReplyFromReader(context, &raw) == REDIS_OK else { throw brokenError("parsing a reply") }
+        }
+        let r = RedisReply(raw!.assumingMemoryBound(to: redisReply.self))
+        if r.value.type == .error { throw RedisConnection.refusal(r.value.text) }
+        return r
+    }
+
     /// The error an error reply means.
     static func refusal(_ text: String) -> FerryError {
         let auth = ["NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"]
