@@ -277,6 +277,61 @@ def render_tcp(r: dict) -> str:
     return "\n".join(out + lines) + "\n"
 
 
+def render_redis(r: dict) -> str:
+    """The redis:// section, from bench/results/redis.json (bench/redis_bench.py)."""
+    def f(v):
+        return "–" if v is None else (f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
+    out = ["## Many machines: `redis://` through a real redis-server", "",
+           f"Measured {r['date']} with `{r['command']}` (bench/redis_bench.py), one run, side by side. "
+           f"Placement: {r['placement']}. Every model reads every byte of its input and answers its byte sum; every reply is "
+           "checked (`wrong` counts replies that did not match; a row with any is failed). The nodes are `ferry serve --redis` "
+           "with one Python worker each; every client and worker here sleeps in the kernel while it waits for Redis.", ""]
+    for group, title in (("small", "Small requests (digits, 7 056 bytes → 16 bytes), one call at a time"),
+                         ("cache", "Result cache hits against a raw GET")):
+        out += [f"### {title}", "", "| system | p50 µs | p99 µs | calls/s | wrong |", "|---|---:|---:|---:|---:|"]
+        for name, v in r[group].items():
+            if "error" in v:
+                out.append(f"| {name} | failed: {v['error']} | | | |")
+                continue
+            mark = " ❌" if v.get("wrong") else ""
+            out.append(f"| {name}{mark} | {f(v.get('p50_us'))} | {f(v.get('p99_us'))} | {f(v.get('throughput_per_s'))} | {v.get('wrong', '–')} |")
+        out.append("")
+    sc = r.get("scaling", {})
+    if sc:
+        out += ["### Scaling out: calls/s on a model that takes 5 ms per call", "",
+                "One Python client keeps 12 calls in flight; each node runs one worker.", "",
+                "| nodes | calls/s | × one node | wrong |", "|---|---:|---:|---:|"]
+        one = sc.get("1 node", {}).get("throughput_per_s")
+        for name, v in sc.items():
+            out.append(f"| {name} | {f(v['throughput_per_s'])} | {v['throughput_per_s'] / one:.2f}× | {v.get('wrong', '–')} |")
+        out.append("")
+    lines = ["### Targets (issue 11), computed from the rows above", "", "| target | measured | |", "|---|---|---|"]
+
+    def check(label, ok, text):
+        lines.append(f"| {label} | {text} | {'✅' if ok else '❌'} |")
+    small, cache = r["small"], r["cache"]
+    ferry_c = small.get("Ferry redis://, C client → node → Python worker")
+    seed = small.get("seed 000 recipe: image list + polled flag, C hiredis → redis-py worker")
+    if ferry_c and seed and "error" not in seed:
+        ratio = seed["p50_us"] / ferry_c["p50_us"]
+        check("small p50 ≥ 2× faster than the seed's list-and-flag recipe (C clients)", ratio >= 2 and not ferry_c.get("wrong"), f"{ratio:.2f}×")
+    better = small.get("seed recipe improved: SET + LPUSH + BRPOP (blocking pops), C hiredis → redis-py worker")
+    if ferry_c and better and "error" not in better:
+        lines.append(f"| for scale: the recipe improved with blocking pops (not the seed's; no target) | "
+                     f"{better['p50_us'] / ferry_c['p50_us']:.2f}× faster (see the notes below) | |")
+    raw_get = cache.get("raw Redis GET of a 16-byte value, C hiredis")
+    hit = cache.get("Ferry redis:// cache hit, C client (7 056-byte request hashed, 16-byte reply)")
+    if raw_get and hit:
+        ratio = hit["p50_us"] / raw_get["p50_us"]
+        check("cache hit p50 ≤ 2× a raw GET (C clients)", ratio <= 2 and not hit.get("wrong"), f"{ratio:.2f}×")
+    if one:
+        for k, target in (("2 nodes", 1.8), ("3 nodes", 2.5)):
+            if k in sc:
+                ratio = sc[k]["throughput_per_s"] / one
+                check(f"{k}: ≥ {target}× the calls/s of one", ratio >= target and not sc[k].get("wrong"), f"{ratio:.2f}×")
+    return "\n".join(out + lines) + "\n"
+
+
 def main() -> int:
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results", "latest.json")
     with open(path) as f:
@@ -287,6 +342,10 @@ def main() -> int:
     if os.path.exists(tcp):
         with open(tcp) as f:
             text += "\n" + render_tcp(json.load(f))
+    red = os.path.join(HERE, "results", "redis.json")
+    if os.path.exists(red):
+        with open(red) as f:
+            text += "\n" + render_redis(json.load(f))
     notes = os.path.join(HERE, "notes.md")
     if os.path.exists(notes):
         text += "\n" + open(notes).read()
