@@ -3,8 +3,9 @@ import XCTest
 import FerryCore
 import FerryGateway
 
-/// The conformance suite from Swift: the same checks over shm:// (straight to a worker) and
-/// tcp:// (through a gateway on 127.0.0.1), with a Swift worker on a thread of this process.
+/// The conformance suite from Swift: the same checks over shm:// (straight to a worker),
+/// tcp:// (through a gateway on 127.0.0.1) and redis:// (through a real redis-server on a
+/// loopback port and a node), with a Swift worker on a thread of this process.
 /// (tests/test_conformance.py runs the suite against Python workers in other processes.)
 final class ConformanceTests: XCTestCase {
     /// Echoes the request; metadata steers it: "sleep_ms" waits, "raise" fails.
@@ -31,7 +32,15 @@ final class ConformanceTests: XCTestCase {
         }
         let gateway = try Gateway(GatewayConfiguration(name: name, channelURL: "shm://\(name)"))
         defer { gateway.shutdown(grace: .seconds(1)) }
-        for url in ["shm://\(name)", "tcp://127.0.0.1:\(gateway.port)/\(name)"] {
+        let redis = try RedisServerProcess()
+        defer { redis.stop() }
+        let endpoint = try Endpoint("redis://127.0.0.1:\(redis.port)/\(name)")
+        var config = RedisNodeConfiguration(endpoint: endpoint, channelURL: "shm://\(name)", model: "echo", version: "1",
+                                            requestCapacity: 256 * 1024 - 4096)
+        config.readers = 4
+        let node = try RedisNode(config)
+        defer { node.shutdown() }
+        for url in ["shm://\(name)", "tcp://127.0.0.1:\(gateway.port)/\(name)", "redis://127.0.0.1:\(redis.port)/\(name)"] {
             try body(url)
         }
     }
@@ -150,4 +159,45 @@ final class ManagedCounter: @unchecked Sendable {
     private var n = 0
     func add() { lock.lock(); n += 1; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return n }
+}
+
+/// A redis-server on a free loopback port for one test (no persistence), stopped by `stop`.
+final class RedisServerProcess {
+    let port: Int
+    private var running: Process?
+
+    init() throws {
+        guard let path = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+            throw FerryError(.noServer, "redis-server is not installed (scripts/setup.sh installs it)")
+        }
+        var lastError: Error? = nil
+        for _ in 0..<20 {
+            let port = Int.random(in: 20_000..<60_000)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: path)
+            p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let deadline = Date().addingTimeInterval(5)
+            while p.isRunning && Date() < deadline {
+                if let c = try? RedisConnection(host: "127.0.0.1", port: port, timeoutNanos: 200_000_000),
+                   (try? c.command(["PING"]).value.text) == "PONG" {
+                    self.port = port
+                    running = p
+                    return
+                }
+                usleep(20_000)
+            }
+            lastError = FerryError(.noServer, "redis-server did not start on port \(port)")
+            if p.isRunning { p.terminate(); p.waitUntilExit() }
+        }
+        throw lastError!
+    }
+
+    func stop() {
+        if let p = running, p.isRunning { p.terminate(); p.waitUntilExit() }
+        running = nil
+    }
+
+    deinit { stop() }
 }
