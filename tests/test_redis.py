@@ -367,3 +367,25 @@ def test_bad_urls_are_refused(name):
                 f"redis://:@127.0.0.1:6379/{name}", f"redis://127.0.0.1:6379/{name}?slots=2"):
         with pytest.raises(ferry.InvalidArgument):
             ferry.Client(url)
+
+
+def test_redis_memory_stays_bounded(cluster):
+    n = cluster.node(extra=["--max-backlog", "50", "--cache-ttl", "60"])
+    wait_served(cluster.url)
+    with ferry.Client(cluster.url) as c:
+        for i in range(30):
+            c.call({"id": np.array([i % 10]), "pad": np.zeros(1)})
+    # Every key but the channel's few fixed ones expires: replies, cache entries, locks.
+    fixed = {f"ferry:{{{cluster.name}}}:{k}" for k in ("requests", "info", "nodes", "cache-index", "dead")}
+    for key in cluster.redis.cli("--scan", "--pattern", f"ferry:{{{cluster.name}}}:*").split():
+        assert key in fixed or int(cluster.redis.cli("PTTL", key)) > 0, key
+    assert cluster.redis.cli("XLEN", f"ferry:{{{cluster.name}}}:requests") == "0"  # answered entries are deleted
+    n.stop()
+    # No node: requests pile up only to the announced backlog (MAXLEN ~ trims whole stream
+    # nodes of 100 entries), and each caller gets a clear error at its deadline.
+    with ferry.Client(cluster.url) as c:
+        calls = [c.send({"id": np.array([1000 + i]), "pad": np.zeros(1)}, timeout=1) for i in range(400)]  # not cached
+        for call in calls:
+            with pytest.raises(ferry.NoServer):
+                call.result()
+    assert int(cluster.redis.cli("XLEN", f"ferry:{{{cluster.name}}}:requests")) < 200

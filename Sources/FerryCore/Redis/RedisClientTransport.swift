@@ -402,7 +402,8 @@ final class RedisLoan: CallLoan, @unchecked Sendable {  // shared state is under
 
     func awaitReply(until: UInt64, deadline: UInt64) throws -> UnsafeRawBufferPointer? {
         if let r = transport.shared.withLock({ _ in reply }) { return r }
-        if try transport.awaitReply(self, until: until) {
+        // Never past the call's deadline, however long the caller's slice.
+        if try transport.awaitReply(self, until: min(until, deadline)) {
             return transport.shared.withLock { _ in reply }
         }
         guard until < deadline else {

@@ -416,7 +416,7 @@ final class TCPLoan: CallLoan, @unchecked Sendable {  // shared state is under t
 
     func awaitReply(until: UInt64, deadline: UInt64) throws -> UnsafeRawBufferPointer? {
         if connection.shared.withLock({ _ in reply == nil }) {
-            guard try connection.awaitReply(self, until: until, spinNanos: connection.endpoint.wait.spinNanos == .max ? 1_000_000 : connection.endpoint.wait.spinNanos) else {
+            guard try connection.awaitReply(self, until: min(until, deadline), spinNanos: connection.endpoint.wait.spinNanos == .max ? 1_000_000 : connection.endpoint.wait.spinNanos) else {
                 guard until < deadline else {
                     connection.forget(id)
                     // A reply may have landed between the last look and forgetting it.
