@@ -29,10 +29,10 @@ setup:
 	@scripts/setup.sh
 
 build: setup
-	@$(SWIFT) build -c release --product ferry 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true
+	@$(SWIFT) build -c release --product ferry 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])|prohibited flag' || true
 	@# The command links its Swift runtime (Foundation included) statically, like libferry.so:
 	@# the installed `ferry` runs where no Swift toolchain is.
-	@$(SWIFT) build -c release --product ferry-cli --static-swift-stdlib 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])|mktemp' || true
+	@$(SWIFT) build -c release --product ferry-cli --static-swift-stdlib 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])|mktemp|prohibited flag' || true
 	@test -x $(BUILD)/ferry-cli && test -f $(BUILD)/libferry.so || { echo "build failed" >&2; exit 1; }
 	@ln -sf libferry.so $(BUILD)/libferry.so.0
 	@mkdir -p bin && ln -sf ../$(BUILD)/ferry-cli $(BIN)
@@ -46,7 +46,7 @@ demo-redis: build
 	@$(BIN) demo --distributed --nodes 2
 
 build-examples: build
-	@for p in $(EXAMPLES); do $(SWIFT) build -c release --product $$p 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])' || true; done
+	@for p in $(EXAMPLES); do $(SWIFT) build -c release --product $$p 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])|prohibited flag' || true; done
 
 test: check-tables build build-examples test-swift test-python fuzz-short
 
@@ -57,7 +57,7 @@ check-tables:
 # libFuzzer on the message decoder (also while a peer thread rewrites the message) and the
 # segment-header check (fuzz/); crashes land in fuzz/.build/.
 fuzz:
-	@cd fuzz && $(SWIFT) build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -vE '^(Building|Build complete|\[[0-9]+/[0-9]+\])|ld.gold: warning|mktemp'; test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz targets failed to build" >&2; exit 1; }
+	@cd fuzz && $(SWIFT) build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -vE '^(Building|Build complete|\[[0-9]+/[0-9]+\])|ld.gold: warning|mktemp|prohibited flag'; test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz targets failed to build" >&2; exit 1; }
 	@for t in message segment racing arguments frames; do \
 	  bin=fuzz/.build/release/Fuzz$$(echo $$t | sed 's/./\U&/'); mkdir -p fuzz/.build/work-$$t; rm -f fuzz/.build/crash-$$t-*; \
 	  SWIFT_BACKTRACE=enable=no $$bin -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=fuzz/.build/crash-$$t- \

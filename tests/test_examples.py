@@ -88,8 +88,10 @@ def test_digits_in_every_language(procs, prefix, binaries, name, tmp_path):
     assert sum(p == t for p, t in zip(predicted, labels)) >= 8, (predicted, labels.tolist())
 
 
-def test_digits_and_frames_over_tcp_in_every_language(prefix, binaries, name, tmp_path):
-    """The same example binaries, given a tcp:// URL and nothing else, through a gateway."""
+@pytest.mark.parametrize("transport", ["tcp", "redis"])
+def test_digits_and_frames_remote_in_every_language(transport, prefix, binaries, name, tmp_path):
+    """The same example binaries, given a tcp:// or redis:// URL and nothing else, through a
+    gateway or a real redis-server and a node."""
     from test_conformance import Served
     from ferry.models.digits import prepare
 
@@ -97,13 +99,13 @@ def test_digits_and_frames_over_tcp_in_every_language(prefix, binaries, name, tm
     images = np.load(paths["images"])[:9]
     raw = tmp_path / "nine.u8"
     images.astype(np.uint8).tofile(raw)
-    s = Served("tcp", name, tmp_path, model=os.path.join(EXAMPLES, "digits", "model.py"), workers=1)
+    s = Served(transport, name, tmp_path, model=os.path.join(EXAMPLES, "digits", "model.py"), workers=1)
     try:
         outputs = {lang: run(binaries["digits"][lang], prefix, s.url, str(raw)).strip() for lang in LANGUAGES}
         assert len(set(outputs.values())) == 1 and outputs["c"].startswith("labels:"), outputs
     finally:
         s.stop()
-    s = Served("tcp", name + "f", tmp_path, model=os.path.join(EXAMPLES, "frames", "model.py"), workers=1, slot_size="8M")
+    s = Served(transport, name + "f", tmp_path, model=os.path.join(EXAMPLES, "frames", "model.py"), workers=1, slot_size="8M")
     try:
         for lang in LANGUAGES:
             out = run(binaries["frames"][lang], prefix, s.url, "10")
