@@ -389,3 +389,99 @@ def test_redis_memory_stays_bounded(cluster):
             with pytest.raises(ferry.NoServer):
                 call.result()
     assert int(cluster.redis.cli("XLEN", f"ferry:{{{cluster.name}}}:requests")) < 200
+
+
+def _free_cluster_port() -> int:
+    """A port whose cluster bus port (port + 10000) is free too."""
+    import socket
+    from conftest import free_port
+
+    for _ in range(50):
+        p = free_port()
+        if p + 10000 >= 65536:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 10000))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError("no free port pair")
+
+
+def test_redis_cluster_any_entry_node(tmp_path, name):
+    """On a three-node Redis Cluster every key of the channel is in one hash slot ({NAME});
+    clients and nodes pointed at any cluster node follow MOVED to its owner."""
+    servers = []
+    nodes = []
+    try:
+        for i in range(3):
+            port = _free_cluster_port()
+            d = tmp_path / f"c{i}"
+            d.mkdir()
+            servers.append(RedisServer(d, port=port, extra=["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]))
+        out = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{s.port}" for s in servers], "--cluster-replicas", "0",
+                              "--cluster-yes"], capture_output=True, timeout=60)
+        assert out.returncode == 0, out.stdout.decode(errors="replace") + out.stderr.decode(errors="replace")
+        deadline = time.monotonic() + 30
+        while not all("cluster_state:ok" in s.cli("CLUSTER", "INFO") for s in servers):
+            assert time.monotonic() < deadline, "the cluster did not become ready"
+            time.sleep(0.1)
+        nodes.append(Node(f"redis://127.0.0.1:{servers[0].port}/{name}", tmp_path))
+        for s in servers:
+            url = f"redis://127.0.0.1:{s.port}/{name}"
+            wait_served(url)
+            with ferry.Client(url) as c:
+                for i in range(5):
+                    assert int(c.call({"id": np.array([i]), "pad": np.zeros(1)})["id"][0]) == i
+    finally:
+        for n in nodes:
+            n.stop()
+        for s in servers:
+            s.stop()
+
+
+def test_nodes_killed_under_load_never_a_wrong_answer(cluster):
+    """Four clients call through nodes that are SIGKILLed and replaced under them: every
+    reply that comes back is the right one for its request (checked byte sums), every call
+    ends (a reply or a clear error), and most are answered."""
+    live = [cluster.node(extra=["--claim-idle", "0.5"]) for _ in range(2)]
+    wait_served(cluster.url)
+    stop = threading.Event()
+    results = {"ok": 0, "wrong": 0, "errors": []}
+    lock = threading.Lock()
+
+    def client(k):
+        rng = np.random.default_rng(k)
+        with ferry.Client(cluster.url + "?cache=0") as c:
+            i = 0
+            while not stop.is_set():
+                payload = rng.integers(0, 255, size=int(rng.integers(1, 20000)), dtype=np.uint8)
+                tag = np.array([k * 1_000_000 + i])
+                i += 1
+                try:
+                    out = c.call({"tag": tag, "payload": payload, "sleep_us": np.array(int(rng.integers(0, 3000)))}, timeout=15)
+                    good = int(out["tag"][0]) == int(tag[0]) and int(out["sum"]) == int(payload.sum(dtype=np.uint64))
+                    with lock:
+                        results["ok" if good else "wrong"] += 1
+                except (ferry.WorkerDied, ferry.Timeout, ferry.NoServer) as e:
+                    with lock:
+                        results["errors"].append(type(e).__name__)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(4):
+            time.sleep(1.0)
+            victim = live.pop(0)
+            victim.stop(signal.SIGKILL)
+            live.append(cluster.node(extra=["--claim-idle", "0.5"]))
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert results["wrong"] == 0, results
+    assert results["ok"] > 100 and len(results["errors"]) <= results["ok"] // 10, results

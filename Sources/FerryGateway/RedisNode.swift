@@ -102,7 +102,8 @@ public final class RedisNode: @unchecked Sendable {
 
     private func connect() throws -> RedisConnection {
         let e = config.endpoint
-        return try RedisConnection(host: e.host, port: e.port, user: e.user, password: e.password, timeoutNanos: e.connectTimeoutNanos)
+        return try RedisConnection.owner(of: keys.requests, host: e.host, port: e.port, user: e.user, password: e.password,
+                                         timeoutNanos: e.connectTimeoutNanos)
     }
 
     private func ensureGroup(_ c: RedisConnection) throws {
@@ -177,6 +178,7 @@ public final class RedisNode: @unchecked Sendable {
                 }
             } catch let e as FerryError {
                 if e.message.contains("NOGROUP"), let c, !c.isBroken { _ = try? ensureGroup(c); continue }  // Redis restarted empty
+                if RedisConnection.movedTarget(e) != nil { c = nil; queued = 0; continue }  // the cluster moved the slot
                 if !complained && index == 0 { config.log("warning", "redis: \(e.message); retrying") }
                 complained = true
                 sleep(backoff)

@@ -140,7 +140,7 @@ final class LocalCluster {
             p.executableURL = URL(fileURLWithPath: server)
             p.arguments = ["--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", logDir]
             let log = "\(logDir)/redis.log"
-            FileManager.default.createFile(atPath: log, contents: nil)
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
             p.standardOutput = FileHandle(forWritingAtPath: log)
             p.standardError = p.standardOutput
             try p.run()
@@ -160,7 +160,7 @@ final class LocalCluster {
                 n.executableURL = URL(fileURLWithPath: "/proc/self/exe")
                 n.arguments = ["serve", model, "--redis", url, "--workers", "\(workers)"]
                 let log = "\(logDir)/node-\(i).log"
-                FileManager.default.createFile(atPath: log, contents: nil)
+                _ = FileManager.default.createFile(atPath: log, contents: nil)
                 n.standardOutput = FileHandle(forWritingAtPath: log)
                 n.standardError = n.standardOutput
                 try n.run()

@@ -53,8 +53,8 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
     private func connect(until: UInt64) throws -> RedisConnection {
         let now = System.nowNanos()
         let budget = min(endpoint.connectTimeoutNanos, until > now ? until - now : 1_000_000)
-        return try RedisConnection(host: endpoint.host, port: endpoint.port, user: endpoint.user, password: endpoint.password,
-                                   timeoutNanos: max(budget, 1_000_000))
+        return try RedisConnection.owner(of: keys.info, host: endpoint.host, port: endpoint.port, user: endpoint.user,
+                                         password: endpoint.password, timeoutNanos: max(budget, 1_000_000))
     }
 
     /// Runs `body` on the command connection (connecting when there is none), once more on
@@ -69,8 +69,10 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
                 let c = slot!.0
                 let now = System.nowNanos()
                 try c.setTimeout(max(d > now ? d - now : 0, 200_000_000))
-                do { return try body(c) } catch let e as FerryError where c.isBroken && attempt == 1 && System.nowNanos() < d {
-                    _ = e  // the connection went stale (Redis restarted, an idle timeout): once more on a new one
+                do { return try body(c) } catch let e as FerryError where attempt == 1 && System.nowNanos() < d
+                                                && (c.isBroken || RedisConnection.movedTarget(e) != nil) {
+                    // The connection went stale (Redis restarted, an idle timeout) or the
+                    // cluster moved the channel's slot: once more on a new connection.
                     slot = nil
                 }
             }

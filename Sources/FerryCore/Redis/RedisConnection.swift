@@ -51,6 +51,35 @@ public final class RedisConnection {
 
     deinit { redisFree(context) }
 
+    /// Connects to the server that owns `key`: on a Redis Cluster, the node serving its hash
+    /// slot (following MOVED redirects, at most 3); elsewhere simply `host:port`. Every key
+    /// of a channel shares one hash tag, so one connection reaches all of them.
+    public static func owner(of key: String, host: String, port: Int, user: String?, password: String?,
+                             timeoutNanos: UInt64) throws -> RedisConnection {
+        var (h, p) = (host, port)
+        for _ in 0..<4 {
+            let c = try RedisConnection(host: h, port: p, user: user, password: password, timeoutNanos: timeoutNanos)
+            do {
+                _ = try c.command(["EXISTS", .text(key)])
+                return c
+            } catch let e as FerryError {
+                guard let (nh, np) = movedTarget(e) else { throw e }
+                (h, p) = (nh, np)
+            }
+        }
+        throw FerryError(.system, "Redis Cluster kept redirecting the key \(key) (MOVED more than 3 times)")
+    }
+
+    /// The new owner a MOVED error names (a Redis Cluster resharded, or the wrong node was asked).
+    public static func movedTarget(_ e: FerryError) -> (String, Int)? {
+        let words = e.message.split(separator: " ")
+        guard let i = words.firstIndex(of: "MOVED") else { return nil }
+        let parts = words[(i + 1)...].map { $0 }
+        guard parts.count >= 2, let colon = parts[1].lastIndex(of: ":"), let port = Int(parts[1][parts[1].index(after: colon)...]) else { return nil }
+        let host = String(parts[1][..<colon])
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+
     /// Sets how long a command may wait for its reply (a blocking command needs more than
     /// its own timeout).
     public func setTimeout(_ nanos: UInt64) throws {
