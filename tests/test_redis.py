@@ -485,3 +485,24 @@ def test_nodes_killed_under_load_never_a_wrong_answer(cluster):
     assert not any(t.is_alive() for t in threads)
     assert results["wrong"] == 0, results
     assert results["ok"] > 100 and len(results["errors"]) <= results["ok"] // 10, results
+
+
+def test_stats_show_the_channel_and_its_nodes(cluster):
+    import json
+
+    a = cluster.node(extra=["--cache-ttl", "60"])
+    cluster.node()
+    wait_served(cluster.url)
+    with ferry.Client(cluster.url) as c:
+        for i in range(10):
+            c.call({"id": np.array([i]), "pad": np.zeros(1)})
+        c.call({"id": np.array([0]), "pad": np.zeros(1)})
+    out = subprocess.run([FERRY, "stats", cluster.url, "--json", "--interval", "1.5"], capture_output=True, text=True, timeout=30, env=env())
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout.strip().splitlines()[-1])
+    assert s["model"] == "testmodel" and s["backlog"] == 0 and s["in_flight"] == 0 and s["dead_letters"] == 0
+    assert len(s["nodes"]) == 2 and a.id in {n["id"] for n in s["nodes"]}
+    assert sum(n["served"] + n["cache_hits"] for n in s["nodes"]) >= 11
+    assert all(n["last_seen_ms"] < 5000 for n in s["nodes"])
+    table = subprocess.run([FERRY, "stats", cluster.url, "--interval", "0.2"], capture_output=True, text=True, timeout=30, env=env())
+    assert "backlog 0" in table.stdout and a.id[:20] in table.stdout, table.stdout

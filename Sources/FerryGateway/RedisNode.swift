@@ -96,7 +96,10 @@ public final class RedisNode: @unchecked Sendable {
     public func shutdown() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
         for t in threads { t.join() }
-        if let c = try? connect() { _ = try? c.command(["ZREM", .text(keys.nodes), .text(config.nodeID)]) }
+        if let c = try? connect() {
+            _ = try? c.command(["ZREM", .text(keys.nodes), .text(config.nodeID)])
+            _ = try? c.command(["DEL", .text(keys.node(config.nodeID))])
+        }
         local.close()
     }
 
@@ -126,7 +129,15 @@ public final class RedisNode: @unchecked Sendable {
         try c.append(["HSET", .text(keys.info), "model", .text(config.model), "version", .text(config.version),
                       "request_capacity", .text(String(config.requestCapacity)), "cache", config.cacheTTLMillis > 0 ? "1" : "0",
                       "max_backlog", .text(String(config.maxBacklog))])
-        for _ in 0..<3 { _ = try c.reply() }
+        let n = counters.withLock { $0 }
+        let nodeKey = keys.node(config.nodeID)
+        try c.append(["HSET", .text(nodeKey), "served", .text(String(n.served)), "failed", .text(String(n.failed)),
+                      "cache_hits", .text(String(n.cacheHits)), "joined_identical", .text(String(n.joinedIdentical)),
+                      "dead_lettered", .text(String(n.deadLettered)), "reclaimed", .text(String(n.reclaimed)),
+                      "expired", .text(String(n.expired)), "readers", .text(String(config.readers)),
+                      "in_progress", .text(String(inProgress.withLock { $0.count }))])
+        try c.append(["PEXPIRE", .text(nodeKey), "60000"])
+        for _ in 0..<5 { _ = try c.reply() }
     }
 
     private var redisNowMillis: Int64 { Int64(System.nowNanos() / 1_000_000) + clockOffset.load(ordering: .relaxed) }

@@ -7,7 +7,7 @@ struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show channels live: workers, slots in flight, requests/s, p50/p99 service time, errors, timeouts, restarts.")
 
-    @Argument(help: "Channel name or URL (default: every channel of this user).")
+    @Argument(help: "Channel name or URL (default: every channel of this user); redis://HOST:PORT/NAME shows a distributed channel and its nodes.")
     var name: String?
     @Option(help: "Seconds between two samples (rates and quantiles are over this window).")
     var interval: Double = 1.0
@@ -29,6 +29,7 @@ struct Stats: ParsableCommand {
     }
 
     func run() throws {
+        if let name, name.hasPrefix("redis://") { return try runRedis(try Endpoint(name)) }
         let urls: [String]
         if let name { urls = [name.contains("://") ? name : "shm://\(name)"] } else { urls = Stats.channels().map { "shm://\($0)" } }
         if urls.isEmpty { print("no channels of this user are served"); return }
@@ -51,6 +52,45 @@ struct Stats: ParsableCommand {
             }
             printed += 1
             fflush(nil)  // every stream: a pipe reader sees each sample at once
+        }
+    }
+
+    /// `ferry stats redis://HOST:PORT/NAME`: the channel as Redis sees it, and every node.
+    func runRedis(_ endpoint: Endpoint) throws {
+        var before = try RedisChannelSnapshot.read(endpoint)
+        var printed = 0
+        while count == 0 || printed < count {
+            Thread.sleep(forTimeInterval: interval)
+            let now = try RedisChannelSnapshot.read(endpoint)
+            let old = Dictionary(before.nodes.map { ($0.id, $0.counters) }, uniquingKeysWith: { a, _ in a })
+            func rate(_ n: RedisChannelSnapshot.Node) -> Double {
+                let done = (n.counters["served"] ?? 0) + (n.counters["failed"] ?? 0) + (n.counters["cache_hits"] ?? 0)
+                let was = old[n.id].map { ($0["served"] ?? 0) + ($0["failed"] ?? 0) + ($0["cache_hits"] ?? 0) } ?? done
+                return Double(done - was) / interval
+            }
+            if json {
+                let nodes = now.nodes.map { n in
+                    "{\"id\":\"\(n.id)\",\"last_seen_ms\":\(n.lastSeenMillisAgo),\"requests_per_s\":\(rate(n)),"
+                        + n.counters.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
+                }
+                print("{\"url\":\"redis://\(endpoint.host):\(endpoint.port)/\(endpoint.name)\",\"model\":\"\(now.model)\",\"version\":\"\(now.version)\","
+                      + "\"backlog\":\(now.backlog),\"in_flight\":\(now.inFlight),\"dead_letters\":\(now.deadLetters),\"cached\":\(now.cached),"
+                      + "\"nodes\":[\(nodes.joined(separator: ","))]}")
+            } else {
+                print("redis://\(endpoint.host):\(endpoint.port)/\(endpoint.name)  model \(now.model) \(now.version)  backlog \(now.backlog)  in flight \(now.inFlight)  dead letters \(now.deadLetters)  cached \(now.cached)")
+                print("  node                                      seen     req/s    served   failed   cache hits  reclaimed  dead")
+                for n in now.nodes {
+                    let c = n.counters
+                    print("  " + n.id.prefix(40).padding(toLength: 42, withPad: " ", startingAt: 0)
+                          + "\(n.lastSeenMillisAgo)ms".padding(toLength: 9, withPad: " ", startingAt: 0)
+                          + String(format: "%-9.0f%-9lld%-9lld%-12lld%-11lld%lld", rate(n),
+                                   c["served"] ?? 0, c["failed"] ?? 0, c["cache_hits"] ?? 0, c["reclaimed"] ?? 0, c["dead_lettered"] ?? 0))
+                }
+                if now.nodes.isEmpty { print("  no node has been seen (none serves the channel)") }
+            }
+            before = now
+            printed += 1
+            fflush(nil)
         }
     }
 

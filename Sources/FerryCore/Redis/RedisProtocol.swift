@@ -32,6 +32,8 @@ public struct RedisKeys: Sendable {
         none = p + "none"
     }
 
+    /// A node's counters (a hash refreshed with every heartbeat, expiring a minute after it stops).
+    public func node(_ id: String) -> String { "ferry:{\(name)}:node:\(id)" }
     /// The list a client's replies are pushed onto.
     public func replies(client: String) -> String { "ferry:{\(name)}:reply:\(client)" }
     /// Marks that the entry `id` has been answered (a second run's reply is dropped).
@@ -218,4 +220,52 @@ func hex<S: Sequence>(_ bytes: S) -> String where S.Element == UInt8 {
     var out: [UInt8] = []
     for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 15)]) }
     return String(decoding: out, as: UTF8.self)
+}
+
+/// What a redis:// channel looks like from Redis: its nodes and their counters, the backlog,
+/// the entries in flight, the dead letters and the cache (`ferry stats redis://…`).
+public struct RedisChannelSnapshot: Sendable {
+    /// One node: its id, how long ago it was last heard from, and its counters.
+    public struct Node: Sendable {
+        public var id: String
+        public var lastSeenMillisAgo: Int64
+        public var counters: [String: Int64]
+    }
+    public var nodes: [Node] = []
+    /// Requests not yet taken by a node, taken but not answered, dead letters, cached replies.
+    public var backlog: Int64 = 0, inFlight: Int64 = 0, deadLetters: Int64 = 0, cached: Int64 = 0
+    /// The model and version the nodes announce.
+    public var model = "", version = ""
+
+    /// Reads it (a handful of commands on one connection).
+    public static func read(_ endpoint: Endpoint) throws -> RedisChannelSnapshot {
+        let keys = RedisKeys(endpoint.name)
+        let c = try RedisConnection.owner(of: keys.info, host: endpoint.host, port: endpoint.port, user: endpoint.user,
+                                          password: endpoint.password, timeoutNanos: endpoint.connectTimeoutNanos)
+        var s = RedisChannelSnapshot()
+        let t = try c.command(["TIME"]).value.elements
+        let now = t.count == 2 ? (Int64(t[0].text) ?? 0) * 1000 + (Int64(t[1].text) ?? 0) / 1000 : 0
+        let members = try c.command(["ZRANGE", .text(keys.nodes), "0", "-1", "WITHSCORES"]).value.elements
+        var i = 0
+        while i + 1 < members.count {
+            let id = members[i].text
+            let seen = Int64(Double(members[i + 1].text) ?? 0)
+            var counters: [String: Int64] = [:]
+            let h = try c.command(["HGETALL", .text(keys.node(id))]).value.elements
+            var j = 0
+            while j + 1 < h.count { counters[h[j].text] = Int64(h[j + 1].text) ?? 0; j += 2 }
+            s.nodes.append(Node(id: id, lastSeenMillisAgo: max(0, now - seen), counters: counters))
+            i += 2
+        }
+        s.backlog = try c.command(["XLEN", .text(keys.requests)]).value.integer
+        if let p = try? c.command(["XPENDING", .text(keys.requests), .text(keys.name)]).value.elements, let first = p.first {
+            s.inFlight = first.integer
+            s.backlog = max(0, s.backlog - s.inFlight)
+        }
+        s.deadLetters = try c.command(["XLEN", .text(keys.dead)]).value.integer
+        s.cached = try c.command(["ZCARD", .text(keys.cacheIndex)]).value.integer
+        let info = try c.command(["HMGET", .text(keys.info), "model", "version"]).value.elements
+        if info.count == 2 { s.model = info[0].text; s.version = info[1].text }
+        return s
+    }
 }
