@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import FERRY, MODELS, RedisServer, env, wait_served
+from conftest import FERRY, MODELS, RedisServer, env, free_port, wait_served
 
 MODEL = os.path.join(MODELS, "testmodel.py")
 
@@ -356,10 +356,35 @@ def test_password_and_acl_user(tmp_path, name):
         r.stop()
 
 
-def test_tls_url_is_refused_clearly(name):
-    with pytest.raises(ferry.FerryError) as e:
-        ferry.Client(f"rediss://127.0.0.1:6379/{name}")
-    assert "hiredis" in str(e.value)
+def test_tls_to_redis(tmp_path, name):
+    """Redis with TLS only (no plain port): nodes and clients use rediss:// with the
+    authority's certificate; a client that does not trust it, or speaks plain text, is refused."""
+    from test_tcp import make_certificate
+
+    cert, key = make_certificate(tmp_path)
+    other, _ = make_certificate(tmp_path, cn="other", san="DNS:other")
+    port = free_port()
+    r = RedisServer(tmp_path, port=port, extra=["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+                                                "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"])
+    nodes = []
+    try:
+        url = f"rediss://127.0.0.1:{port}/{name}?ca_file={cert}"
+        nodes.append(Node(url, tmp_path))
+        wait_served(url)
+        with ferry.Client(url) as c:
+            x = np.random.default_rng(5).integers(0, 255, size=(300, 400), dtype=np.uint8)  # 120 KB each way
+            for _ in range(5):
+                np.testing.assert_array_equal(c.call(x), x)
+        with pytest.raises(ferry.PermissionDenied) as e:
+            ferry.Client(f"rediss://127.0.0.1:{port}/{name}?ca_file={other}")
+        assert "TLS certificate is not trusted" in str(e.value) and "Redis" in str(e.value)
+        with pytest.raises((ferry.Disconnected, ferry.Timeout, ferry.ProtocolError)):
+            with ferry.Client(f"redis://127.0.0.1:{port}/{name}?connect_timeout_ms=1000") as c:
+                c.call(np.arange(3), timeout=2)
+    finally:
+        for n in nodes:
+            n.stop()
+        r.stop()
 
 
 def test_bad_urls_are_refused(name):

@@ -106,7 +106,7 @@ public final class RedisNode: @unchecked Sendable {
     private func connect() throws -> RedisConnection {
         let e = config.endpoint
         return try RedisConnection.owner(of: keys.requests, host: e.host, port: e.port, user: e.user, password: e.password,
-                                         timeoutNanos: e.connectTimeoutNanos)
+                                         tls: e.tls, timeoutNanos: e.connectTimeoutNanos)
     }
 
     private func ensureGroup(_ c: RedisConnection) throws {

@@ -29,7 +29,7 @@ struct Stats: ParsableCommand {
     }
 
     func run() throws {
-        if let name, name.hasPrefix("redis://") { return try runRedis(try Endpoint(name)) }
+        if let name, name.hasPrefix("redis://") || name.hasPrefix("rediss://") { return try runRedis(try Endpoint(name)) }
         let urls: [String]
         if let name { urls = [name.contains("://") ? name : "shm://\(name)"] } else { urls = Stats.channels().map { "shm://\($0)" } }
         if urls.isEmpty { print("no channels of this user are served"); return }

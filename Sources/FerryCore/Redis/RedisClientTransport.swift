@@ -54,7 +54,7 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
         let now = System.nowNanos()
         let budget = min(endpoint.connectTimeoutNanos, until > now ? until - now : 1_000_000)
         return try RedisConnection.owner(of: keys.info, host: endpoint.host, port: endpoint.port, user: endpoint.user,
-                                         password: endpoint.password, timeoutNanos: max(budget, 1_000_000))
+                                         password: endpoint.password, tls: endpoint.tls, timeoutNanos: max(budget, 1_000_000))
     }
 
     /// Runs `body` on the command connection (connecting when there is none), once more on

@@ -12,53 +12,76 @@ extension RedisArgument: ExpressibleByStringLiteral {
     public init(stringLiteral value: String) { self = .text(value) }
 }
 
-/// One blocking connection to a Redis server through hiredis, used by one thread at a time.
-/// Every failure maps to a `FerryError`: I/O errors and timeouts break the connection
-/// (`isBroken`; make a new one), error replies do not.
+/// One connection to a Redis server, used by one thread at a time. hiredis does the Redis
+/// protocol (formatting commands, parsing replies); the bytes travel on Ferry's own socket
+/// stream, plain or TLS (BoringSSL), because Debian's hiredis 0.14 has no TLS. Every failure
+/// maps to a `FerryError`: I/O errors and timeouts break the connection (`isBroken`; make a
+/// new one), error replies do not.
 public final class RedisConnection {
-    private let context: UnsafeMutablePointer<redisContext>
+    private let stream: SocketStream
+    private let reader: UnsafeMutablePointer<redisReader>
+    /// Commands formatted but not sent yet (hiredis buffers, freed once sent).
+    private var queued: [(UnsafeMutablePointer<CChar>, Int)] = []
+    private let stage = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 16)
     /// Where it is connected, for messages ("127.0.0.1:6379").
     public let address: String
-    private var timeoutNanos: UInt64 = 0
+    private var timeoutNanos: UInt64
     /// True after an I/O error or timeout: the stream cannot be trusted any more.
     public private(set) var isBroken = false
 
-    /// Connects (and authenticates when `password` is given) within `timeoutNanos`; later
-    /// commands time out after `timeoutNanos` too unless `setTimeout` says otherwise.
-    public init(host: String, port: Int, user: String? = nil, password: String? = nil, timeoutNanos: UInt64) throws {
+    /// Connects (with TLS when `tls` is given, and authenticates when `password` is) within
+    /// `timeoutNanos`; later commands time out after `timeoutNanos` too unless `setTimeout`
+    /// says otherwise.
+    public init(host: String, port: Int, user: String? = nil, password: String? = nil, tls: TLSOptions? = nil, timeoutNanos: UInt64) throws {
         address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
-        guard let c = redisConnectWithTimeout(host, Int32(port), RedisConnection.timeval(timeoutNanos)) else {
-            throw FerryError(.system, "cannot allocate a Redis connection")
+        self.timeoutNanos = max(timeoutNanos, 1_000_000)
+        let until = deadline(after: self.timeoutNanos)
+        let fd: Int32
+        do { fd = try System.tcpConnect(host: host, port: port, timeoutNanos: self.timeoutNanos) } catch let e as FerryError {
+            stage.deallocate()
+            let why = e.message.firstRange(of: " (is `").map { String(e.message[..<$0.lowerBound]) } ?? e.message
+            throw FerryError(.disconnected, "cannot connect to Redis at \(address): \(why)")
         }
-        if c.pointee.err != 0 {
-            let text = RedisConnection.errorText(c)
-            redisFree(c)
-            throw FerryError(.disconnected, "cannot connect to Redis at \(address): \(text)")
+        do {
+            stream = try SocketStream(fd: fd, tls: tls, host: host, until: until)
+        } catch let e as FerryError {
+            System.close(fd)
+            stage.deallocate()
+            let text = e.message.hasPrefix("the gateway's ") ? "its" + e.message.dropFirst("the gateway's".count) : e.message
+            throw FerryError(e.code, "Redis at \(address): \(text)")
         }
-        context = c
-        redisEnableKeepAlive(c)
-        try setTimeout(timeoutNanos)
+        guard let r = redisReaderCreate() else {
+            System.close(fd)
+            stage.deallocate()
+            throw FerryError(.system, "cannot allocate a Redis reply parser")
+        }
+        reader = r
         if let password {
             do {
                 if let user { _ = try command(["AUTH", .text(user), .text(password)]) } else { _ = try command(["AUTH", .text(password)]) }
             } catch var e as FerryError {
-                if e.code != .disconnected { e.code = .permission }
+                if e.code != .disconnected && e.code != .timedOut { e.code = .permission }
                 e.message = "Redis at \(address) refused the credentials: \(e.message)"
                 throw e
             }
         }
     }
 
-    deinit { redisFree(context) }
+    deinit {
+        for (p, _) in queued { redisFreeCommand(p) }
+        redisReaderFree(reader)
+        System.close(stream.fd)
+        stage.deallocate()
+    }
 
     /// Connects to the server that owns `key`: on a Redis Cluster, the node serving its hash
     /// slot (following MOVED redirects, at most 3); elsewhere simply `host:port`. Every key
     /// of a channel shares one hash tag, so one connection reaches all of them.
-    public static func owner(of key: String, host: String, port: Int, user: String?, password: String?,
+    public static func owner(of key: String, host: String, port: Int, user: String?, password: String?, tls: TLSOptions? = nil,
                              timeoutNanos: UInt64) throws -> RedisConnection {
         var (h, p) = (host, port)
         for _ in 0..<4 {
-            let c = try RedisConnection(host: h, port: p, user: user, password: password, timeoutNanos: timeoutNanos)
+            let c = try RedisConnection(host: h, port: p, user: user, password: password, tls: tls, timeoutNanos: timeoutNanos)
             do {
                 _ = try c.command(["EXISTS", .text(key)])
                 return c
@@ -82,47 +105,71 @@ public final class RedisConnection {
 
     /// Sets how long a command may wait for its reply (a blocking command needs more than
     /// its own timeout).
-    public func setTimeout(_ nanos: UInt64) throws {
-        guard nanos != timeoutNanos else { return }
-        guard redisSetTimeout(context, RedisConnection.timeval(nanos)) == REDIS_OK else {
-            throw brokenError("setting the socket timeout")
-        }
-        timeoutNanos = nanos
-    }
+    public func setTimeout(_ nanos: UInt64) throws { timeoutNanos = max(nanos, 1_000_000) }
 
     /// Sends one command and reads its reply. An error reply throws (`.permission` for
     /// authentication and ACL refusals, `.system` for the rest, its text included).
     public func command(_ args: [RedisArgument]) throws -> RedisReply {
         try append(args)
-        return try reply()
+        try flush()
+        guard let r = try reply(until: deadline(after: timeoutNanos)) else {
+            isBroken = true
+            throw FerryError(.timedOut, "Redis at \(address) did not answer in time")
+        }
+        return r
     }
 
-    /// Queues a command in the output buffer (pipelining: `reply()` once per command).
+    /// Queues a command (pipelining: `flush`, then `reply` once per command).
     public func append(_ args: [RedisArgument]) throws {
         guard !isBroken else { throw FerryError(.disconnected, "the connection to Redis at \(address) is broken") }
-        let status = RedisConnection.withArgv(args) { argc, argv, lengths in
-            redisAppendCommandArgv(context, argc, argv, lengths)
-        }
-        guard status == REDIS_OK else { throw brokenError("queueing a command") }
+        var target: UnsafeMutablePointer<CChar>? = nil
+        let n = RedisConnection.withArgv(args) { argc, argv, lengths in redisFormatCommandArgv(&target, argc, argv, lengths) }
+        guard n > 0, let target else { throw FerryError(.system, "cannot format a Redis command (out of memory)") }
+        queued.append((target, Int(n)))
     }
 
-    /// Reads the next reply (flushing what is queued first).
+    /// Reads the next reply (sending what is queued first), waiting as long as the timeout.
     public func reply() throws -> RedisReply {
-        guard !isBroken else { throw FerryError(.disconnected, "the connection to Redis at \(address) is broken") }
-        var raw: UnsafeMutableRawPointer? = nil
-        guard redisGetReply(context, &raw) == REDIS_OK, let raw else { throw brokenError("waiting for a reply") }
-        let r = RedisReply(raw.assumingMemoryBound(to: redisReply.self))
-        if r.value.type == .error { throw RedisConnection.refusal(r.value.text) }
+        try flush()
+        guard let r = try reply(until: deadline(after: timeoutNanos)) else {
+            isBroken = true
+            throw FerryError(.timedOut, "Redis at \(address) did not answer in time")
+        }
         return r
     }
 
     /// Writes out what `append` queued, without reading.
     public func flush() throws {
         guard !isBroken else { throw FerryError(.disconnected, "the connection to Redis at \(address) is broken") }
-        var done: Int32 = 0
-        repeat {
-            guard redisBufferWrite(context, &done) == REDIS_OK else { throw brokenError("sending") }
-        } while done == 0
+        defer {
+            for (p, _) in queued { redisFreeCommand(p) }
+            queued.removeAll()
+        }
+        let until = deadline(after: timeoutNanos)
+        // Small pipelined commands go out in one write (one segment, one wake-up of Redis).
+        var parts = queued.map { UnsafeRawBufferPointer(start: $0.0, count: $0.1) }
+        let total = parts.reduce(0) { $0 + $1.count }
+        var joined: UnsafeMutableRawBufferPointer? = nil
+        defer { joined?.deallocate() }
+        if parts.count > 1 && total <= 256 << 10 {
+            let j = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 16)
+            var at = 0
+            for part in parts { (j.baseAddress! + at).copyMemory(from: part.baseAddress!, byteCount: part.count); at += part.count }
+            joined = j
+            parts = [UnsafeRawBufferPointer(j)]
+        }
+        for part in parts {
+            do {
+                let (_, complete) = try stream.sendAll(part, until: until)
+                guard complete else {
+                    isBroken = true
+                    throw FerryError(.timedOut, "Redis at \(address) did not take a command in time")
+                }
+            } catch let e as FerryError {
+                isBroken = true
+                throw e.code == .timedOut ? e : FerryError(.disconnected, "Redis at \(address) is unreachable (sending: \(e.message))")
+            }
+        }
     }
 
     /// The next reply if one is complete by `until` (monotonic ns), else nil with the
@@ -131,12 +178,25 @@ public final class RedisConnection {
     public func reply(until: UInt64) throws -> RedisReply? {
         guard !isBroken else { throw FerryError(.disconnected, "the connection to Redis at \(address) is broken") }
         var raw: UnsafeMutableRawPointer? = nil
-        guard redisGetReplyFromReader(context, &raw) == REDIS_OK else { throw brokenError("parsing a reply") }
-        while raw == nil {
-            let fd = context.pointee.fd
-            if !System.readable(fd) { guard try System.waitReady(fd, write: false, until: until) else { return nil } }
-            guard redisBufferRead(context) == REDIS_OK else { throw brokenError("waiting for a reply") }
-            guard redisGetReplyFromReader(context, &raw) == REDIS_OK else { throw brokenError("parsing a reply") }
+        while true {
+            guard redisReaderGetReply(reader, &raw) == REDIS_OK else {
+                isBroken = true
+                throw FerryError(.protocolViolation, "Redis at \(address) sent something that is not the Redis protocol")
+            }
+            if raw != nil { break }
+            let n: Int
+            do { n = try stream.receive(into: stage, count: 1 << 16) } catch let e as FerryError {
+                isBroken = true
+                throw FerryError(.disconnected, e.message.contains("closed") ? "Redis at \(address) closed the connection" : "Redis at \(address) is unreachable (\(e.message))")
+            }
+            if n > 0 {
+                guard redisReaderFeed(reader, stage.assumingMemoryBound(to: CChar.self), n) == REDIS_OK else {
+                    isBroken = true
+                    throw FerryError(.protocolViolation, "Redis at \(address): the reply parser failed")
+                }
+                continue
+            }
+            guard try System.waitReady(stream.fd, write: false, until: until) else { return nil }
         }
         let r = RedisReply(raw!.assumingMemoryBound(to: redisReply.self))
         if r.value.type == .error { throw RedisConnection.refusal(r.value.text) }
@@ -148,28 +208,6 @@ public final class RedisConnection {
         let auth = ["NOAUTH", "WRONGPASS", "NOPERM", "ERR AUTH", "ERR invalid password", "ERR Client sent AUTH"]
         if auth.contains(where: { text.hasPrefix($0) }) { return FerryError(.permission, "Redis refused: \(text)") }
         return FerryError(.system, "Redis replied with an error: \(text)")
-    }
-
-    private func brokenError(_ doing: String) -> FerryError {
-        isBroken = true
-        let text = RedisConnection.errorText(context)
-        let timedOut = text.contains("temporarily unavailable") || text.contains("timed out")
-        return FerryError(timedOut ? .timedOut : .disconnected,
-                          "Redis at \(address) \(timedOut ? "did not answer in time" : "is unreachable") (\(doing): \(text))")
-    }
-
-    private static func errorText(_ c: UnsafeMutablePointer<redisContext>) -> String {
-        withUnsafeBytes(of: c.pointee.errstr) { raw in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            let n = bytes.firstIndex(of: 0) ?? bytes.count
-            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[..<n]), as: UTF8.self)
-            return text.isEmpty ? "connection lost" : text
-        }
-    }
-
-    private static func timeval(_ nanos: UInt64) -> Glibc.timeval {
-        let n = max(nanos, 1_000)
-        return Glibc.timeval(tv_sec: Int(n / 1_000_000_000), tv_usec: Int((n % 1_000_000_000) / 1000))
     }
 
     /// Calls `body` with argc/argv/argvlen pointing at `args` (text kept alive meanwhile).

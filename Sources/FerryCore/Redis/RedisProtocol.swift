@@ -241,7 +241,7 @@ public struct RedisChannelSnapshot: Sendable {
     public static func read(_ endpoint: Endpoint) throws -> RedisChannelSnapshot {
         let keys = RedisKeys(endpoint.name)
         let c = try RedisConnection.owner(of: keys.info, host: endpoint.host, port: endpoint.port, user: endpoint.user,
-                                          password: endpoint.password, timeoutNanos: endpoint.connectTimeoutNanos)
+                                          password: endpoint.password, tls: endpoint.tls, timeoutNanos: endpoint.connectTimeoutNanos)
         var s = RedisChannelSnapshot()
         let t = try c.command(["TIME"]).value.elements
         let now = t.count == 2 ? (Int64(t[0].text) ?? 0) * 1000 + (Int64(t[1].text) ?? 0) / 1000 : 0

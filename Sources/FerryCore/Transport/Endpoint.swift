@@ -4,8 +4,9 @@
 ///   (`slots` and `slot_size` matter to the process that creates the channel);
 /// * `tcp://HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&token_file=PATH&tls=1&ca_file=PATH&wait=futex`
 ///   (a `ferry serve --listen` gateway; HOST may be a name, an IPv4 or a `[IPv6]` address);
-/// * `redis://[USER:PASSWORD@]HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&cache=1&max_request=64M`
-///   (Redis Streams served by `ferry serve --redis` nodes; USER and PASSWORD are Redis AUTH).
+/// * `redis://[USER:PASSWORD@]HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&cache=1&max_request=64M&ca_file=PATH`
+///   (Redis Streams served by `ferry serve --redis` nodes; USER and PASSWORD are Redis AUTH;
+///   `rediss://` or `tls=1` for TLS).
 ///
 /// Every process picks its own wait strategy and default timeout.
 public struct Endpoint: Sendable, Equatable {
@@ -28,8 +29,8 @@ public struct Endpoint: Sendable, Equatable {
     /// tcp://: a file holding the gateway's shared secret (`ferry serve --auth-token-file`);
     /// the secret proves itself by HMAC over the gateway's challenge and never crosses the wire.
     public var tokenFile: String?
-    /// tcp://: TLS to the gateway (`tls=1`; `ca_file=PATH` names the authorities to trust and
-    /// implies it). The certificate must name the URL's host.
+    /// tcp:// and redis://: TLS to the gateway or Redis (`tls=1`, or `rediss://`; `ca_file=PATH`
+    /// names the authorities to trust and implies it). The certificate must name the URL's host.
     public var tls: TLSOptions?
     /// tcp://: tensors this client compresses before sending (`compress=zstd|jpeg|jpeg,zstd`,
     /// `jpeg_quality=1..100`, `zstd_level=1..19`); the gateway expands them, so workers get
@@ -81,9 +82,10 @@ public struct Endpoint: Sendable, Equatable {
             (host, port) = try Endpoint.parseHostPort(authority, in: url)
             wait = .futex  // over a network the wait is in poll(2); spinning only when asked
         case "redis", "rediss":
-            // redis://[USER:PASSWORD@]HOST:PORT/NAME
-            guard scheme == "redis" else {
-                throw FerryError(.invalidArgument, "\"\(scheme)://\": TLS to Redis needs hiredis 1.0 or later (hiredis_ssl); this build links Debian's hiredis 0.14, which has none. Reach a TLS-only Redis through a local TLS tunnel (stunnel, spiped) and use redis://")
+            // redis://[USER:PASSWORD@]HOST:PORT/NAME; rediss:// is the same over TLS.
+            if scheme == "rediss" {
+                scheme = "redis"
+                tls = TLSOptions()
             }
             guard let slash = rest.lastIndex(of: "/") else {
                 throw FerryError(.invalidArgument, "\"\(Endpoint.redacted(url))\": a redis:// URL needs a channel name (redis://HOST:PORT/NAME)")
@@ -153,13 +155,13 @@ public struct Endpoint: Sendable, Equatable {
                     throw FerryError(.invalidArgument, "connect_timeout_ms=\(kv[1]): use a whole number of milliseconds in 1...\(Endpoint.maxTimeoutMillis)")
                 }
                 connectTimeoutNanos = v * 1_000_000
-            case "tls" where scheme == "tcp":
+            case "tls" where scheme == "tcp" || scheme == "redis":
                 switch kv[1] {
                 case "1", "true", "yes": tls = tls ?? TLSOptions()
                 case "0", "false", "no": tls = nil
                 default: throw FerryError(.invalidArgument, "tls=\(kv[1]): use 1 or 0")
                 }
-            case "ca_file" where scheme == "tcp":
+            case "ca_file" where scheme == "tcp" || scheme == "redis":
                 guard !kv[1].isEmpty else { throw FerryError(.invalidArgument, "ca_file is empty") }
                 tls = TLSOptions(caFile: Endpoint.percentDecoded(kv[1]))
             case "compress" where scheme == "tcp":
@@ -175,7 +177,7 @@ public struct Endpoint: Sendable, Equatable {
                 tokenFile = Endpoint.percentDecoded(kv[1])
             default:
                 let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file, tls, ca_file, compress, jpeg_quality, zstd_level"
-                    : scheme == "redis" ? "wait, spin_us, timeout_ms, connect_timeout_ms, cache, max_request"
+                    : scheme == "redis" ? "wait, spin_us, timeout_ms, connect_timeout_ms, cache, max_request, tls, ca_file"
                     : "slots, slot_size, wait, spin_us, timeout_ms, scope"
                 throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" for \(scheme):// (known: \(known))")
             }
