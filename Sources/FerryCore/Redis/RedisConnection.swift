@@ -1,7 +1,7 @@
 import CHiredis
 import Glibc
 
-/// A command argument: text, or bytes passed by pointer (no copy of a large payload).
+/// A command argument: text, or bytes read in place from the caller's memory when formatted.
 public enum RedisArgument {
     case text(String)
     case bytes(UnsafeRawBufferPointer)
