@@ -342,6 +342,86 @@ int ferry_message_bytes(const ferry_message *msg, const void **data, size_t *len
 /** Checks a shared-memory segment header of a file of `file_size` bytes (for tools/fuzzing). */
 int ferry_segment_validate(const void *header, size_t len, size_t file_size);
 
+/* ---- streams: one publisher, many subscribers (docs/protocol.md, "Streams") ------------ */
+/*
+ * A stream is a ring of frame slots in shared memory (e.g. one camera). The publisher loans
+ * a slot, writes a message into it in place, and publishes it with a sequence number and a
+ * capture timestamp. A subscriber receives the newest frame (FERRY_STREAM_LATEST: older
+ * unseen frames are dropped and counted) or every frame in order (FERRY_STREAM_EVERY: the
+ * publisher waits for it). A received frame pins its slot until ferry_frame_free, so its
+ * bytes are read in place and never rewritten meanwhile.
+ * URLs: "shm://NAME?slots=8&slot_size=8M&wait=hybrid&timeout_ms=10000", or the bare NAME.
+ */
+typedef struct ferry_publisher ferry_publisher;   /**< The writing side of a stream. */
+typedef struct ferry_subscriber ferry_subscriber; /**< A reading side of a stream. */
+typedef struct ferry_frame ferry_frame;           /**< One received frame (pins its slot). */
+
+#define FERRY_STREAM_LATEST 0 /**< Take the newest frame; skipped ones count as dropped. */
+#define FERRY_STREAM_EVERY 1  /**< Take every frame in order; the publisher waits for this subscriber. */
+
+/** What a frame is, besides its message. */
+typedef struct ferry_frame_info {
+    uint64_t sequence;       /**< 1, 2, …; gaps are frames this subscriber did not take. */
+    uint64_t timestamp_ns;   /**< Capture time given by the publisher (CLOCK_MONOTONIC). */
+    uint64_t received_ns;    /**< When this subscriber received it (CLOCK_MONOTONIC). */
+    uint64_t age_ns;         /**< received_ns - timestamp_ns: end-to-end age. */
+    uint64_t dropped_before; /**< Frames skipped since the previous one this subscriber took. */
+    uint64_t slot;           /**< The slot holding it (see ferry_subscriber_slot). */
+    uint64_t reserved[2];    /**< 0 today. */
+} ferry_frame_info;
+
+/** A subscriber's counters. */
+typedef struct ferry_stream_stats {
+    uint64_t received;   /**< Frames received. */
+    uint64_t dropped;    /**< Frames skipped (latest mode) or lost on joining (every mode). */
+    double fps;          /**< Frames per second over the last 30 received (0 before two). */
+    uint64_t reserved[4];/**< 0 today. */
+} ferry_stream_stats;
+
+/** Creates the stream as its publisher (FERRY_EBUSY if a live publisher has it; a stream
+ *  left by a dead one is reclaimed). `opts` may set slots, slot_size, wait, timeout_ms. */
+int ferry_publisher_new(const char *url, const ferry_options *opts, ferry_publisher **out);
+/** Ends the stream: subscribers take what is left, then get FERRY_ECLOSED. Accepts NULL. */
+void ferry_publisher_free(ferry_publisher *pub);
+/** Claims a free slot and returns a writer into it (borrowed, valid until publish/cancel).
+ *  Waits up to timeout_ms while every-frame subscribers lag, then FERRY_EBUSY. */
+int ferry_publisher_loan(ferry_publisher *pub, int64_t timeout_ms, ferry_writer **writer);
+/** Publishes the loaned frame with a capture timestamp (CLOCK_MONOTONIC ns; 0: now);
+ *  `sequence` (may be NULL) receives its sequence number. */
+int ferry_publisher_publish(ferry_publisher *pub, uint64_t timestamp_ns, uint64_t *sequence);
+/** Gives the loaned slot back unpublished. */
+int ferry_publisher_cancel(ferry_publisher *pub);
+/** Live subscribers. */
+int ferry_publisher_subscribers(ferry_publisher *pub, size_t *count);
+
+/** Attaches to a published stream (FERRY_ENOSERVER if nothing publishes it). `mode` is
+ *  FERRY_STREAM_LATEST or FERRY_STREAM_EVERY. */
+int ferry_subscriber_new(const char *url, int mode, ferry_subscriber **out);
+/** Leaves the stream. Frames still held lose their pins: free them first. Accepts NULL. */
+void ferry_subscriber_free(ferry_subscriber *sub);
+/** Waits up to timeout_ms for a frame newer than the last one taken. FERRY_ETIMEDOUT when
+ *  none came, FERRY_ECLOSED once the stream ended and nothing is left, FERRY_EPEERDIED when
+ *  the publisher died. On success `frame` belongs to the caller (ferry_frame_free);
+ *  `message` (may be NULL) is borrowed from it; up to `cap` tensor descriptors are filled
+ *  and `count` (may be NULL) receives the number of tensors. */
+int ferry_subscriber_recv(ferry_subscriber *sub, int64_t timeout_ms, ferry_frame **frame,
+                          const ferry_message **message, ferry_tensor *tensors, size_t cap, size_t *count);
+/** The subscriber's counters. */
+int ferry_subscriber_stats(const ferry_subscriber *sub, ferry_stream_stats *out);
+/** Slots in the stream and bytes per slot. */
+int ferry_subscriber_slots(const ferry_subscriber *sub, size_t *count, size_t *slot_size);
+/** Where slot `index` is mapped in this process now (it moves when a frame is preserved). */
+int ferry_subscriber_slot(const ferry_subscriber *sub, size_t index, const void **data);
+/** Sequence, timestamps, drops and slot of a frame. */
+int ferry_frame_describe(const ferry_frame *frame, ferry_frame_info *out);
+/** The frame's message (borrowed from the frame). */
+int ferry_frame_message(const ferry_frame *frame, const ferry_message **out);
+/** Keeps the frame's bytes readable after ferry_frame_free (a private copy at the same
+ *  addresses, this process only); give them back with ferry_preserved_release. */
+int ferry_frame_preserve(ferry_frame *frame, const void **kept, size_t *kept_len);
+/** Releases the frame's slot to the publisher. Accepts NULL. */
+void ferry_frame_free(ferry_frame *frame);
+
 #ifdef __cplusplus
 }
 #endif

@@ -171,7 +171,7 @@ final class MessageHandle {
 
 /// Where a writer writes: a call's slot, a job's slot or an encoder's buffer.
 final class WriterHandle {
-    enum Target { case call(PendingCall), job(Job), encoder(EncoderHandle) }
+    enum Target { case call(PendingCall), job(Job), encoder(EncoderHandle), publisher(PublisherHandle) }
     let target: Target
     init(_ t: Target) { target = t }
     /// Runs `body` on the writer; writing a call already sent (the worker may be reading
@@ -185,6 +185,9 @@ final class WriterHandle {
             guard !j.isAnswered else { throw invalid("the job was already answered: its reply can no longer be written") }
             return try body(&j.writer)
         case .encoder(let e): return try body(&e.writer)
+        case .publisher(let p):
+            guard p.writer != nil else { throw invalid("no frame is loaned (or it was published): call ferry_publisher_loan first") }
+            return try body(&p.writer!)
         }
     }
 }
@@ -223,4 +226,23 @@ final class EncoderHandle {
         writer = MessageWriter(base: buffer.baseAddress!, capacity: buffer.count, limitHint: "raise the encoder capacity")
     }
     deinit { buffer.deallocate() }
+}
+
+final class PublisherHandle: ErrorHolder {
+    let publisher: Publisher
+    /// The writer of the loaned frame (nil when none is loaned).
+    var writer: MessageWriter?
+    lazy var writerHandle = WriterHandle(.publisher(self))
+    init(_ p: Publisher) { publisher = p }
+}
+
+final class SubscriberHandle: ErrorHolder {
+    let subscriber: Subscriber
+    init(_ s: Subscriber) { subscriber = s }
+}
+
+final class FrameHandle {
+    let frame: StreamFrame
+    lazy var message = MessageHandle(frame.message, owner: frame)
+    init(_ f: StreamFrame) { frame = f }
 }

@@ -10,11 +10,12 @@ from .errors import (
 )
 from .message import decode, encode
 from .serving import Worker, census, load_model, reclaim, serve
+from .stream import Frame, Publisher, Subscriber
 
 __version__ = _lib.ferry_version().decode()
 
 __all__ = [
-    "Client", "Call", "Worker", "serve", "load_model", "reclaim", "census", "encode", "decode", "FerryError", "InvalidArgument",
+    "Client", "Call", "Worker", "Publisher", "Subscriber", "Frame", "serve", "load_model", "reclaim", "census", "encode", "decode", "FerryError", "InvalidArgument",
     "MalformedMessage", "PayloadTooLarge", "Timeout", "WorkerDied", "NoServer", "Busy", "ChannelClosed",
     "RemoteError", "PermissionDenied", "VersionMismatch", "Disconnected", "ProtocolError", "__version__",
 ]

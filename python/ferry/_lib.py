@@ -128,6 +128,19 @@ _SIGNATURES = {
     "ferry_segment_validate": (c_int, [c_void_p, c_size_t, c_size_t]),
     "ferry_channel_reclaim": (c_int, [c_char_p, _P(c_int)]),
     "ferry_channel_census": (c_int, [c_char_p, c_int, _P(c_size_t)]),
+    "ferry_publisher_new": (c_int, [c_char_p, _P(FerryOptions), _pp]),
+    "ferry_publisher_free": (None, [c_void_p]),
+    "ferry_publisher_loan": (c_int, [c_void_p, c_int64, _pp]),
+    "ferry_publisher_publish": (c_int, [c_void_p, ctypes.c_uint64, _P(ctypes.c_uint64)]),
+    "ferry_publisher_cancel": (c_int, [c_void_p]),
+    "ferry_publisher_subscribers": (c_int, [c_void_p, _P(c_size_t)]),
+    "ferry_subscriber_new": (c_int, [c_char_p, c_int, _pp]),
+    "ferry_subscriber_free": (None, [c_void_p]),
+    "ferry_subscriber_recv": (c_int, [c_void_p, c_int64, _pp, _pp, _P(FerryTensor), c_size_t, _P(c_size_t)]),
+    "ferry_subscriber_slots": (c_int, [c_void_p, _P(c_size_t), _P(c_size_t)]),
+    "ferry_subscriber_slot": (c_int, [c_void_p, c_size_t, _pp]),
+    "ferry_frame_preserve": (c_int, [c_void_p, _pp, _P(c_size_t)]),
+    "ferry_frame_free": (None, [c_void_p]),
 }
 
 for _name, (_res, _args) in _SIGNATURES.items():
