@@ -13,7 +13,7 @@ VERSION := 0.1.0
 MAJOR := 0
 LIBDIR := $(PREFIX)/lib
 PYDEST := $(PREFIX)/share/ferry/python
-EXAMPLES := example-digits example-frames example-table
+EXAMPLES := example-digits example-frames example-table example-stream
 
 .PHONY: all check-tables setup build build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-setup install uninstall clean help
 

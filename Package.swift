@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "example-digits", targets: ["example-digits"]),
         .executable(name: "example-frames", targets: ["example-frames"]),
         .executable(name: "example-table", targets: ["example-table"]),
+        .executable(name: "example-stream", targets: ["example-stream"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -97,5 +98,6 @@ let package = Package(
         .executableTarget(name: "example-digits", dependencies: ["FerryCore"], path: "examples/digits/swift"),
         .executableTarget(name: "example-frames", dependencies: ["FerryCore"], path: "examples/frames/swift"),
         .executableTarget(name: "example-table", dependencies: ["FerryCore"], path: "examples/table/swift"),
+        .executableTarget(name: "example-stream", dependencies: ["FerryCore"], path: "examples/stream/swift"),
     ]
 )

@@ -393,6 +393,103 @@ private:
     ferry_worker* w_ = nullptr;
 };
 
+// ---- streams --------------------------------------------------------------------------------
+
+/// One received frame; pins its slot (the publisher writes elsewhere) until destroyed.
+class Frame {
+public:
+    explicit Frame(ferry_frame* f) : f_(f) {
+        int rc = ferry_frame_describe(f_, &info_);
+        if (rc != FERRY_OK) { ferry_frame_free(std::exchange(f_, nullptr)); check(rc); }
+    }
+    Frame(Frame&& o) noexcept : f_(std::exchange(o.f_, nullptr)), info_(o.info_) {}
+    Frame& operator=(Frame&& o) noexcept { if (this != &o) { ferry_frame_free(f_); f_ = std::exchange(o.f_, nullptr); info_ = o.info_; } return *this; }
+    Frame(const Frame&) = delete;
+    Frame& operator=(const Frame&) = delete;
+    ~Frame() { ferry_frame_free(f_); }
+
+    uint64_t sequence() const noexcept { return info_.sequence; }
+    uint64_t timestamp_ns() const noexcept { return info_.timestamp_ns; }
+    /// End-to-end age when received (receipt minus capture time).
+    uint64_t age_ns() const noexcept { return info_.age_ns; }
+    /// Frames skipped since the previous one this subscriber took.
+    uint64_t dropped_before() const noexcept { return info_.dropped_before; }
+    /// The frame's message, read in place (valid while this Frame lives).
+    Message message() const {
+        const ferry_message* m = nullptr;
+        check(ferry_frame_message(f_, &m));
+        return Message(m);
+    }
+
+private:
+    ferry_frame* f_;
+    ferry_frame_info info_{};
+};
+
+/// The writing side of a stream, e.g. Publisher("cam0"): creates it; destroying it ends it.
+class Publisher {
+public:
+    explicit Publisher(const std::string& url, const ferry_options* opts = nullptr) { check(ferry_publisher_new(url.c_str(), opts, &p_)); }
+    Publisher(Publisher&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    Publisher& operator=(Publisher&&) = delete;
+    Publisher(const Publisher&) = delete;
+    Publisher& operator=(const Publisher&) = delete;
+    ~Publisher() { ferry_publisher_free(p_); }
+
+    /// Claims a free slot; fill the frame through the writer, then publish() (or cancel()).
+    Writer loan(int64_t timeout_ms = -1) {
+        ferry_writer* w = nullptr;
+        check(ferry_publisher_loan(p_, timeout_ms, &w));
+        return Writer(w);
+    }
+    /// Publishes the loaned frame; timestamp_ns is the capture time (CLOCK_MONOTONIC, 0: now).
+    uint64_t publish(uint64_t timestamp_ns = 0) {
+        uint64_t seq = 0;
+        check(ferry_publisher_publish(p_, timestamp_ns, &seq));
+        return seq;
+    }
+    void cancel() { check(ferry_publisher_cancel(p_)); }
+    size_t subscribers() const {
+        size_t n = 0;
+        check(ferry_publisher_subscribers(p_, &n));
+        return n;
+    }
+
+private:
+    ferry_publisher* p_ = nullptr;
+};
+
+/// A reading side of a stream: the newest frame each time, or every frame (`every`).
+class Subscriber {
+public:
+    explicit Subscriber(const std::string& url, bool every = false) {
+        check(ferry_subscriber_new(url.c_str(), every ? FERRY_STREAM_EVERY : FERRY_STREAM_LATEST, &s_));
+    }
+    Subscriber(Subscriber&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+    Subscriber& operator=(Subscriber&&) = delete;
+    Subscriber(const Subscriber&) = delete;
+    Subscriber& operator=(const Subscriber&) = delete;
+    ~Subscriber() { ferry_subscriber_free(s_); }
+
+    /// The next frame, or nullopt when none came within timeout_ms. Throws ChannelClosed
+    /// once the stream ended, WorkerDied when its publisher died.
+    std::optional<Frame> receive(int64_t timeout_ms = -1) {
+        ferry_frame* f = nullptr;
+        int rc = ferry_subscriber_recv(s_, timeout_ms, &f, nullptr, nullptr, 0, nullptr);
+        if (rc == FERRY_ETIMEDOUT) return std::nullopt;
+        check(rc);
+        return Frame(f);
+    }
+    ferry_stream_stats stats() const {
+        ferry_stream_stats st{};
+        check(ferry_subscriber_stats(s_, &st));
+        return st;
+    }
+
+private:
+    ferry_subscriber* s_ = nullptr;
+};
+
 }  // namespace ferry
 
 #endif  // FERRY_HPP

@@ -171,7 +171,7 @@ final class MessageHandle {
 
 /// Where a writer writes: a call's slot, a job's slot or an encoder's buffer.
 final class WriterHandle {
-    enum Target { case call(PendingCall), job(Job), encoder(EncoderHandle), publisher(PublisherHandle) }
+    enum Target { case call(PendingCall), job(Job), encoder(EncoderHandle), loan(FrameLoan) }
     let target: Target
     init(_ t: Target) { target = t }
     /// Runs `body` on the writer; writing a call already sent (the worker may be reading
@@ -185,7 +185,7 @@ final class WriterHandle {
             guard !j.isAnswered else { throw invalid("the job was already answered: its reply can no longer be written") }
             return try body(&j.writer)
         case .encoder(let e): return try body(&e.writer)
-        case .publisher(let p):
+        case .loan(let p):
             guard p.writer != nil else { throw invalid("no frame is loaned (or it was published): call ferry_publisher_loan first") }
             return try body(&p.writer!)
         }
@@ -228,11 +228,18 @@ final class EncoderHandle {
     deinit { buffer.deallocate() }
 }
 
+/// The writer of a publisher's loaned frame (nil when none is loaned); its own object so
+/// the writer handle does not keep the publisher handle alive.
+final class FrameLoan { var writer: MessageWriter? }
+
 final class PublisherHandle: ErrorHolder {
     let publisher: Publisher
-    /// The writer of the loaned frame (nil when none is loaned).
-    var writer: MessageWriter?
-    lazy var writerHandle = WriterHandle(.publisher(self))
+    let loan = FrameLoan()
+    lazy var writerHandle = WriterHandle(.loan(loan))
+    var writer: MessageWriter? {
+        get { loan.writer }
+        set { loan.writer = newValue }
+    }
     init(_ p: Publisher) { publisher = p }
 }
 
