@@ -37,7 +37,7 @@ def seg_path(name: str, shared: bool = False) -> str:
 
 
 def segments() -> set:
-    return set(glob.glob("/dev/shm/ferry.*"))
+    return set(glob.glob("/dev/shm/ferry.*")) | set(glob.glob("/dev/shm/ferry-stream.*"))
 
 
 @pytest.fixture(autouse=True)

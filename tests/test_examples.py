@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -52,6 +53,14 @@ def binaries(prefix, tmp_path_factory):
                        check=True)
         built[pattern] = {"c": str(c), "cpp": str(cpp), "swift": os.path.join(RELEASE, f"example-{pattern}"),
                           "python": [sys.executable, os.path.join(EXAMPLES, pattern, "client.py")]}
+    # The stream example has both roles in one program per language.
+    c, cpp = out / "stream-c", out / "stream-cpp"
+    subprocess.run(["gcc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", *cflags, "-o", str(c),
+                    os.path.join(EXAMPLES, "stream", "stream.c"), *libs], check=True)
+    subprocess.run(["g++", "-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Wconversion", "-Wsign-conversion", "-Werror", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all", *cflags, "-o", str(cpp), os.path.join(EXAMPLES, "stream", "stream.cpp"), *libs], check=True)
+    built["stream"] = {"c": str(c), "cpp": str(cpp), "swift": os.path.join(RELEASE, "example-stream"),
+                       "python": [sys.executable, os.path.join(EXAMPLES, "stream", "stream.py")]}
     return built
 
 
@@ -221,3 +230,21 @@ def test_installed_ferry_command_runs_without_a_swift_toolchain(prefix, procs, n
         pytest.skip("mount namespaces not permitted here")
     assert out.returncode == 0, out.stderr
     assert "output:" in out.stdout
+
+
+@pytest.mark.parametrize("publisher,subscriber", [(lang, "python") for lang in LANGUAGES] + [("python", lang) for lang in LANGUAGES[1:]])
+def test_stream_in_every_language(procs, prefix, binaries, name, publisher, subscriber):
+    """Each language's publisher with the Python subscriber, the Python publisher with each
+    language's subscriber: every frame, in order, every byte checked (every mode)."""
+    e = installed_env(prefix)
+    e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
+    pub_cmd = binaries["stream"][publisher]
+    pub_cmd = pub_cmd if isinstance(pub_cmd, list) else [pub_cmd]
+    pub = procs.start([*pub_cmd, "publish", name, "120", "320", "240"], env=e, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not os.path.exists(f"/dev/shm/ferry-stream.{os.geteuid()}.{name}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    every = run(binaries["stream"][subscriber], prefix, "subscribe", name, "120", "every")
+    assert "received 120 frames, dropped 0" in every and "0 wrong" in every, every
+    out, _ = pub.communicate(timeout=60)
+    assert pub.returncode == 0 and "published 120 frames of 320x240" in out

@@ -33,7 +33,6 @@ static void publish(const std::string& name, long frames, int64_t width, int64_t
         w.meta("n", std::to_string(n).c_str());
         pub.publish(now_ns());
     }
-    for (int i = 0; i < 2000 && pub.subscribers() > 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     std::printf("published %ld frames of %lldx%lld\n", frames, static_cast<long long>(width), static_cast<long long>(height));
 }
 

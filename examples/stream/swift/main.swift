@@ -27,7 +27,6 @@ func publish(width: Int, height: Int) throws {
             w.setMetadata("n", String(n))
         }
     }
-    for _ in 0..<2000 where publisher.subscriberCount > 0 { usleep(5000) }
     print("published \(frames) frames of \(width)x\(height)")
 }
 
