@@ -234,3 +234,25 @@ def test_stress_readers_killed_at_random_never_see_a_torn_frame(procs, name):
         assert (f.array == int(f.meta["n"]) % 251).all()
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=10)
+
+
+def test_ferry_stats_shows_a_stream_live(procs, name):
+    from conftest import ROOT
+    p = peer(procs, "publish-forever", name, 5, 16)
+    wait_line(p, "ready")
+    with ferry.Subscriber(name) as sub:
+        for _ in range(5):
+            sub.recv(timeout=10)
+        out = subprocess.run([os.path.join(ROOT, "bin", "ferry"), "stats", name, "--json", "--interval", "0.3"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        import json
+        s = json.loads(out.stdout.strip().splitlines()[-1])
+        assert s["stream"] == name and s["publisher_alive"] and s["publisher_pid"] == p.pid
+        assert s["fps"] > 20 and s["published"] >= 5 and s["slots"] == 8
+        [me] = s["subscribers"]
+        assert me["pid"] == os.getpid() and me["mode"] == "latest" and me["received"] == 5
+        assert me["behind"] > 0  # it stopped taking frames while the publisher went on
+        # Without a name, streams are listed beside channels.
+        out = subprocess.run([os.path.join(ROOT, "bin", "ferry"), "stats", "--interval", "0.1"], capture_output=True, text=True, timeout=30)
+        assert f"stream {name}" in out.stdout

@@ -5,9 +5,9 @@ import Foundation
 /// `ferry stats [NAME]`: what each channel is doing, live.
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show channels live: workers, slots in flight, requests/s, p50/p99 service time, errors, timeouts, restarts.")
+        abstract: "Show channels and streams live: workers, slots in flight, requests/s, p50/p99 service time, errors, timeouts, restarts; a stream's fps, subscribers, drops and frame age.")
 
-    @Argument(help: "Channel name or URL (default: every channel of this user); redis://HOST:PORT/NAME shows a distributed channel and its nodes.")
+    @Argument(help: "Channel or stream name, or URL (default: every channel and stream of this user); redis://HOST:PORT/NAME shows a distributed channel and its nodes.")
     var name: String?
     @Option(help: "Seconds between two samples (rates and quantiles are over this window).")
     var interval: Double = 1.0
@@ -30,9 +30,19 @@ struct Stats: ParsableCommand {
 
     func run() throws {
         if let name, name.hasPrefix("redis://") || name.hasPrefix("rediss://") { return try runRedis(try Endpoint(name)) }
-        let urls: [String]
-        if let name { urls = [name.contains("://") ? name : "shm://\(name)"] } else { urls = Stats.channels().map { "shm://\($0)" } }
-        if urls.isEmpty { print("no channels of this user are served"); return }
+        var urls: [String] = [], streams: [String] = []
+        if let name {
+            let bare = name.hasPrefix("shm://") ? String(name.dropFirst("shm://".count)) : name
+            if !name.contains("://") || name.hasPrefix("shm://"), !Stats.channels().contains(bare), StreamSnapshot.names().contains(bare) {
+                streams = [bare]
+            } else {
+                urls = [name.contains("://") ? name : "shm://\(name)"]
+            }
+        } else {
+            urls = Stats.channels().map { "shm://\($0)" }
+            streams = StreamSnapshot.names()
+        }
+        if urls.isEmpty && streams.isEmpty { print("no channels or streams of this user are live"); return }
         var clients: [(String, Client)] = []
         for url in urls {
             do { clients.append((url, try Client(url))) } catch let e as FerryError {
@@ -40,8 +50,12 @@ struct Stats: ParsableCommand {
             }
         }
         var previous = try clients.map { try $0.1.stats() }
+        var previousStreams: [String: StreamSnapshot] = [:]
+        for s in streams {
+            do { previousStreams[s] = try StreamSnapshot.read(s) } catch let e as FerryError { if name != nil { throw e } }
+        }
         var printed = 0
-        if !json { print(Stats.header) }
+        if !json && !clients.isEmpty { print(Stats.header) }
         while count == 0 || printed < count {
             Thread.sleep(forTimeInterval: interval)
             for (i, (url, client)) in clients.enumerated() {
@@ -50,9 +64,40 @@ struct Stats: ParsableCommand {
                 print(json ? row.json : row.text)
                 previous[i] = now
             }
+            for s in streams {
+                guard let before = previousStreams[s], let now = try? StreamSnapshot.read(s) else { continue }
+                print(Stats.stream(now, before: before, seconds: interval, json: json))
+                previousStreams[s] = now
+            }
             printed += 1
             fflush(nil)  // every stream: a pipe reader sees each sample at once
         }
+    }
+
+    /// A stream's sample: the publisher's rate, then each subscriber's rate, drops and age.
+    static func stream(_ now: StreamSnapshot, before: StreamSnapshot, seconds: Double, json: Bool) -> String {
+        let fps = Double(now.published &- before.published) / seconds
+        let old = Dictionary(before.subscribers.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+        func subFps(_ s: StreamSnapshot.Subscriber) -> Double {
+            guard let o = old[s.index], o.pid == s.pid else { return 0 }
+            return Double(s.received &- o.received) / seconds
+        }
+        if json {
+            let subs = now.subscribers.map { s in
+                "{\"index\":\(s.index),\"pid\":\(s.pid),\"mode\":\"\(s.mode)\",\"received\":\(s.received),\"dropped\":\(s.dropped),"
+                    + "\"fps\":\(subFps(s)),\"last_age_ns\":\(s.lastAgeNanos),\"behind\":\(s.behind)}"
+            }
+            return "{\"stream\":\"\(now.name)\",\"publisher_pid\":\(now.publisherPid),\"publisher_alive\":\(now.publisherAlive),"
+                + "\"slots\":\(now.slots),\"slot_size\":\(now.slotSize),\"published\":\(now.published),\"latest\":\(now.latest),"
+                + "\"fps\":\(fps),\"subscribers\":[\(subs.joined(separator: ","))]}"
+        }
+        var lines = ["stream \(now.name)  publisher pid \(now.publisherPid)\(now.publisherAlive ? "" : " (dead)")  slots \(now.slots)×\(now.slotSize / 1024) KiB  "
+                     + "published \(now.published)  \(String(format: "%.1f", fps)) fps  subscribers \(now.subscribers.count)"]
+        for s in now.subscribers {
+            lines.append("  subscriber \(s.index)  pid \(s.pid)  \(s.mode.padding(toLength: 6, withPad: " ", startingAt: 0))  received \(s.received)  "
+                         + "dropped \(s.dropped)  \(String(format: "%.1f", subFps(s))) fps  age \(String(format: "%.2f", Double(s.lastAgeNanos) / 1e6)) ms  behind \(s.behind)")
+        }
+        return lines.joined(separator: "\n")
     }
 
     /// `ferry stats redis://HOST:PORT/NAME`: the channel as Redis sees it, and every node.
