@@ -15,7 +15,7 @@ LIBDIR := $(PREFIX)/lib
 PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table example-stream
 
-.PHONY: all check-tables setup build build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-setup install uninstall clean help
+.PHONY: all check-tables setup build build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-setup install uninstall clean help
 
 all: build
 
@@ -87,6 +87,12 @@ bench: build bench-setup
 	$(PYTHON) bench/run.py $(BENCH_ARGS)
 	$(PYTHON) bench/tcp.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/redis_bench.py $(BENCH_ARGS) > /dev/null
+	$(PYTHON) bench/streams.py $(BENCH_ARGS) > /dev/null
+	$(PYTHON) bench/render.py
+
+# Only the stream rows (bench/streams.py), then the page again.
+bench-streams: build bench-setup
+	$(PYTHON) bench/streams.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/render.py
 
 # Only the redis:// rows (bench/redis_bench.py), then the page again.

@@ -332,6 +332,26 @@ def render_redis(r: dict) -> str:
     return "\n".join(out + lines) + "\n"
 
 
+def render_streams(r: dict) -> str:
+    """The streams section from bench/results/streams.json (bench/streams.py)."""
+    out = [f"## Streams ({r['when']}, `{r['command']}`)", "",
+           f"One {r['frame']} publisher (1080p BGR, 6.2 MB a frame), Python subscribers in latest-frame mode; "
+           f"{r['placement']}. Each subscriber reads every byte of every frame it takes (a sum compared with the "
+           "expected one); age is receipt time minus capture time.", "",
+           "| publisher | subscribers | published fps | fps per subscriber | dropped per subscriber | age p50 | age p99 | wrong |",
+           "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        pace = f"paced {row['paced_fps']:.0f} fps" if row.get("paced_fps") else "as fast as it can"
+        fps = ", ".join(f"{x:.0f}" for x in row["subscriber_fps"])
+        drops = ", ".join(str(x) for x in row["dropped"])
+        out.append(f"| {pace} | {row['subscribers']} | {row['published_fps']:.0f} | {fps} | {drops} | "
+                   f"{row['age_p50_ms']:.2f} ms | {row['age_p99_ms']:.2f} ms | {row['wrong']} |")
+    out += ["", "The publisher never waits for a latest-frame subscriber: its rate is the same with 1, 2 or 4. "
+            "Subscribers all share CPU 1, so each gets its share of one core and skips (drops, counted) the "
+            "frames it has no time for; paced like a camera, every subscriber takes every frame."]
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results", "latest.json")
     with open(path) as f:
@@ -346,6 +366,10 @@ def main() -> int:
     if os.path.exists(red):
         with open(red) as f:
             text += "\n" + render_redis(json.load(f))
+    streams = os.path.join(HERE, "results", "streams.json")
+    if os.path.exists(streams):
+        with open(streams) as f:
+            text += "\n" + render_streams(json.load(f))
     notes = os.path.join(HERE, "notes.md")
     if os.path.exists(notes):
         text += "\n" + open(notes).read()
