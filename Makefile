@@ -15,7 +15,7 @@ LIBDIR := $(PREFIX)/lib
 PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table example-stream
 
-.PHONY: all check-tables setup build build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-setup install uninstall clean help
+.PHONY: all check-tables setup build build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-setup install uninstall clean help
 
 all: build
 
@@ -88,6 +88,12 @@ bench: build bench-setup
 	$(PYTHON) bench/tcp.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/redis_bench.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/streams.py $(BENCH_ARGS) > /dev/null
+	$(PYTHON) bench/tables.py $(BENCH_ARGS) > /dev/null
+	$(PYTHON) bench/render.py
+
+# Only the table rows (bench/tables.py), then the page again.
+bench-tables: build bench-setup
+	$(PYTHON) bench/tables.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/render.py
 
 # Only the stream rows (bench/streams.py), then the page again.

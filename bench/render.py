@@ -332,6 +332,33 @@ def render_redis(r: dict) -> str:
     return "\n".join(out + lines) + "\n"
 
 
+def render_tables(r: dict) -> str:
+    """The tables section from bench/results/tables.json (bench/tables.py)."""
+    m = r["methods"]
+    names = {"ferry": "**Ferry** (`client.call(df)`)", "pickle_pipe": "pickle over `multiprocessing.Pipe`",
+             "arrow_ipc_pipe": "Arrow IPC over a pipe", "seed_csv_shm": "seed 004: length + CSV in shared memory"}
+    out = [f"## Tables ({r['when']}, `{r['command']}`)", "",
+           f"{r['rows']:,} rows × ({r['table']}) one way and back: a DataFrame to a Python worker whose model "
+           f"returns it; {r['placement']}; best of 3; every reply compared with what was sent "
+           f"(pandas {r['pandas']}, pyarrow {r['pyarrow']}).", "",
+           "| method | one way and back | Ferry is | reply |", "|---|---|---|---|"]
+    f = m["ferry"]["s"]
+    for k, v in m.items():
+        ratio = "—" if k == "ferry" else f"{v['s'] / f:.1f}× faster"
+        out.append(f"| {names.get(k, k)} | {v['s'] * 1e3:.1f} ms | {ratio} | {'checked' if v['ok'] else '**wrong**'} |")
+    oc = r["one_column"]
+    ok = oc["ratio"] <= 10 and oc["ok"]
+    out += ["", f"String column against a float64 column of the same rows (Ferry, one way and back): "
+            f"{oc['string_s'] * 1e3:.1f} ms against {oc['float64_s'] * 1e3:.1f} ms, **{oc['ratio']:.1f}×** "
+            f"(target ≤ 10×: {'✅' if ok else '❌'}).", "",
+            "Numeric columns cross as views of the slot. A string column crosses in the wire's own layout, "
+            "u64 offsets + UTF-8 bytes, which is Arrow's `large_string`: with pyarrow installed, pandas keeps "
+            "strings in Arrow, and Ferry hands those buffers over and rebuilds an Arrow-backed column on the "
+            "other side without a Python object per value (the library validates the UTF-8). Without pyarrow, "
+            "strings fall back to whole-array numpy conversions."]
+    return "\n".join(out) + "\n"
+
+
 def render_streams(r: dict) -> str:
     """The streams section from bench/results/streams.json (bench/streams.py)."""
     out = [f"## Streams ({r['when']}, `{r['command']}`)", "",
@@ -366,6 +393,10 @@ def main() -> int:
     if os.path.exists(red):
         with open(red) as f:
             text += "\n" + render_redis(json.load(f))
+    tables = os.path.join(HERE, "results", "tables.json")
+    if os.path.exists(tables):
+        with open(tables) as f:
+            text += "\n" + render_tables(json.load(f))
     streams = os.path.join(HERE, "results", "streams.json")
     if os.path.exists(streams):
         with open(streams) as f:

@@ -8,11 +8,11 @@ PY=${PYTHON:-python3}
 # redis-server and libhiredis-dev: the redis:// transport is built with hiredis, and its tests
 # start real redis-server processes on loopback ports.
 APT_PACKAGES=(gcc g++ make pkg-config cmake openssl libzstd-dev libturbojpeg0-dev libhiredis-dev redis-server redis-tools)
-PY_MODULES="numpy pytest hypothesis sklearn scipy pandas"
+PY_MODULES="numpy pytest hypothesis sklearn scipy pandas pyarrow"
 PY_REQUIREMENTS=python/requirements.txt
 if [ "${1:-}" = "--bench" ]; then
     APT_PACKAGES=(redis-server libhiredis-dev)
-    PY_MODULES="zmq redis hiredis iceoryx2 matplotlib PIL"
+    PY_MODULES="zmq redis hiredis iceoryx2 matplotlib PIL pyarrow pandas"
     PY_REQUIREMENTS=bench/requirements.txt
 fi
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._handle import Handle, check
 from ._lib import MAX_DIMS, FerryTensor, lib
-from .table import is_dataframe, to_tensors
+from .table import TABLE, PackedStrings, from_arrow, is_arrow_table, is_dataframe, to_tensors
 
 # BEGIN GENERATED: dtypes (scripts/gen_tables.py)
 BOOL = 1
@@ -125,6 +125,13 @@ def write_value(writer: int, name: str, value: Any) -> None:
     """Writes one value (array, scalar, str, bytes) as a tensor through a C writer."""
     key = _c_text(name, "tensor name")
     arr = value if type(value) is np.ndarray else None
+    if arr is None and type(value) is PackedStrings:
+        offsets, text = value.offsets, value.text
+        if offsets.dtype != np.dtype("<u8") or not offsets.flags.c_contiguous:
+            offsets = np.ascontiguousarray(offsets, dtype="<u8")
+        check(lib.ferry_writer_put_strings_packed(writer, key, 1, _shape((len(value),)), offsets.ctypes.data,
+                                                  text.ctypes.data if len(text) else None, len(text)))
+        return
     if arr is None:
         if isinstance(value, (bytes, bytearray, memoryview)):
             data = bytes(value)
@@ -222,6 +229,8 @@ def reply_array(job: int, name: bytes, arr: np.ndarray, sc: "_Scratch | None" = 
 def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[str, str] | None = None) -> None:
     """Writes a single value under `default_name`, a mapping of named values, or a pandas
     DataFrame as a table (ferry.table)."""
+    if type(value) is not dict and is_arrow_table(value):
+        value = from_arrow(value)
     if type(value) is not dict and is_dataframe(value):
         value = to_tensors(value)
     if type(value) is dict or isinstance(value, Mapping):
@@ -274,6 +283,7 @@ class MessageReader:
         """Turns the first `n` filled descriptors into arrays (see `read`)."""
         tensors = self._tensors
         out = {}
+        strings = None  # string tensors, decoded at the end unless the message is a table
         for i in range(n):
             t = tensors[i]
             name = ctypes.string_at(t.name, t.name_len).decode() if t.name_len else ""
@@ -284,7 +294,13 @@ class MessageReader:
                 out[name] = ctypes.string_at(addr, nbytes) if nbytes else b""
                 continue
             if code == STRING:
-                out[name] = _read_strings(addr, nbytes, shape)
+                if len(shape) == 1 and name != TABLE:
+                    if strings is None:
+                        strings = []
+                    strings.append((name, addr, nbytes, shape))
+                    out[name] = None
+                else:
+                    out[name] = _read_strings(addr, nbytes, shape)
                 continue
             dt = NUMPY_DTYPES[code]
             if mapping is not None and base is not None:
@@ -296,6 +312,19 @@ class MessageReader:
                 raw = (ctypes.c_uint8 * nbytes).from_address(addr) if nbytes else bytearray()
                 arr = np.frombuffer(raw, dtype=dt).reshape(shape).copy()
             out[name] = arr
+        if strings:
+            table = TABLE in out
+            for name, addr, nbytes, shape in strings:
+                if not table:
+                    out[name] = _read_strings(addr, nbytes, shape)
+                    continue
+                # A table's string column stays in the wire's layout (Arrow's). Its bytes are
+                # the library's validated private copy, which lives as long as the message:
+                # one memcpy makes them ours.
+                count = shape[0]
+                raw = np.frombuffer(ctypes.string_at(addr, nbytes), dtype=np.uint8)
+                offsets = raw[: 8 * (count + 1)].view("<u8")
+                out[name] = PackedStrings(offsets, raw[8 * (count + 1):])
         return out
 
 

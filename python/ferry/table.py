@@ -20,6 +20,65 @@ TABLE = "ferry.table"
 VALID = ".valid"
 
 
+class PackedStrings:
+    """A string column in the wire's own layout — n+1 little-endian u64 offsets from 0 and
+    the UTF-8 text — which is also Arrow's large_string layout: Arrow-backed pandas string
+    columns cross both ways without a Python object per value."""
+
+    __slots__ = ("offsets", "text")
+
+    def __init__(self, offsets: np.ndarray, text: np.ndarray):
+        self.offsets, self.text = offsets, text
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self),)
+
+    def to_numpy(self) -> np.ndarray:
+        """The strings as a numpy str array (no Python loop per value where possible)."""
+        from .message import _unpack_strings
+        n = len(self)
+        fast = _unpack_strings(self.offsets, self.text.tobytes(), n)
+        if fast is not None:
+            return fast
+        text = self.text.tobytes()
+        o = self.offsets
+        items = [text[o[i]:o[i + 1]].decode("utf-8") for i in range(n)]
+        out = np.empty(n, dtype=object)
+        out[:] = items
+        return out
+
+    def to_arrow(self, valid: np.ndarray | None = None):
+        import pyarrow as pa
+        validity = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+        return pa.LargeStringArray.from_buffers(len(self), pa.py_buffer(self.offsets.view(np.int64)), pa.py_buffer(self.text),
+                                                validity, null_count=-1 if valid is None else int(len(valid) - valid.sum()))
+
+
+def _arrow_strings(s):
+    """(PackedStrings, null mask) of an Arrow-backed pandas string column, or None."""
+    arr = getattr(s.array, "_pa_array", None)
+    if arr is None:
+        return None
+    import pyarrow as pa
+    a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if pa.types.is_string(a.type):
+        a = a.cast(pa.large_string())
+    if not pa.types.is_large_string(a.type):
+        return None
+    _, obuf, dbuf = a.buffers()
+    n = len(a)
+    offsets = np.frombuffer(obuf, dtype="<i8", count=n + 1, offset=a.offset * 8) if n or obuf else np.zeros(1, "<i8")
+    start, end = int(offsets[0]), int(offsets[-1])
+    text = np.frombuffer(dbuf, dtype=np.uint8)[start:end] if dbuf is not None and end > start else np.zeros(0, np.uint8)
+    rebased = (offsets - start).astype("<u8") if start else offsets.view("<u8")
+    mask = a.is_null().to_numpy(zero_copy_only=False) if a.null_count else np.zeros(n, dtype=bool)
+    return PackedStrings(rebased, text), mask
+
+
 def is_dataframe(value: Any) -> bool:
     return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
 
@@ -71,6 +130,9 @@ def to_tensors(df) -> dict:
             entry["kind"] = "masked"
             mask = s.isna().to_numpy()
             values = s.to_numpy(dtype=dt.numpy_dtype, na_value=0 if np.dtype(dt.numpy_dtype).kind != "b" else False)
+        elif isinstance(dt, pd.StringDtype) and (packed := _arrow_strings(s)) is not None:
+            entry["kind"] = "string"
+            values, mask = packed
         elif isinstance(dt, pd.StringDtype) or (isinstance(dt, np.dtype) and dt.kind == "O"):
             objs = s.to_numpy(dtype=object)
             mask = s.isna().to_numpy()
@@ -86,7 +148,7 @@ def to_tensors(df) -> dict:
         if mask is not None and mask.any():
             entry["nullable"] = True
             out[name + VALID] = ~mask
-        out[name] = np.ascontiguousarray(values)
+        out[name] = values if isinstance(values, PackedStrings) else np.ascontiguousarray(values)
         schema.append(entry)
     out[TABLE] = np.array(json.dumps({"rows": len(df), "columns": schema}))
     return out
@@ -116,10 +178,7 @@ def from_tensors(tensors: dict):
             if c.get("tz"):
                 col = col.dt.tz_localize("UTC").dt.tz_convert(c["tz"])
         elif kind == "string":
-            objs = v.astype(object)
-            if valid is not None:
-                objs[~valid] = None
-            col = pd.Series(objs, dtype=c["dtype"] if c["dtype"] != "object" else object)
+            col = _string_column(v, valid, c["dtype"])
         else:
             raise ValueError(f"column {name!r}: unknown kind {kind!r} in the table's schema")
         data[name] = col
@@ -127,4 +186,83 @@ def from_tensors(tensors: dict):
     return pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=pd.RangeIndex(schema["rows"]))
 
 
-__all__ = ["TABLE", "is_dataframe", "to_tensors", "from_tensors"]
+def _string_column(v, valid, dtype: str):
+    """A string column: Arrow-backed straight from the wire's buffers when pandas would
+    store it in Arrow anyway (pyarrow installed, dtype str/string), else Python objects."""
+    import pandas as pd
+    if isinstance(v, PackedStrings) and dtype in ("str", "string"):
+        target = pd.StringDtype() if dtype == "string" else pd.Series([], dtype="str").dtype
+        if getattr(target, "storage", None) == "pyarrow":
+            return pd.Series(v.to_arrow(valid), dtype=target, copy=False)
+    if isinstance(v, PackedStrings):
+        v = v.to_numpy()
+    objs = v.astype(object)
+    if valid is not None:
+        objs[~valid] = None
+    return pd.Series(objs, dtype=dtype if dtype != "object" else object)
+
+
+def is_arrow_table(value: Any) -> bool:
+    return type(value).__name__ in ("Table", "RecordBatch") and type(value).__module__.startswith("pyarrow")
+
+
+def from_arrow(value):
+    """A pyarrow Table or RecordBatch as a DataFrame that crosses as a table (numeric columns
+    without a copy where Arrow allows it, strings kept in Arrow)."""
+    import pandas as pd
+    import pyarrow as pa
+    if isinstance(value, pa.RecordBatch):
+        value = pa.Table.from_batches([value])
+    df = value.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}.get)
+    return df
+
+
+def read_ipc(data) -> Any:
+    """A DataFrame from Arrow IPC bytes (the stream or the file format), e.g. a bytes tensor
+    another program sent. Needs pyarrow."""
+    import pyarrow as pa
+    buf = pa.py_buffer(data)
+    try:
+        table = pa.ipc.open_stream(buf).read_all()
+    except pa.ArrowInvalid:
+        table = pa.ipc.open_file(buf).read_all()
+    return from_arrow(table)
+
+
+def write_ipc(df) -> bytes:
+    """A DataFrame (or a pyarrow Table) as Arrow IPC stream bytes. Needs pyarrow."""
+    import pyarrow as pa
+    table = df if is_arrow_table(df) else pa.Table.from_pandas(df, preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as w:
+        w.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def read_seed_csv(blob) -> Any:
+    """Seed 004's layout: a 4-byte little-endian length, then that many bytes of CSV text
+    (a bytes tensor, or uint8 from C/C++). Lengths past the end are an error."""
+    import io
+    import struct
+
+    import pandas as pd
+    raw = bytes(blob)
+    if len(raw) < 4:
+        raise ValueError(f"a length-prefixed CSV needs at least 4 bytes, got {len(raw)}")
+    (length,) = struct.unpack_from("<I", raw, 0)
+    if length > len(raw) - 4:
+        raise ValueError(f"CSV length {length} exceeds the {len(raw) - 4} bytes sent")
+    return pd.read_csv(io.BytesIO(raw[4:4 + length]))
+
+
+def write_seed_csv(df) -> bytes:
+    """A DataFrame in seed 004's layout (4-byte length + CSV), for programs that expect it."""
+    import struct
+    text = df.to_csv(index=False).encode()
+    if len(text) >= 1 << 32:
+        raise ValueError("a length-prefixed CSV holds at most 4 GiB")
+    return struct.pack("<I", len(text)) + text
+
+
+__all__ = ["TABLE", "PackedStrings", "is_dataframe", "is_arrow_table", "to_tensors", "from_tensors", "from_arrow",
+           "read_ipc", "write_ipc", "read_seed_csv", "write_seed_csv"]
