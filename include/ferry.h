@@ -342,6 +342,61 @@ int ferry_message_bytes(const ferry_message *msg, const void **data, size_t *len
 /** Checks a shared-memory segment header of a file of `file_size` bytes (for tools/fuzzing). */
 int ferry_segment_validate(const void *header, size_t len, size_t file_size);
 
+/* ---- tables: equal-length named columns (docs/protocol.md, "Tables") -------------------- */
+/*
+ * A table is an ordinary message: one 1-D tensor per column, a bool "<name>.valid" tensor for
+ * a column with nulls, and a schema tensor "ferry.table". A Python model receives it as a
+ * pandas DataFrame (numeric columns without a copy) and may answer with one.
+ * Writing: ferry_writer_begin_table, then columns, then ferry_writer_end_table.
+ */
+#define FERRY_COLUMN_NUMERIC 0   /**< Numeric or bool values. */
+#define FERRY_COLUMN_MASKED 1    /**< Numeric or bool values with nulls (pandas Int64, boolean, …). */
+#define FERRY_COLUMN_DATETIME 2  /**< int64 counts of `unit` since the epoch, UTC; `tz` to display. */
+#define FERRY_COLUMN_TIMEDELTA 3 /**< int64 counts of `unit`. */
+#define FERRY_COLUMN_STRING 4    /**< UTF-8 strings: rows + 1 u64 offsets, then the text. */
+
+/** One column of a received table. All pointers are borrowed from the message. */
+typedef struct ferry_column {
+    const char *name;        /**< UTF-8 name, NOT NUL-terminated. */
+    size_t name_len;         /**< Name length in bytes. */
+    int32_t kind;            /**< FERRY_COLUMN_*. */
+    int32_t dtype;           /**< FERRY_DTYPE_* of the values (INT64 for times, STRING for strings). */
+    int64_t rows;            /**< Number of rows. */
+    const void *data;        /**< The values (numeric and times); for strings, see offsets/text. */
+    size_t nbytes;           /**< Bytes at data. */
+    const uint8_t *valid;    /**< One byte per row, 1 where a value is present; NULL: no nulls. */
+    const uint64_t *offsets; /**< Strings: rows + 1 byte offsets into text; NULL otherwise. */
+    const char *text;        /**< Strings: the UTF-8 text (string i is text[offsets[i]..offsets[i+1]]). */
+    char unit[4];            /**< Time unit ("s", "ms", "us", "ns"), NUL-terminated; "" otherwise. */
+    const char *tz;          /**< Time zone of a zoned datetime, NOT NUL-terminated; NULL otherwise. */
+    size_t tz_len;           /**< Its length. */
+    uint64_t reserved[4];    /**< 0 today. */
+} ferry_column;
+
+/** Starts writing a table of `rows` rows into the message. */
+int ferry_writer_begin_table(ferry_writer *w, int64_t rows);
+/** Adds a numeric or bool column; `data` receives its `rows` values to fill in place. With
+ *  `nullable`, `valid` (required then) receives one byte per row, all 1: set 0 for nulls. */
+int ferry_writer_add_column(ferry_writer *w, const char *name, int dtype, int nullable, void **data, uint8_t **valid);
+/** Adds a FERRY_COLUMN_DATETIME or FERRY_COLUMN_TIMEDELTA column of int64 counts of `unit`
+ *  ("s", "ms", "us", "ns"); `tz` (datetimes only, may be NULL) names a time zone. */
+int ferry_writer_add_time_column(ferry_writer *w, const char *name, int kind, const char *unit, const char *tz,
+                                 int nullable, int64_t **data, uint8_t **valid);
+/** Adds a string column of `rows` strings (`lengths` may be NULL for NUL-terminated ones;
+ *  `valid` may be NULL when nothing is null; a null's string is ignored and may be NULL).
+ *  Every string must be valid UTF-8. */
+int ferry_writer_put_string_column(ferry_writer *w, const char *name, const char *const *strings, const size_t *lengths,
+                                   const uint8_t *valid);
+/** Ends the table (writes its schema). */
+int ferry_writer_end_table(ferry_writer *w);
+/** Whether `msg` is a table and its size: FERRY_EINVAL when it is not one, FERRY_EMALFORMED
+ *  when its schema does not match its tensors. */
+int ferry_message_table(const ferry_message *msg, int64_t *rows, size_t *columns);
+/** Column `index` of a table. */
+int ferry_message_column(const ferry_message *msg, size_t index, ferry_column *out);
+/** The column named `name` of a table (FERRY_EINVAL if there is none). */
+int ferry_message_find_column(const ferry_message *msg, const char *name, ferry_column *out);
+
 /* ---- streams: one publisher, many subscribers (docs/protocol.md, "Streams") ------------ */
 /*
  * A stream is a ring of frame slots in shared memory (e.g. one camera). The publisher loans

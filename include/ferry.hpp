@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "ferry.h"
 
@@ -201,6 +202,37 @@ template <class Mat> TensorView mat_view(const Mat& m) {
 
 // ---- messages -------------------------------------------------------------------------------
 
+/// One column of a received table (borrowed from its message).
+class Column {
+public:
+    explicit Column(const ferry_column& c) : c_(c) {}
+    std::string_view name() const noexcept { return std::string_view(c_.name, c_.name_len); }
+    int kind() const noexcept { return c_.kind; }  ///< FERRY_COLUMN_*
+    int dtype() const noexcept { return c_.dtype; }
+    int64_t rows() const noexcept { return c_.rows; }
+    bool is_null(int64_t row) const noexcept { return c_.valid != nullptr && c_.valid[row] == 0; }
+    /// Time unit ("s", "ms", "us", "ns") of a datetime or timedelta column; "" otherwise.
+    std::string_view unit() const noexcept { return std::string_view(c_.unit); }
+    /// Time zone of a zoned datetime column; "" otherwise.
+    std::string_view tz() const noexcept { return c_.tz ? std::string_view(c_.tz, c_.tz_len) : std::string_view(); }
+    /// The values as T (int64_t for datetimes and timedeltas); throws if T does not match.
+    template <class T> Span<const T> as() const {
+        if (dtype_of<T>::value != c_.dtype) throw InvalidArgument(FERRY_EINVAL, "column dtype does not match the requested type");
+        return Span<const T>(static_cast<const T*>(c_.data), static_cast<size_t>(c_.rows));
+    }
+    /// String `row` of a string column (empty for a null).
+    std::string_view string(int64_t row) const {
+        if (c_.kind != FERRY_COLUMN_STRING) throw InvalidArgument(FERRY_EINVAL, "not a string column");
+        if (row < 0 || row >= c_.rows) throw InvalidArgument(FERRY_EINVAL, "row out of range");
+        const uint64_t a = c_.offsets[row], b = c_.offsets[row + 1];
+        return std::string_view(c_.text + a, static_cast<size_t>(b - a));
+    }
+    const ferry_column& get() const noexcept { return c_; }
+
+private:
+    ferry_column c_;
+};
+
 /// A received message (borrowed from its Call or Job).
 class Message {
 public:
@@ -224,6 +256,28 @@ public:
             if (std::string_view(k, kl) == key) return std::string_view(v, vl);
         }
         return std::nullopt;
+    }
+    /// True when the message is a table (FERRY_EMALFORMED surfaces from column access).
+    bool is_table() const noexcept { return ferry_message_table(m_, nullptr, nullptr) == FERRY_OK; }
+    int64_t table_rows() const {
+        int64_t rows = 0;
+        check(ferry_message_table(m_, &rows, nullptr));
+        return rows;
+    }
+    size_t column_count() const {
+        size_t n = 0;
+        check(ferry_message_table(m_, nullptr, &n));
+        return n;
+    }
+    Column column(size_t i) const {
+        ferry_column c;
+        check(ferry_message_column(m_, i, &c));
+        return Column(c);
+    }
+    std::optional<Column> find_column(const char* name) const {
+        ferry_column c;
+        if (ferry_message_find_column(m_, name, &c) != FERRY_OK) return std::nullopt;
+        return Column(c);
     }
     const ferry_message* get() const noexcept { return m_; }
 
@@ -257,10 +311,45 @@ public:
         check(ferry_writer_put_tensor(w_, name, v.dtype, v.shape.ndim, v.shape.dims, v.data, v.nbytes));
     }
     void meta(const char* key, const char* value) { check(ferry_writer_set_meta(w_, key, value)); }
+
+    /// Tables: begin_table(rows), columns, end_table(); a Python model gets a DataFrame.
+    void begin_table(int64_t rows) { check(ferry_writer_begin_table(w_, rows)); rows_ = rows; }
+    /// A numeric or bool column to fill in place.
+    template <class T> Span<T> add_column(const char* name) {
+        void* data = nullptr;
+        check(ferry_writer_add_column(w_, name, dtype_of<T>::value, 0, &data, nullptr));
+        return Span<T>(static_cast<T*>(data), static_cast<size_t>(rows_));
+    }
+    /// A numeric or bool column with nulls: the values, and one byte per row (1: present) to set 0 for a null.
+    template <class T> std::pair<Span<T>, uint8_t*> add_nullable_column(const char* name) {
+        void* data = nullptr;
+        uint8_t* valid = nullptr;
+        check(ferry_writer_add_column(w_, name, dtype_of<T>::value, 1, &data, &valid));
+        return {Span<T>(static_cast<T*>(data), static_cast<size_t>(rows_)), valid};
+    }
+    /// A datetime column of int64 counts of `unit` since the epoch (UTC), shown in `tz` if given.
+    Span<int64_t> add_datetime_column(const char* name, const char* unit, const char* tz = nullptr) {
+        int64_t* data = nullptr;
+        check(ferry_writer_add_time_column(w_, name, FERRY_COLUMN_DATETIME, unit, tz, 0, &data, nullptr));
+        return Span<int64_t>(data, static_cast<size_t>(rows_));
+    }
+    /// A string column; `valid` (optional, one byte per row) marks nulls with 0.
+    template <class Strings> void put_string_column(const char* name, const Strings& values, const uint8_t* valid = nullptr) {
+        std::vector<const char*> ptrs;
+        std::vector<size_t> lens;
+        for (const auto& v : values) {
+            std::string_view sv(v);
+            ptrs.push_back(sv.data());
+            lens.push_back(sv.size());
+        }
+        check(ferry_writer_put_string_column(w_, name, ptrs.data(), lens.data(), valid));
+    }
+    void end_table() { check(ferry_writer_end_table(w_)); }
     ferry_writer* get() const noexcept { return w_; }
 
 private:
     ferry_writer* w_;
+    int64_t rows_ = 0;
 };
 
 // ---- client side ----------------------------------------------------------------------------

@@ -161,6 +161,8 @@ final class WorkerHandle: ErrorHolder { let worker: Worker; init(_ w: Worker) { 
 final class MessageHandle {
     let view: MessageView
     let owner: AnyObject?
+    /// The parsed table, once asked for (ferry_message_table and friends).
+    var tableCache: TableCache?
     init(_ v: MessageView, owner: AnyObject?) {
         view = v
         self.owner = owner

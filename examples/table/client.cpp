@@ -1,10 +1,13 @@
-// C++ client: sends a stock table as columns (filled in place) and then in the seed-004
-// layout (4-byte length + CSV text), and checks the summary pandas computes for each.
+// C++ client: sends a stock table column by column (a DataFrame on the Python side) and reads
+// the per-symbol summary table it answers; then the seed-004 layout (4-byte length + CSV
+// text) and checks the summary pandas computes for it.
 #include <cmath>
 #include <cstring>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <ferry.hpp>
 
@@ -25,19 +28,43 @@ int main(int argc, char** argv) {
     try {
         ferry::Client client(url);
         {
+            static const char* const syms[3] = {"AAA", "BBB", "CCC"};
             ferry::Call call = client.begin(30000);
             ferry::Writer w = call.writer();
-            auto date = w.add<int64_t>("date", {rows});
-            auto open = w.add<double>("open", {rows});
-            auto close = w.add<double>("close", {rows});
-            auto volume = w.add<int64_t>("volume", {rows});
+            w.begin_table(rows);
+            auto date = w.add_column<int64_t>("date");  // in shared memory
+            auto open = w.add_column<double>("open");
+            auto close = w.add_column<double>("close");
+            auto volume = w.add_column<int64_t>("volume");
+            std::vector<std::string_view> sym;
             for (size_t i = 0; i < static_cast<size_t>(rows); i++) {
                 date[i] = 20260101 + static_cast<int64_t>(i);
                 open[i] = 100 + 0.25 * static_cast<double>(i);
                 close[i] = 100 + 0.5 * static_cast<double>(i);
                 volume[i] = 1000 + static_cast<int64_t>(i);
+                sym.emplace_back(syms[i % 3]);
             }
-            if (!check(call.send_and_wait(30000), rows, "columns")) return 1;
+            w.put_string_column("sym", sym);
+            w.end_table();
+            ferry::Message reply = call.send_and_wait(30000);
+            // The answer is a table: sym, rows, mean_close, total_volume, one row per symbol.
+            auto r_sym = reply.find_column("sym"), r_rows = reply.find_column("rows");
+            auto r_mean = reply.find_column("mean_close"), r_volume = reply.find_column("total_volume");
+            if (!r_sym || !r_rows || !r_mean || !r_volume || reply.table_rows() != 3) return 1;
+            std::cout << "table:";
+            for (int64_t k = 0; k < 3; k++) {
+                int64_t count = 0, vol = 0;
+                double sum = 0;
+                for (int64_t i = k; i < rows; i += 3) count++, vol += 1000 + i, sum += 100 + 0.5 * static_cast<double>(i);
+                const auto n = r_rows->as<int64_t>()[static_cast<size_t>(k)];
+                if (r_sym->string(k) != syms[k] || n != count || r_volume->as<int64_t>()[static_cast<size_t>(k)] != vol ||
+                    std::fabs(r_mean->as<double>()[static_cast<size_t>(k)] - sum / static_cast<double>(count)) > 1e-9) {
+                    std::cerr << "wrong per-symbol summary\n";
+                    return 1;
+                }
+                std::cout << " " << r_sym->string(k) << "=" << n;
+            }
+            std::cout << "\n";
         }
         {
             std::ostringstream csv;

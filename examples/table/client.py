@@ -1,8 +1,10 @@
-"""Python client: sends a stock table as columns, then as the seed's CSV, checks the summary."""
+"""Python client: sends a stock table as a DataFrame (a per-symbol summary table comes back),
+then as the seed's length-prefixed CSV and as bare columns (a summary comes back); checks all."""
 import struct
 import sys
 
 import numpy as np
+import pandas as pd
 
 import ferry
 
@@ -10,8 +12,16 @@ url = sys.argv[1] if len(sys.argv) > 1 else "shm://table"
 rows = int(sys.argv[2]) if len(sys.argv) > 2 else 1000
 i = np.arange(rows)
 columns = {"date": 20260101 + i, "open": 100 + 0.25 * i, "close": 100 + 0.5 * i, "volume": 1000 + i}
+syms = np.array(["AAA", "BBB", "CCC"])[i % 3]
 csv = "date,open,close,volume\n" + "".join(f"{20260101 + k},{100 + 0.25 * k},{100 + 0.5 * k},{1000 + k}\n" for k in range(rows))
 with ferry.Client(url) as client:
+    df = pd.DataFrame({**columns, "sym": pd.Series(syms, dtype="string")})
+    out = client.call(df, timeout=30)
+    expected = df.groupby("sym").agg(rows=("close", "size"), mean_close=("close", "mean"), total_volume=("volume", "sum"))
+    if list(out["sym"]) != list(expected.index) or list(out["rows"]) != list(expected["rows"]) or \
+            not np.allclose(out["mean_close"], expected["mean_close"]) or list(out["total_volume"]) != list(expected["total_volume"]):
+        sys.exit(f"wrong per-symbol summary:\n{out}")
+    print("table: " + " ".join(f"{s}={n}" for s, n in zip(out["sym"], out["rows"])))
     for how, inputs in (("columns", columns), ("csv", {"csv": struct.pack("<I", len(csv)) + csv.encode()})):
         out = client.call(inputs, timeout=30)
         ok = out["rows"] == rows and abs(out["mean_close"] - (100 + 0.5 * (rows - 1) / 2)) < 1e-9 and \

@@ -1,5 +1,5 @@
-"""The table model: columns in (or the seed's length-prefixed CSV), a pandas DataFrame built
-on the Python side, a summary out."""
+"""The table model: a table in (a DataFrame, from any language), a per-symbol summary table out;
+or the seed's length-prefixed CSV / Arrow IPC bytes / bare columns in, a summary dict out."""
 import numpy as np
 import pandas as pd
 
@@ -17,6 +17,14 @@ def to_frame(inputs) -> pd.DataFrame:
 
 
 def predict(inputs):
+    if isinstance(inputs, pd.DataFrame):  # a table: answer with a table
+        g = inputs.groupby("sym", sort=True)
+        return pd.DataFrame({
+            "sym": pd.Series(list(g.groups), dtype="string"),
+            "rows": g.size().to_numpy().astype(np.int64),
+            "mean_close": g["close"].mean().to_numpy(),
+            "total_volume": g["volume"].sum().to_numpy().astype(np.int64),
+        })
     df = to_frame(inputs)
     return {
         "rows": np.int64(len(df)),

@@ -10,6 +10,8 @@ public struct MessageWriter {
     var cursor = MessageLayout.headerSize
     var entries: [(name: [UInt8], dtype: DType, shape: [Int], offset: Int, length: Int, encoding: UInt16)] = []
     var meta: [(key: [UInt8], value: [UInt8])] = []
+    /// The table being written (between `beginTable` and `endTable`).
+    var table: TableInProgress? = nil
 
     /// Prepares to write at most `capacity` bytes at `base`. `limitHint` completes the
     /// error raised when the message does not fit (which setting to raise).

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// What a stream is doing, read from its segment without joining it (`ferry stats`).
 public struct StreamSnapshot: Sendable {
