@@ -251,3 +251,20 @@ def test_stream_in_every_language(procs, prefix, binaries, name, publisher, subs
     assert "received 120 frames, dropped 0" in every and "0 wrong" in every, every
     out, _ = pub.communicate(timeout=60)
     assert pub.returncode == 0 and "published 120 frames of 320x240" in out
+
+
+def test_every_column_kind_from_c_to_pandas_and_back(procs, prefix, name, tmp_path):
+    """A C client writes a table of every column kind (float, nullable int64 past 2**53, bool,
+    a zoned datetime with nulls, a timedelta, strings with a null) column by column; the
+    Python model gets a DataFrame with the pandas dtypes below and echoes it; the C program
+    reads every kind back and compares values and nulls."""
+    pytest.importorskip("pandas")
+    exe = tmp_path / "table-kinds"
+    subprocess.run(["gcc", "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", *pkg_config(prefix, "--cflags"), "-o", str(exe),
+                    os.path.join(ROOT, "tests", "native", "table_kinds.c"), *pkg_config(prefix, "--libs")], check=True)
+    url = f"shm://{name}"
+    procs.worker(url, model=os.path.join(ROOT, "tests", "models", "tables.py"), env=installed_env(prefix))
+    out = run(str(exe), prefix, url)
+    seen = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert seen["price"] == "float64" and seen["n"] == "Int64" and seen["ok"] == "bool"
+    assert seen["at"] == "datetime64[ms, Europe/Paris]" and seen["dur"] == "timedelta64[s]"
