@@ -89,6 +89,7 @@ bench: build bench-setup
 	$(PYTHON) bench/redis_bench.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/streams.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/tables.py $(BENCH_ARGS) > /dev/null
+	$(PYTHON) bench/batching.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/render.py
 
 # Only the table rows (bench/tables.py), then the page again.

@@ -210,6 +210,9 @@ int ferry_worker_slots(ferry_worker *worker, size_t *count, size_t *slot_size);
  * (ferry_job_preserve); every request's tensor pointers lie inside its slot's current mapping.
  */
 int ferry_worker_slot(ferry_worker *worker, size_t index, const void **data);
+/** Requests on their way: slots clients are writing (`writing`) and requests published but not
+ *  taken yet (`queued`); either may be NULL. A batching worker stops gathering when both are 0. */
+int ferry_worker_pending(ferry_worker *worker, size_t *writing, size_t *queued);
 /**
  * Waits up to timeout_ms for a request. FERRY_ETIMEDOUT when none came (not an error for a
  * serving loop), FERRY_ECLOSED when the channel closed. On FERRY_OK the caller owns `*job`
@@ -225,6 +228,17 @@ int ferry_worker_recv(ferry_worker *worker, int64_t timeout_ms, ferry_job **job)
  */
 int ferry_worker_next(ferry_worker *worker, int64_t timeout_ms, ferry_job **job,
                       ferry_tensor *tensors, size_t cap, size_t *count);
+/** Dynamic batching in one call: waits up to timeout_ms for a request, then takes more, up
+ *  to `max`, while requests are queued or being written (for at most gather_us more). Each
+ *  job taken belongs to the caller (`jobs[i]`); `tensors[i]` (may be NULL) describes its first
+ *  tensor, `counts[i]` (may be NULL) its tensor count; `taken` receives how many. A request
+ *  that fails validation is answered with the error and not returned. */
+int ferry_worker_next_batch(ferry_worker *worker, int64_t timeout_ms, int64_t gather_us, size_t max, ferry_job **jobs,
+                            ferry_tensor *tensors, size_t *counts, size_t *taken);
+/** Answers `n` jobs from one result of sum(rows) rows along axis 0: job i gets the next
+ *  rows[i] rows as tensor `name`. Consumes every job (a bad result fails them all). */
+int ferry_jobs_reply_rows(ferry_job *const *jobs, size_t n, const char *name, int dtype, int ndim, const int64_t *shape,
+                          const void *data, const int64_t *rows);
 /** The job's request (borrowed, valid until the job is answered). FERRY_EMALFORMED if bad. */
 int ferry_job_request(ferry_job *job, const ferry_message **request);
 /** The job's reply writer (borrowed; valid until the job is answered). */

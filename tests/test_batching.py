@@ -72,6 +72,25 @@ def test_an_error_in_a_batch_fails_only_its_own_caller(procs, name):
         assert np.array_equal(results[t][:, :3], np.full((2, 3), 2.0 * t))
 
 
+def test_a_failing_row_in_a_one_array_batch_fails_only_its_own_caller(procs, name):
+    """The fast path (one array per request, answered with one C call) re-runs a failed batch
+    request by request, like the general path."""
+    url = f"shm://{name}?slots=16"
+    procs.worker(url, model=MODEL, extra=["--max-batch", "16", "--max-delay-us", "5000"])
+    with ferry.Client(url) as c:
+        for _ in range(5):
+            pending = [c.send(np.full((2, 3), -1.0 if t == 2 else float(t))) for t in range(6)]
+            results = []
+            for p in pending:
+                try:
+                    results.append(p.result(timeout=10))
+                except ferry.RemoteError as e:
+                    results.append(e)
+            assert isinstance(results[2], ferry.RemoteError) and "negative row" in str(results[2])
+            for t in (0, 1, 3, 4, 5):
+                assert np.array_equal(results[t][:, :3], np.full((2, 3), 2.0 * t)), results[t]
+
+
 def test_requests_that_do_not_fit_the_batch_run_alone(procs, name):
     url = f"shm://{name}?slots=8"
     procs.worker(url, extra=["--max-batch", "8", "--max-delay-us", "2000"])
@@ -86,3 +105,18 @@ def test_requests_that_do_not_fit_the_batch_run_alone(procs, name):
 def test_batching_options_are_checked():
     with pytest.raises(ValueError, match="max_batch"):
         ferry.Worker.serve(None, lambda x: x, max_batch=0)
+
+
+def test_a_serving_process_keeps_numpy_temporaries_off_mmap():
+    """tune_malloc raises glibc's mmap threshold once per serving process (a model's 200 KiB
+    temporaries otherwise page-fault in on every call), and leaves it when told to."""
+    import subprocess
+    import sys
+    code = "import ferry.serving as s; print(s.tune_malloc(), s.tune_malloc())"
+    from conftest import env
+    e = env()
+    out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]
+    e["FERRY_MALLOC"] = "default"
+    out = subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]

@@ -186,6 +186,16 @@ public func ferry_worker_slot(_ worker: OpaquePointer?, _ index: Int, _ data: Un
     }
 }
 
+@_cdecl("ferry_worker_pending")
+public func ferry_worker_pending(_ worker: OpaquePointer?, _ writing: UnsafeMutablePointer<Int>?, _ queued: UnsafeMutablePointer<Int>?) -> Int32 {
+    status {
+        let w = try borrow(worker, WorkerHandle.self, "worker")
+        let p = w.worker.pending()
+        writing?.pointee = p.writing
+        queued?.pointee = p.queued
+    }
+}
+
 @_cdecl("ferry_worker_recv")
 public func ferry_worker_recv(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     let handle = try? borrow(worker, WorkerHandle.self, "worker")
@@ -213,6 +223,84 @@ public func ferry_worker_next(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ ou
         if j.view == nil { j.view = try j.job.request() }
         _ = describe(j.view!, tensors, cap, count)
     }
+}
+
+@_cdecl("ferry_worker_next_batch")
+public func ferry_worker_next_batch(_ worker: OpaquePointer?, _ timeoutMs: Int64, _ gatherUs: Int64, _ max: Int,
+                                    _ jobs: UnsafeMutablePointer<OpaquePointer?>?, _ tensors: UnsafeMutablePointer<ferry_tensor>?,
+                                    _ counts: UnsafeMutablePointer<Int>?, _ taken: UnsafeMutablePointer<Int>?) -> Int32 {
+    taken?.pointee = 0
+    guard let jobs, let taken, max >= 1 else { cferry_set_error("jobs or taken is NULL, or max < 1"); return FERRY_EINVAL }
+    guard gatherUs >= 0, gatherUs <= 10_000_000 else { cferry_set_error("gather_us \(gatherUs) outside 0...10000000"); return FERRY_EINVAL }
+    let handle = try? borrow(worker, WorkerHandle.self, "worker")
+    guard let handle else { cferry_set_error("worker is NULL"); return FERRY_EINVAL }
+    var n = 0
+    // One job: validated, its first descriptor filled; an invalid request is failed here.
+    func add(_ job: Job) {
+        let j = JobHandle(job)
+        do { j.view = try job.request() } catch let e as FerryError { job.fail(e); return } catch { job.fail(FerryError(.malformed, "\(error)")); return }
+        if let tensors {
+            if j.view!.tensorCount > 0 { fill(tensors + n, j.view!.rawTensor(at: 0)) } else { (tensors + n).pointee = ferry_tensor() }
+        }
+        counts?[n] = j.view!.tensorCount
+        jobs[n] = retain(j)
+        n += 1
+    }
+    let rc = status(on: handle) {
+        guard let first = try handle.worker.receive(timeout: try timeout(timeoutMs)) else {
+            throw FerryError(.timedOut, "no request within the timeout")
+        }
+        add(first)
+        // More while they are queued, or being written, for at most gather_us.
+        let end = System.nowNanos() &+ UInt64(gatherUs) * 1000
+        while n < max {
+            if let j = try handle.worker.receive(timeout: .zero) { add(j); continue }
+            let p = handle.worker.pending()
+            if p.queued == 0 && (p.writing == 0 || System.nowNanos() >= end) { break }
+            System.relax()
+        }
+    }
+    taken.pointee = n
+    return n > 0 ? FERRY_OK : rc
+}
+
+@_cdecl("ferry_jobs_reply_rows")
+public func ferry_jobs_reply_rows(_ jobs: UnsafePointer<OpaquePointer?>?, _ n: Int, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32,
+                                  _ shape: UnsafePointer<Int64>?, _ data: UnsafeRawPointer?, _ rows: UnsafePointer<Int64>?) -> Int32 {
+    guard let jobs, n >= 0 else { cferry_set_error("jobs is NULL"); return FERRY_EINVAL }
+    // Check the batch result once; a bad one fails every job with the reason.
+    var rowBytes = 0, total: Int64 = 0
+    let check = status {
+        guard let rows else { throw invalid("rows is NULL") }
+        let dims = try shapeArray(ndim, shape)
+        guard !dims.isEmpty else { throw invalid("a batch result needs a first dimension (rows)") }
+        let d = try dtype(dt)
+        guard let item = d.itemSize, d != .bytes else { throw invalid("a batch result must be a fixed-size numeric array") }
+        rowBytes = dims.dropFirst().reduce(item, *)
+        for i in 0..<n { guard rows[i] >= 0 else { throw invalid("rows[\(i)] is negative") }; total += rows[i] }
+        guard total == Int64(dims[0]) else { throw invalid("the rows add up to \(total), the result has \(dims[0])") }
+        guard data != nil || rowBytes == 0 || total == 0 else { throw invalid("data is NULL") }
+    }
+    if check != FERRY_OK {
+        let text = String(cString: cferry_get_error())
+        for i in 0..<n { _ = ferry_job_fail(jobs[i], FERRY_EREMOTE, text) }
+        cferry_set_error(text)
+        return check
+    }
+    var first = FERRY_OK
+    var start: Int64 = 0
+    var sub = [Int64](repeating: 0, count: Int(ndim))
+    for i in 0..<Int(ndim) { sub[i] = shape![i] }
+    for i in 0..<n {
+        let r = rows![i]
+        sub[0] = r
+        let rc = sub.withUnsafeBufferPointer {
+            ferry_job_reply_tensor(jobs[i], name, dt, ndim, $0.baseAddress, data.map { $0 + Int(start) * rowBytes }, Int(r) * rowBytes)
+        }
+        if rc != FERRY_OK && first == FERRY_OK { first = rc }
+        start += r
+    }
+    return first
 }
 
 @_cdecl("ferry_job_request")

@@ -5,6 +5,9 @@ trailing shapes agree, the model runs once, and each caller gets exactly its own
     ferry.serve("shm://digits", predict, max_batch=32, max_delay_us=500)
     ferry serve model.py --name digits --max-batch 32 --max-delay 500
 
+Gathering stops early when no client is writing a request (the channel's slot words say
+so): with every caller of the batch waiting for it, nothing more can come.
+
 A request that does not fit the batch (other names, dtypes or trailing shapes; a 0-d
 tensor; strings or bytes) runs alone. When the model fails on a merged batch, every request
 of it is run again alone, so an error reaches only the callers whose input causes it. The
@@ -23,13 +26,14 @@ from typing import Any, Callable
 import numpy as np
 
 from ._handle import check
-from ._lib import lib, raw
+from ._lib import FerryTensor, lib, raw
 from .errors import ChannelClosed, Timeout
-from .message import DEFAULT_OUTPUT, _scratch, reply_array, write_message
+from .message import _CODES_BY_DTYPE, DEFAULT_OUTPUT, _scratch, reply_array, write_message
 
 from .serving import failure
 
 _TIMEOUT, _CLOSED = Timeout.code, ChannelClosed.code
+_RERUN = object()  # the merged call failed: run each request alone
 
 
 class _Job:
@@ -85,40 +89,39 @@ def _call(fn: Callable, tensors: dict, single: bool) -> Any:
 
 def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int, max_delay_us: int,
                   poll: float, max_requests: int | None) -> int:
-    """The batching serve loop (see the module's doc); returns the number of requests answered."""
+    """The batching serve loop (see the module's doc); returns the number of requests answered.
+
+    One C call takes a whole batch (`ferry_worker_next_batch`: the first request, then more
+    while any is queued or being written, for at most `max_delay_us`), and for the common
+    case — one array per request, the model returning one array — one C call answers every
+    caller with its rows (`ferry_jobs_reply_rows`). Anything else takes the general path."""
     w = worker._handle()
-    job = c_void_p()
     msg = c_void_p()
     reader = worker._reader
-    nxt = raw("ferry_worker_next")
+    next_batch, reply_rows = raw("ferry_worker_next_batch"), raw("ferry_jobs_reply_rows")
     wait_c = ctypes.c_int64(int(poll * 1000))
-    no_wait = ctypes.c_int64(0)
-    count = c_size_t()
+    gather_c = ctypes.c_int64(max_delay_us)
+    max_c = c_size_t(max_batch)
+    jobs = (c_void_p * max_batch)()
+    descs = (FerryTensor * max_batch)()
+    counts = (c_size_t * max_batch)()
+    rows_c = (ctypes.c_int64 * max_batch)()
+    shape_c = (ctypes.c_int64 * 8)()
+    taken = c_size_t()
+    taken_ref = byref(taken)
     single = inputs != "dict"
     slot_base, slot_view = worker._slot_base, worker._slot_view
+    only_array = reader.only_array
     scratch = _scratch()
     output = DEFAULT_OUTPUT.encode()
     served = 0
     worker.batches = getattr(worker, "batches", [])
 
-    def take(wait) -> _Job | None | bool:
-        rc = nxt(w, wait, byref(job), reader._tensors, reader._cap_c, byref(count))
-        if rc == _TIMEOUT:
-            return None
-        if rc == _CLOSED:
-            return False
-        ptr = job.value
-        if rc != 0:
-            if not ptr:
-                check(rc)
-            lib.ferry_job_fail(ptr, rc, (lib.ferry_last_error() or b"malformed request")[:4000])
-            return None
+    def job_of(ptr: int) -> _Job | None:
+        """The general path's view of a taken job (None: failed with the reason)."""
         try:
-            n = count.value
-            if n > reader._cap:
-                check(lib.ferry_job_request(ptr, byref(msg)))
-                reader.descriptors(msg.value)
-            # Views of the slot (held BUSY until the reply): merging copies them once.
+            check(lib.ferry_job_request(ptr, byref(msg)))
+            _, n = reader.descriptors(msg.value)
             slot = worker._request_slot(reader._tensors[0].data or 0, n) if n else -1
             tensors = reader.convert(n, slot_base[slot], slot_view[slot], False) if slot >= 0 else reader.convert(n)
         except BaseException as e:  # noqa: BLE001
@@ -127,30 +130,75 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
         return _Job(ptr, tensors)
 
     while not worker._stop and (max_requests is None or served < max_requests):
-        first = take(wait_c)
-        if first is False:
-            break
-        if first is None:
+        rc = next_batch(w, wait_c, gather_c, max_c, jobs, descs, counts, taken_ref)
+        if rc == _TIMEOUT:
             continue
-        batch = [first]
-        closed = False
-        if first.key is not None:
-            deadline = time.monotonic() + max_delay_us / 1e6
-            while len(batch) < max_batch and time.monotonic() < deadline:
-                j = take(no_wait)
-                if j is False:
-                    closed = True
+        if rc == _CLOSED:
+            break
+        if rc:
+            check(rc)
+        n = taken.value
+        served += n
+        rerun = False
+        # Fast path: one plain array per request, all with the same dtype and trailing shape.
+        arrays = []
+        if single and n > 1:
+            for i in range(n):
+                t = descs[i]
+                if counts[i] != 1 or t.ndim == 0:
                     break
-                if j is not None:
-                    batch.append(j)
-        mergeable = [j for j in batch if j.key is not None and j.key == first.key]
-        alone = [j for j in batch if j not in mergeable] if len(mergeable) > 1 else batch
-        if len(mergeable) > 1:
-            worker.batches.append(len(mergeable))
-            counts = [j.rows for j in mergeable]
-            merged = {k: np.concatenate([j.tensors[k] for j in mergeable]) for k in first.tensors}
+                addr = t.data or 0
+                slot = worker._request_slot(addr, 1)
+                a = only_array(slot_base[slot], slot_view[slot], t) if slot >= 0 else None
+                if a is None or (arrays and (a.dtype != arrays[0].dtype or a.shape[1:] != arrays[0].shape[1:])):
+                    break
+                arrays.append(a)
+        if len(arrays) == n > 1:
+            worker.batches.append(n)
+            merged = np.concatenate(arrays)
             try:
-                parts = _split(_call(fn, merged, single), counts)
+                result = fn(merged)
+            except BaseException as e:  # noqa: BLE001 - run each alone below: only the guilty fail
+                if isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    for i in range(n):
+                        _fail(jobs[i], e)
+                    raise
+                result = _RERUN
+            if type(result) is np.ndarray and result.ndim >= 1 and result.shape[0] == len(merged) and result.flags.c_contiguous \
+                    and result.ndim <= 8 and result.dtype in _CODES_BY_DTYPE:
+                for i, a in enumerate(arrays):
+                    rows_c[i] = a.shape[0]
+                for d, v in enumerate(result.shape):
+                    shape_c[d] = v
+                reply_rows(jobs, c_size_t(n), output, ctypes.c_int(_CODES_BY_DTYPE[result.dtype]), ctypes.c_int(result.ndim),
+                           shape_c, c_void_p(result.ctypes.data), rows_c)
+                continue
+            rerun = result is _RERUN
+            if not rerun:
+                try:
+                    parts = _split(result, [a.shape[0] for a in arrays])
+                except BaseException as e:  # noqa: BLE001
+                    for i in range(n):
+                        _fail(jobs[i], e)
+                    continue
+                for i, part in enumerate(parts):
+                    if type(part) is np.ndarray and reply_array(jobs[i], output, part, scratch) is not None:
+                        continue
+                    _reply(jobs[i], part)
+                continue
+        # General path: per-request views, merged where names, dtypes and trailing shapes agree.
+        batch = [j for j in (job_of(jobs[i]) for i in range(n)) if j is not None]
+        if not batch:
+            continue
+        first = batch[0]
+        mergeable = [j for j in batch if j.key is not None and j.key == first.key]
+        alone = [j for j in batch if j not in mergeable] if len(mergeable) > 1 and not rerun else batch
+        if len(mergeable) > 1 and not rerun:
+            worker.batches.append(len(mergeable))
+            counts_ = [j.rows for j in mergeable]
+            merged_t = {k: np.concatenate([j.tensors[k] for j in mergeable]) for k in first.tensors}
+            try:
+                parts = _split(_call(fn, merged_t, single), counts_)
             except BaseException as e:  # noqa: BLE001 - run each alone: only the guilty fail
                 if isinstance(e, (KeyboardInterrupt, SystemExit)):
                     for j in mergeable:
@@ -161,7 +209,6 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
                 alone = batch
             else:
                 for j, part in zip(mergeable, parts):
-                    # One C call for a plain array (rows of the result are contiguous).
                     if type(part) is np.ndarray and reply_array(j.ptr, output, part, scratch) is not None:
                         continue
                     _reply(j.ptr, part)
@@ -175,9 +222,6 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
                     raise
                 continue
             _reply(j.ptr, result)
-        served += len(batch)
-        if closed:
-            break
     return served
 
 

@@ -1,5 +1,5 @@
 """Batching test model: each row doubled, plus a column with the batch's row count; a request
-whose "fail" tensor is non-zero raises."""
+whose "fail" tensor is non-zero, or a plain array holding a negative value, raises."""
 import numpy as np
 
 
@@ -8,5 +8,7 @@ def predict(x):
         if "fail" in x and (x["fail"] != 0).any():
             raise ValueError("a row asked to fail")
         x = x["x"]
+    elif (x < 0).any():
+        raise ValueError("a negative row")
     rows = np.full((len(x), 1), len(x), dtype=x.dtype)
     return np.concatenate([x * 2, rows], axis=1)

@@ -354,6 +354,21 @@ final class ShmChannel: @unchecked Sendable {
         return out
     }
 
+    /// Requests on their way: slots a client is writing (claimed) and requests published but
+    /// not taken yet (ready). A batching worker stops gathering when both are 0: nothing more
+    /// can arrive before it answers.
+    func pending() -> (writing: Int, queued: Int) {
+        var writing = 0, queued = 0
+        for i in 0..<slots {
+            switch load(i).state {
+            case .claimed: writing += 1
+            case .ready: queued += 1
+            default: break
+            }
+        }
+        return (writing, queued)
+    }
+
     /// Counts slots by state (for `ferry status` and tests).
     func census() -> [SlotState: Int] {
         var out: [SlotState: Int] = [:]

@@ -64,6 +64,10 @@ public final class Worker {
     @discardableResult
     public static func releasePreserved(_ start: UnsafeRawPointer) -> Bool { PreservedPages.release(start) }
 
+    /// Requests on their way to this channel's workers: slots clients are writing, and
+    /// requests published but not taken yet.
+    public func pending() -> (writing: Int, queued: Int) { channel.pending() }
+
     /// Waits up to `timeout` for the next request; nil when none came. Throws `.closed`
     /// when the channel was closed.
     public func receive(timeout: Duration? = nil) throws -> Job? {
