@@ -26,6 +26,14 @@ public func fuzz(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
         for b in t.data { sink &+= b }
     }
     for (k, v) in view.metadata { sink &+= UInt8(truncatingIfNeeded: k.utf8.count &+ v.utf8.count) }
+    // A table's schema (JSON another process wrote) is checked against its tensors, or refused.
+    if let table = try? view.readTable() {
+        for c in table.columns {
+            precondition(c.values.shape == [table.rows], "a validated column has the wrong length")
+            if c.kind == .string { precondition((try? c.strings())?.count == table.rows, "a validated string column did not decode") }
+            for r in 0..<table.rows { sink &+= c.isNull(r) ? 1 : 0 }
+        }
+    }
     // Whatever decodes must re-encode, and decode again unchanged.
     let message = Message(view)
     guard let again = try? Message.decode(try message.encoded()) else { fatalError("a decoded message did not re-encode") }

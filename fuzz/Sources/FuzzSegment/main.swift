@@ -1,4 +1,4 @@
-// libFuzzer entry: segment-header validation must accept only self-consistent geometry and
+// libFuzzer entry: segment- and stream-header validation must accept only self-consistent geometry and
 // never trap on any header or file size.
 import CFuzz
 import FerryCore
@@ -14,6 +14,12 @@ public func fuzz(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
     if let g = try? SegmentLayout.validate(UnsafeRawBufferPointer(header), fileSize: fileSize) {
         precondition(g.slots >= 1 && g.slots <= SegmentLayout.maxSlots)
         precondition(g.slotSize % SegmentLayout.page == 0 && g.slotSize <= SegmentLayout.maxSlotSize)
+        precondition(g.slotsOffset + g.slots * g.slotSize == g.totalSize && g.totalSize <= fileSize)
+    }
+    // The same bytes as a stream header.
+    if let g = try? StreamLayout.validate(UnsafeRawBufferPointer(header), fileSize: fileSize) {
+        precondition(g.slots >= StreamLayout.minSlots && g.slots <= StreamLayout.maxSlots)
+        precondition(g.slotSize % StreamLayout.page == 0 && g.slotSize <= StreamLayout.maxSlotSize)
         precondition(g.slotsOffset + g.slots * g.slotSize == g.totalSize && g.totalSize <= fileSize)
     }
     return 0
