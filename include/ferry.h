@@ -184,6 +184,13 @@ int ferry_call_poll(ferry_call *call, int64_t wait_ms, const ferry_message **rep
  * valid until the next operation on the call or its free.
  */
 int ferry_call_error(const ferry_call *call, const char **message, const char **type, const char **detail);
+/** One-array calls in one crossing (for bindings where each call into the library costs):
+ *  ferry_call_begin, one tensor copied in (ferry_writer_put_tensor), then ferry_call_poll for
+ *  up to wait_ms. `*out` receives the call whenever it was begun (free it in every case);
+ *  FERRY_EAGAIN means sent and still in flight: go on with ferry_call_poll. */
+int ferry_call_array(ferry_client *client, int64_t timeout_ms, const char *name, int dtype, int ndim, const int64_t *shape,
+                     const void *data, size_t nbytes, int64_t wait_ms, ferry_call **out, const ferry_message **reply,
+                     ferry_tensor *tensors, size_t cap, size_t *count);
 /**
  * Frees the call. A call still in flight is given up: withdrawn if no worker took it, else
  * left to its worker, which frees the slot when done. NULL is ignored.

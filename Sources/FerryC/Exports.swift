@@ -136,6 +136,19 @@ public func ferry_call_finish(_ call: OpaquePointer?, _ timeoutMs: Int64, _ repl
     return rc
 }
 
+@_cdecl("ferry_call_array")
+public func ferry_call_array(_ client: OpaquePointer?, _ timeoutMs: Int64, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32,
+                             _ shape: UnsafePointer<Int64>?, _ data: UnsafeRawPointer?, _ nbytes: Int, _ waitMs: Int64,
+                             _ out: UnsafeMutablePointer<OpaquePointer?>?, _ reply: UnsafeMutablePointer<OpaquePointer?>?,
+                             _ tensors: UnsafeMutablePointer<ferry_tensor>?, _ cap: Int, _ count: UnsafeMutablePointer<Int>?) -> Int32 {
+    guard let out else { cferry_set_error("out is NULL"); return FERRY_EINVAL }
+    var rc = ferry_call_begin(client, timeoutMs, out)
+    guard rc == FERRY_OK, let call = out.pointee else { return rc }
+    rc = ferry_writer_put_tensor(ferry_call_writer(call), name, dt, ndim, shape, data, nbytes)
+    guard rc == FERRY_OK else { return rc }
+    return ferry_call_poll(call, waitMs, reply, tensors, cap, count)
+}
+
 @_cdecl("ferry_call_free")
 public func ferry_call_free(_ call: OpaquePointer?) {
     if let c = try? borrow(call, CallHandle.self, "call") { c.reply = nil; c.call.close() }
