@@ -14,8 +14,9 @@ MAJOR := 0
 LIBDIR := $(PREFIX)/lib
 PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table example-stream
+CC ?= cc
 
-.PHONY: all check-tables setup build build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-setup install uninstall clean help
+.PHONY: all check-tables setup build python-ext build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-setup install uninstall clean help
 
 all: build
 
@@ -36,6 +37,16 @@ build: setup
 	@test -x $(BUILD)/ferry-cli && test -f $(BUILD)/libferry.so || { echo "build failed" >&2; exit 1; }
 	@ln -sf libferry.so $(BUILD)/libferry.so.0
 	@mkdir -p bin && ln -sf ../$(BUILD)/ferry-cli $(BIN)
+	@$(MAKE) -s python-ext
+
+# The Python client's one-array call in C (python/ferry/_fastcall.c): no libferry link, it
+# gets the function addresses from the ctypes loader. Rebuilt when its source or ferry.h changes.
+python-ext:
+	@ext=python/ferry/_fastcall$$($(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"); \
+	if [ ! -f $$ext ] || [ python/ferry/_fastcall.c -nt $$ext ] || [ include/ferry.h -nt $$ext ]; then \
+	  $(CC) -O2 -shared -fPIC -Wall -Wextra -Werror -Iinclude $$($(PYTHON) -c "import sysconfig; print('-I' + sysconfig.get_paths()['include'])") \
+	    -I$$($(PYTHON) -c "import numpy; print(numpy.get_include())") -o $$ext python/ferry/_fastcall.c || exit 1; \
+	fi
 
 demo: build
 	@$(BIN) demo
@@ -138,4 +149,4 @@ soak: build
 	FERRY_EXPLORER_CALLS=2 $(SWIFT) test --filter SlotMachineExplorerTests.testEveryInterleavingOfTwoClientsTwoWorkersTwoSlots 2>&1 | grep -E 'explorer:|error|Executed'; exit $${PIPESTATUS[0]}
 
 clean:
-	rm -rf .build bin
+	rm -rf .build bin python/ferry/_fastcall*.so

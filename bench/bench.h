@@ -1,11 +1,14 @@
-/* Helpers shared by the C benchmark programs: a monotonic clock, sorting latencies, pinning. */
+/* Helpers shared by the C benchmark programs: a monotonic clock, sorting latencies, pinning,
+ * and the checksum every benchmark model answers with. */
 #ifndef FERRY_BENCH_H
 #define FERRY_BENCH_H
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <sched.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static inline double now_us(void) {
@@ -30,5 +33,27 @@ static inline void pin_cpu(int cpu) {
     CPU_ZERO(&s);
     CPU_SET(cpu, &s);
     sched_setaffinity(0, sizeof s, &s);
+}
+
+/* bench/checksum_model.py's checksum: the little-endian uint64 words summed, then each
+ * remaining byte, modulo 2^64. Every benchmark model computes it, every client checks it. */
+static inline uint64_t bench_checksum(const void *data, size_t n) {
+    const unsigned char *p = data;
+    uint64_t s = 0, v;
+    size_t w = n / 8;
+    for (size_t i = 0; i < w; i++) { memcpy(&v, p + 8 * i, 8); s += v; }
+    for (size_t i = 8 * w; i < n; i++) s += p[i];
+    return s;
+}
+
+/* Writes call number `i` into the payload's first 8 bytes (the stamp: every reply differs). */
+static inline void bench_stamp(void *payload, uint64_t i) { memcpy(payload, &i, 8); }
+
+/* Whether a 16-byte reply is [base + i, n] (base: the checksum with the stamp word zero). */
+static inline int bench_reply_ok(const void *reply, size_t len, uint64_t base, uint64_t i, size_t n) {
+    uint64_t r[2];
+    if (len != 16) return 0;
+    memcpy(r, reply, 16);
+    return r[0] == base + i && r[1] == (uint64_t)n;
 }
 #endif

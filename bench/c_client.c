@@ -1,7 +1,7 @@
 /* C client → Ferry channel (any URL: shm:// or tcp://): sends one tensor of the given shape
- * N times and prints latency percentiles as JSON. When the reply is a uint64 tensor (the
- * checksum model, bench/checksum_model.py), its first element must be the byte sum of the
- * request: replies that are not are counted as "wrong". Used by bench/run.py and bench/tcp.py. */
+ * N times and prints latency percentiles as JSON. Each call is stamped with its number
+ * (bench.h) and the reply must be the checksum model's [checksum, size] (bench/checksum_model.py):
+ * replies that are not are counted as "wrong". Used by bench/run.py and bench/tcp.py. */
 #define _GNU_SOURCE
 #include <sched.h>
 #include "bench.h"
@@ -27,9 +27,11 @@ int main(int argc, char **argv) {
     int64_t shape[FERRY_MAX_DIMS];
     for (int i = 0; i < ndim; i++) { shape[i] = atoll(argv[6 + i]); bytes *= (size_t)shape[i]; }
     pin_cpu(0);
-    unsigned char *payload = malloc(bytes ? bytes : 1);
-    uint64_t expect = 0;
-    for (size_t i = 0; i < bytes; i++) { payload[i] = (unsigned char)(i * 31); expect += payload[i]; }
+    if (bytes < 8) { fprintf(stderr, "the payload must have at least 8 bytes (the stamp)\n"); return 2; }
+    unsigned char *payload = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) payload[i] = (unsigned char)(i * 31);
+    bench_stamp(payload, 0);
+    uint64_t base = bench_checksum(payload, bytes);
     int wrong = 0;
     ferry_client *client;
     if (ferry_client_new(url, NULL, &client) != FERRY_OK) { fprintf(stderr, "%s\n", ferry_last_error()); return 1; }
@@ -44,17 +46,16 @@ int main(int argc, char **argv) {
         if (ferry_writer_add_tensor(ferry_call_writer(call), "input", dtype, ndim, shape, &dst, NULL) != FERRY_OK) {
             fprintf(stderr, "%s\n", ferry_last_error()); return 1;
         }
+        bench_stamp(payload, (uint64_t)i);
         memcpy(dst, payload, bytes);
         const ferry_message *reply;
         if (ferry_call_send(call) != FERRY_OK || ferry_call_wait(call, 10000, &reply) != FERRY_OK) {
             fprintf(stderr, "%s\n", ferry_last_error()); return 1;
         }
         ferry_tensor out;
-        if (ferry_message_tensor(reply, 0, &out) == FERRY_OK && out.dtype == FERRY_DTYPE_UINT64 && out.nbytes >= 8) {
-            uint64_t got;
-            memcpy(&got, out.data, sizeof got);
-            if (got != expect) wrong++;
-        }
+        if (ferry_message_tensor_count(reply) != 1 || ferry_message_tensor(reply, 0, &out) != FERRY_OK || out.dtype != FERRY_DTYPE_UINT64 ||
+            !bench_reply_ok(out.data, out.nbytes, base, (uint64_t)i, bytes))
+            wrong++;
         if (i >= warmup) lat[i - warmup] = now_us() - t0;
         ferry_call_free(call);
     }

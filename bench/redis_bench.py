@@ -3,7 +3,7 @@ raw Redis round trips, side by side in one run, with a real redis-server on loop
 
 Placement: clients on CPU 0; redis-server, the nodes (`ferry serve --redis`) with their Python
 workers, and the seed's redis-py worker on CPU 1. Every model reads every byte of its input
-and answers [byte sum, size]; every reply is checked, and a row with a wrong reply is marked
+and answers [checksum, size] (bench/checksum_model.py); every reply is checked, and a row with a wrong reply is marked
 failed. Scaling uses a model that also sleeps 5 ms per call, nodes with one worker each, and
 a client keeping 12 calls in flight. Writes bench/results/redis.json; bench/render.py puts it
 on docs/benchmarks.md.
@@ -26,6 +26,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "python"))
 sys.path.insert(0, HERE)
 import ferry  # noqa: E402
+from checksum_model import checksum  # noqa: E402
 from tcp import BUILD, CLIENT_CPU, FERRY, MODEL, SERVER_CPU, SMALL, c_client, free_port, log, payload, timed  # noqa: E402
 
 SLOW_MODEL = os.path.join(HERE, "slow_model.py")
@@ -74,14 +75,14 @@ class Nodes:
 
 def seed_worker(port, n):
     """The seed's recipe, worker side (redis-py): job ids on a list, payload under a key,
-    the reply on a per-job list; it reads every byte and answers [byte sum, size]."""
+    the reply on a per-job list; it reads every byte and answers [checksum, size] (bench/checksum_model.py)."""
     import redis
     os.sched_setaffinity(0, {SERVER_CPU})
     r = redis.Redis(host="127.0.0.1", port=port)
     while True:
         _, job = r.brpop(["ferry:jobs"])
         b = np.frombuffer(r.getdel(b"ferry:payload:" + job), dtype=np.uint8)
-        r.lpush(b"ferry:reply:" + job, np.array([int(b.sum(dtype=np.uint64)), b.size], dtype=np.uint64).tobytes())
+        r.lpush(b"ferry:reply:" + job, np.array([checksum(b), b.size], dtype=np.uint64).tobytes())
 
 
 def seed_recipe(port, count, warmup) -> dict:
@@ -98,7 +99,7 @@ def seed_recipe(port, count, warmup) -> dict:
 
 def flag_worker(port):
     """Seed 000's worker side (redis-py): poll the flag; when set, read the image list, answer
-    [byte sum, size] under a key and flip the flag. Polls without sleeping (its best case)."""
+    [checksum, size] (bench/checksum_model.py) under a key and flip the flag. Polls without sleeping (its best case)."""
     import redis
     os.sched_setaffinity(0, {SERVER_CPU})
     r = redis.Redis(host="127.0.0.1", port=port)
@@ -106,7 +107,7 @@ def flag_worker(port):
         if r.get("FLAG") != b"1":
             continue
         b = np.frombuffer(b"".join(r.lrange("IMAGE_LIST", 0, -1)), dtype=np.uint8)
-        r.set("RESULT", np.array([int(b.sum(dtype=np.uint64)), b.size], dtype=np.uint64).tobytes())
+        r.set("RESULT", np.array([checksum(b), b.size], dtype=np.uint64).tobytes())
         r.set("FLAG", "2")
 
 
@@ -132,7 +133,7 @@ def scaling(url, calls, inflight=12) -> dict:
     """Calls/s with `inflight` calls kept in flight from one Python client (every reply checked)."""
     x = payload(SMALL)
     b = x.view(np.uint8).reshape(-1)
-    expect = (int(b.sum(dtype=np.uint64)), b.size)
+    expect = (checksum(b), b.size)
     wrong = 0
     with ferry.Client(url + "?cache=0") as c:
         pending = [c.send(x, timeout=60) for _ in range(inflight)]

@@ -14,16 +14,18 @@
 
 int main(int argc, char **argv) {
     if (argc < 5) { fprintf(stderr, "usage: %s PORT COUNT WARMUP BYTES [check]\n", argv[0]); return 2; }
-    /* "check": the worker answers [byte sum, size] as two uint64; count replies that differ. */
-    int check = argc > 5 && strcmp(argv[5], "check") == 0;
+    /* Every reply is checked: the worker answers [checksum, size] (bench.h); each call is
+     * stamped with its number, so a stale reply is caught too. ("check" is accepted, as before.) */
     long wrong = 0;
     int port = atoi(argv[1]), count = atoi(argv[2]), warmup = atoi(argv[3]);
     size_t bytes = (size_t)atoll(argv[4]);
     redisContext *r = redisConnect("127.0.0.1", port);
     if (!r || r->err) { fprintf(stderr, "redis: %s\n", r ? r->errstr : "no memory"); return 1; }
-    char *payload = malloc(bytes ? bytes : 1);
-    unsigned long long expect = 0;
-    for (size_t i = 0; i < bytes; i++) { payload[i] = (char)(i * 31); expect += (unsigned char)payload[i]; }
+    if (bytes < 8) { fprintf(stderr, "BYTES must be at least 8 (the stamp)\n"); return 2; }
+    char *payload = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) payload[i] = (char)(i * 31);
+    bench_stamp(payload, 0);
+    uint64_t base = bench_checksum(payload, bytes);
     double *lat = malloc(sizeof(double) * (size_t)count);
     double start = 0;
     for (int i = 0; i < warmup + count; i++) {
@@ -31,6 +33,7 @@ int main(int argc, char **argv) {
         char job[32];
         snprintf(job, sizeof job, "c%d", i);
         double t0 = now_us();
+        bench_stamp(payload, (uint64_t)i);
         redisReply *a = redisCommand(r, "SET ferry:payload:%s %b", job, payload, bytes);
         redisReply *b = a ? redisCommand(r, "LPUSH ferry:jobs %s", job) : NULL;
         redisReply *c = b ? redisCommand(r, "BRPOP ferry:reply:%s 30", job) : NULL;
@@ -38,11 +41,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "redis: no reply for %s\n", job);
             return 1;
         }
-        if (check) {
-            unsigned long long got[2];
-            memcpy(got, c->element[1]->str, sizeof got);
-            if (got[0] != expect || got[1] != bytes) wrong++;
-        }
+        if (!bench_reply_ok(c->element[1]->str, c->element[1]->len, base, (uint64_t)i, bytes)) wrong++;
         if (i >= warmup) lat[i - warmup] = now_us() - t0;
         freeReplyObject(a);
         freeReplyObject(b);

@@ -3,7 +3,7 @@ socket recipe, side by side in one run, over loopback.
 
 Placement: clients on CPU 0; the gateway (`ferry serve --listen`) and its Python worker, the
 raw TCP server and the pyzmq worker on CPU 1. Every model reads every byte of its input and
-answers [byte sum, size]; every reply is checked, and a row with a wrong reply is marked
+answers [checksum, size] (bench/checksum_model.py); every reply is checked, and a row with a wrong reply is marked
 failed. Writes bench/results/tcp.json; bench/render.py puts it on docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -23,7 +23,9 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "python"))
+sys.path.insert(0, HERE)
 import ferry  # noqa: E402
+from checksum_model import checksum  # noqa: E402
 
 FERRY = os.path.join(ROOT, "bin", "ferry")
 BUILD = os.path.join(HERE, ".build")
@@ -95,7 +97,7 @@ def c_client(url, shape, count, warmup) -> dict:
 
 def checked(reply, x) -> bool:
     b = x.view(np.uint8).reshape(-1)
-    return int(reply[0]) == int(b.sum(dtype=np.uint64)) and int(reply[1]) == b.size
+    return int(reply[0]) == checksum(b) and int(reply[1]) == b.size
 
 
 def timed(fn, x, count, warmup) -> dict:
@@ -129,7 +131,7 @@ def zmq_worker(port: int) -> None:
     while True:
         msg = sock.recv(copy=False)
         b = np.frombuffer(msg.buffer, dtype=np.uint8)
-        sock.send(np.array([int(b.sum(dtype=np.uint64)), b.size], dtype=np.uint64).tobytes())
+        sock.send(np.array([checksum(b), b.size], dtype=np.uint64).tobytes())
 
 
 def pyzmq(shape, count, warmup) -> dict:

@@ -11,7 +11,7 @@ APT_PACKAGES=(gcc g++ make pkg-config cmake openssl libzstd-dev libturbojpeg0-de
 PY_MODULES="numpy pytest hypothesis sklearn scipy pandas pyarrow"
 PY_REQUIREMENTS=python/requirements.txt
 if [ "${1:-}" = "--bench" ]; then
-    APT_PACKAGES=(redis-server libhiredis-dev)
+    APT_PACKAGES=(redis-server libhiredis-dev libzmq3-dev)
     PY_MODULES="zmq redis hiredis iceoryx2 matplotlib PIL pyarrow pandas"
     PY_REQUIREMENTS=bench/requirements.txt
 fi

@@ -77,6 +77,12 @@ struct Bench: ParsableCommand {
     var maxBatch: Int = 1
     @Option(name: .customLong("max-delay"), help: "With --max-batch: microseconds to wait for more requests.")
     var maxDelay: Int = 500
+    @Flag(help: """
+        Check every reply: each call stamps its number into the payload's first 8 bytes and the \
+        model must answer [checksum, byte count] as two uint64 (bench/checksum_model.py: the \
+        little-endian uint64 words summed, then the remaining bytes, modulo 2^64). Wrong replies are counted.
+        """)
+    var check = false
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
     @OptionGroup var channel: ChannelOptions
@@ -150,6 +156,10 @@ struct Bench: ParsableCommand {
         var rng = SystemRandomNumberGenerator()
         for i in stride(from: 0, to: payload.count, by: 8) { payload[i] = UInt8.random(in: 0...255, using: &rng) }
         let shared = payload
+        let check = self.check
+        if check && payloadBytes < 8 { throw ValidationError("--check needs a payload of at least 8 bytes") }
+        // The checksum with the stamp word zeroed: a call stamped k must come back as base &+ k.
+        let checkBase: UInt64 = check ? benchChecksum(payload, skippingFirstWord: true) : 0
 
         // Wait until a worker answers, so start-up is not measured.
         do {
@@ -170,7 +180,8 @@ struct Bench: ParsableCommand {
             let t = Thread { [self] in
                 do {
                     if clientCPU >= 0 { try System.pin(cpu: clientCPU) }
-                    let h = try runClient(url: target, dtype: dt, dims: dims, payload: shared, index: c, results: results, stop: stop)
+                    let h = try runClient(url: target, dtype: dt, dims: dims, payload: shared, index: c, results: results, stop: stop,
+                                          checkBase: check ? checkBase : nil)
                     results.set(c, h)
                 } catch {
                     results.fail(error)
@@ -205,7 +216,7 @@ struct Bench: ParsableCommand {
             "p50_us": us(50), "p99_us": us(99), "p999_us": us(99.9), "mean_us": hist.mean / 1000,
             "max_us": Double(hist.max) / 1000,
             "throughput_per_s": throughput, "mb_per_s": throughput * Double(payloadBytes) / 1e6,
-            "wall_s": wall, "idle_worker_cpu_percent": idle as Any,
+            "wall_s": wall, "idle_worker_cpu_percent": idle as Any, "wrong": results.wrong, "checked": check,
             "client_cpu_s": clientCPUUsed, "worker_cpu_s": workerCPU,
             "cpu_us_per_call": (clientCPUUsed + workerCPU) / Double(max(total, 1)) * 1e6,
             "settings": [
@@ -223,31 +234,50 @@ struct Bench: ParsableCommand {
             print(String(format: "  latency  p50 %8.1f µs   p99 %8.1f µs   p99.9 %8.1f µs   mean %8.1f µs", us(50), us(99), us(99.9), hist.mean / 1000))
             print(String(format: "  rate     %10.0f calls/s   %10.1f MB/s", throughput, throughput * Double(payloadBytes) / 1e6))
             if let idle { print(String(format: "  idle worker CPU %.2f %% over %.1f s", idle, idleSeconds)) }
+            if check { print("  replies  \(results.wrong) wrong of \(total) checked") }
         }
     }
 
-    func runClient(url: String, dtype: DType, dims: [Int], payload: [UInt8], index: Int, results: ResultBox, stop: StopSignal) throws -> Histogram<UInt64> {
+    func runClient(url: String, dtype: DType, dims: [Int], payload: [UInt8], index: Int, results: ResultBox, stop: StopSignal,
+                   checkBase: UInt64?) throws -> Histogram<UInt64> {
         let client = try Client(url)
         defer { client.close() }
         var hist = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
-        var pending: [(PendingCall, UInt64)] = []
+        var pending: [(PendingCall, UInt64, UInt64)] = []
         let n = warmup + count
         var issued = 0, completed = 0
+        // Stamps differ across clients too: a reply meant for another client is caught.
+        let stampBase = UInt64(index) << 40
         func issue() throws {
             // The clock covers the whole call: claiming a slot, writing the payload, the round trip.
             let t0 = System.nowNanos()
             let call = try client.begin(timeout: .seconds(60))
             let buf = try call.writer.addTensor(name: "input", dtype: dtype, shape: dims)
             payload.withUnsafeBytes { if !$0.isEmpty { buf.copyMemory(from: $0) } }
+            let stamp = stampBase &+ UInt64(issued)
+            if checkBase != nil { buf.storeBytes(of: stamp.littleEndian, as: UInt64.self) }
             try call.send()
-            pending.append((call, t0))
+            pending.append((call, t0, stamp))
             issued += 1
         }
         while completed < n {
             while issued < n && pending.count < inflight { try issue() }
-            let (call, t0) = pending.removeFirst()
+            let (call, t0, stamp) = pending.removeFirst()
             let reply = try call.wait()
-            _ = reply.tensorCount
+            if let base = checkBase {
+                // Read after the clock would flatter nobody: reading 16 bytes is part of the call.
+                var ok = false
+                if reply.tensorCount == 1 {
+                    let t = reply.tensor(at: 0)
+                    if t.dtype == .uint64 && t.data.count == 16 {
+                        ok = UInt64(littleEndian: t.data.loadUnaligned(as: UInt64.self)) == base &+ stamp
+                            && UInt64(littleEndian: t.data.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) == UInt64(payload.count)
+                    }
+                }
+                if !ok { results.wrongReply() }
+            } else {
+                _ = reply.tensorCount
+            }
             let t1 = System.nowNanos()
             call.close()
             if completed == warmup { results.markStart(index) }
@@ -279,6 +309,9 @@ final class ResultBox: @unchecked Sendable {
     func set(_ i: Int, _ h: Histogram<UInt64>) { lock.lock(); histograms[i] = h; remaining -= 1; lock.unlock() }
     func fail(_ e: Error) { lock.lock(); error = error ?? e; remaining -= 1; lock.unlock() }
     func tick() { lock.lock(); _done += 1; lock.unlock() }
+    private var _wrong = 0
+    func wrongReply() { lock.lock(); _wrong += 1; lock.unlock() }
+    var wrong: Int { lock.lock(); defer { lock.unlock() }; return _wrong }
     func markStart(_ i: Int) { lock.lock(); starts[i] = Date(); lock.unlock() }
     func markEnd(_ i: Int) { lock.lock(); ends[i] = Date(); lock.unlock() }
     var done: Int { lock.lock(); defer { lock.unlock() }; return _done }
@@ -298,5 +331,19 @@ func connectWhenServed(_ url: String) throws -> Client {
         do { return try Client(url) } catch let e as FerryError where e.code == .noServer && Date() < deadline {
             Thread.sleep(forTimeInterval: 0.05)
         }
+    }
+}
+
+/// bench/checksum_model.py's checksum: the little-endian uint64 words summed, then each
+/// remaining byte, modulo 2^64 (optionally with the first word, the call's stamp, as zero).
+func benchChecksum(_ bytes: [UInt8], skippingFirstWord: Bool) -> UInt64 {
+    bytes.withUnsafeBytes { buf in
+        var sum: UInt64 = 0
+        let words = buf.count / 8
+        for i in (skippingFirstWord ? 1 : 0)..<max(words, skippingFirstWord ? 1 : 0) {
+            sum &+= UInt64(littleEndian: buf.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+        }
+        for i in (8 * words)..<buf.count { sum &+= UInt64(buf[i]) }
+        return sum
     }
 }

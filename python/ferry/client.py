@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from ctypes import byref, c_char_p, c_int, c_int64, c_size_t, c_uint8, c_void_p
+from ctypes import addressof, byref, c_char_p, cast, c_int, c_int64, c_size_t, c_uint8, c_void_p
 from typing import Any, Mapping
 
 from ._handle import Handle, check
@@ -16,6 +16,20 @@ from .table import TABLE, from_tensors
 from .message import _CODES_BY_DTYPE, _address, DEFAULT_INPUT, MAX_DIMS, NUMPY_DTYPES, MessageReader, read_metadata, write_message
 
 _INPUT = DEFAULT_INPUT.encode()
+
+# The one-array call in C (_fastcall.c, built by `make build`); the ctypes path below does
+# the same where it is absent or FERRY_PURE_PYTHON=1 asks for it (tests run both).
+_fastcall = None
+if not os.environ.get("FERRY_PURE_PYTHON"):
+    try:
+        from . import _fastcall
+    except ImportError:
+        _fastcall = None
+if _fastcall is not None:
+    _fastcall.bind(cast(lib.ferry_call_array, c_void_p).value, cast(lib.ferry_call_poll, c_void_p).value,
+                   cast(lib.ferry_call_free, c_void_p).value,
+                   tuple(NUMPY_DTYPES.get(code) for code in range(max(NUMPY_DTYPES) + 1)))
+    _fast = _fastcall.call
 
 
 # Hot-path entry points called with prebuilt ctypes arguments (see _lib.raw).
@@ -68,6 +82,8 @@ class _CallScratch:
         self.call, self.reply, self.count = c_void_p(), c_void_p(), c_size_t()
         self.call_ref, self.reply_ref, self.count_ref = byref(self.call), byref(self.reply), byref(self.count)
         self.shape = (c_int64 * MAX_DIMS)()
+        self.call_at, self.reply_at, self.count_at = addressof(self.call), addressof(self.reply), addressof(self.count)
+        self.tensors, self.tensors_at = None, 0
 
 
 class Client(Handle):
@@ -170,17 +186,25 @@ class Client(Handle):
         sc = self._tls.__dict__.get("s")
         if sc is None:
             sc = self._tls.s = _CallScratch()
-        shape = sc.shape
-        for i, d in enumerate(arr.shape):
-            shape[i] = d
         reader = sc.reader
-        addr = _address(arr)
+        if _fastcall is None:
+            shape = sc.shape
+            for i, d in enumerate(arr.shape):
+                shape[i] = d
+            addr = _address(arr)
+        elif reader._tensors is not sc.tensors:  # the reader grows its array for big replies
+            sc.tensors, sc.tensors_at = reader._tensors, addressof(reader._tensors)
         with self._lock:
             h = self._handle()
             self._begins += 1
         try:
-            rc = _call_array(h, ms, _INPUT, c_int(code), c_int(arr.ndim), shape, c_void_p(addr),
-                             c_size_t(arr.nbytes), _STEP_MS, sc.call_ref, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
+            if _fastcall is None:
+                rc = _call_array(h, ms, _INPUT, c_int(code), c_int(arr.ndim), shape, c_void_p(addr),
+                                 c_size_t(arr.nbytes), _STEP_MS, sc.call_ref, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
+            else:
+                rc = _fast(h.value, ms.value, _INPUT, code, arr, 100, sc.call_at, sc.reply_at, sc.tensors_at, reader._cap, sc.count_at)
+                if type(rc) is not int:
+                    return rc  # the reply array; the call is freed
         finally:
             with self._lock:
                 self._begins -= 1

@@ -251,10 +251,10 @@ class Worker(Handle):
             try:
                 if result is None:
                     raise TypeError("the model returned None; return an array, a scalar, str, bytes, or a dict of those")
+                rc = None
                 if not kept and type(result) is ndarray and (result.base is None or result is arg):
-                    rc = reply_array(job_ptr, output, result, scratch)
-                else:
-                    rc = None
+                    rc = reply_array(job_ptr, output, result, scratch)  # None: not a plain array (e.g. str)
+                if rc is None:
                     write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
                     if slot >= 0:
                         arg = tensors = result = arrays = None  # the reply is written: only the model can hold the input now

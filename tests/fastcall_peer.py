@@ -1,0 +1,58 @@
+"""Makes the same one-array calls through whichever client path this process has (the
+compiled one, or ctypes under FERRY_PURE_PYTHON=1) and prints one line per call: what came
+back, or which error. tests/test_fastcall.py compares the two transcripts."""
+import hashlib
+import sys
+
+import numpy as np
+
+import ferry
+
+url = sys.argv[1]
+
+
+def show(r):
+    if isinstance(r, np.ndarray):
+        digest = hashlib.sha1(r.tobytes() if r.dtype.kind != "U" else "|".join(r.reshape(-1).tolist()).encode()).hexdigest()[:12]
+        return f"ndarray {r.dtype.str} {r.shape} {digest} writeable={r.flags.writeable} owndata={r.base is None or r.flags.owndata}"
+    if isinstance(r, dict):
+        return "dict " + ", ".join(f"{k}: {show(v)}" for k, v in sorted(r.items()))
+    return f"{type(r).__name__} {r!r}"
+
+
+def cases():
+    rng = np.random.default_rng(1)
+    for dt in ("bool", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8"):
+        for shape in ((), (0,), (1,), (7,), (3, 5), (2, 0, 4), (1, 2, 1, 2, 1, 2, 1, 2)):
+            a = np.asarray(rng.integers(0, 100, shape)).astype(dt)
+            yield f"{dt} {shape}", a, None
+    ro = np.arange(10, dtype=np.float64)
+    ro.flags.writeable = False
+    yield "read-only", ro, None
+    yield "not contiguous", np.arange(20, dtype=np.int32)[::2], None
+    yield "fortran order", np.asfortranarray(np.arange(12, dtype=np.int64).reshape(3, 4)), None
+    yield "big-endian", np.arange(5, dtype=">f8"), None
+    yield "model error", np.array([-1, 0], np.float32), None
+    yield "several wait steps", np.array([-2, 0.35], np.float64), None
+    yield "deadline", np.array([-2, 1.0], np.float64), 0.2
+    yield "after the deadline", np.arange(3, dtype=np.uint16), None
+    yield "several tensors back", np.array([-4, 1], np.int64), None
+    yield "strings back", np.array([-5], np.int8), None
+    yield "empty back", np.array([-6], np.int32), None
+    yield "9 dims", np.zeros((1,) * 9, np.uint8), None
+    yield "large", rng.integers(0, 255, (1080, 1920, 3), dtype=np.uint8), None
+
+
+with ferry.Client(url) as c:
+    for label, arr, timeout in cases():
+        try:
+            r = c.call(arr, timeout=timeout)
+            if isinstance(r, np.ndarray) and label not in ("empty back", "strings back"):
+                want = arr.astype(arr.dtype.newbyteorder("<"), order="C")
+                assert r.dtype == want.dtype and r.shape == want.shape and (r.tobytes() == want.tobytes()), (label, arr, r)
+            print(label, "->", show(r), flush=True)
+        except ferry.FerryError as e:
+            print(label, "->", type(e).__name__, str(e).splitlines()[0][:80], getattr(e, "type", None), flush=True)
+        except (ValueError, TypeError) as e:
+            print(label, "->", type(e).__name__, str(e)[:80], flush=True)
+print("fast" if ferry.client._fastcall is not None else "ctypes")

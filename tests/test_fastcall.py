@@ -1,0 +1,76 @@
+"""The Python client's one-array call: compiled (_fastcall.c) and ctypes paths agree on
+every reply and every error, and a long call stays interruptible."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import ferry
+
+from conftest import MODELS, PYTHON_DIR
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_peer(url, pure):
+    env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+    env.pop("FERRY_PURE_PYTHON", None)
+    if pure:
+        env["FERRY_PURE_PYTHON"] = "1"
+    r = subprocess.run([sys.executable, os.path.join(HERE, "fastcall_peer.py"), url], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_make_builds_the_compiled_call_and_the_client_uses_it():
+    if os.environ.get("FERRY_PURE_PYTHON"):
+        assert ferry.client._fastcall is None
+    else:
+        assert ferry.client._fastcall is not None, "python/ferry/_fastcall*.so missing: run `make build`"
+
+
+def test_compiled_and_ctypes_paths_answer_every_case_alike(procs, name):
+    url = f"shm://{name}?slot_size=16M&slots=2"
+    procs.worker(url, os.path.join(MODELS, "arraycases.py"))
+    fast, pure = run_peer(url, False), run_peer(url, True)
+    assert fast[-1] == "fast" and pure[-1] == "ctypes"
+    assert fast[:-1] == pure[:-1]
+    lines = dict(line.split(" -> ", 1) for line in fast[:-1])
+    assert lines["model error"].startswith("RemoteError ValueError: negative input"), lines["model error"]
+    assert lines["deadline"].startswith("Timeout"), lines["deadline"]
+    assert lines["several wait steps"].startswith("ndarray <f8 (2,)"), lines["several wait steps"]
+    assert lines["after the deadline"].startswith("ndarray <u2 (3,)"), lines["after the deadline"]
+    assert lines["several tensors back"].startswith("dict a: ndarray <i8 (2,)"), lines["several tensors back"]
+    assert lines["strings back"].startswith("ndarray <U5 (2,)"), lines["strings back"]
+    assert lines["empty back"].startswith("ndarray <f4 (2, 0, 3)"), lines["empty back"]
+    assert lines["9 dims"].startswith("InvalidArgument") or lines["9 dims"].startswith("ValueError"), lines["9 dims"]
+    assert "writeable=True owndata=True" in lines["u1 (3, 5)"], lines["u1 (3, 5)"]
+
+
+def test_ctrl_c_interrupts_a_long_one_array_call_and_the_client_goes_on(procs, name):
+    url = f"shm://{name}?slots=1"
+    procs.worker(url, os.path.join(MODELS, "arraycases.py"))
+    script = (
+        "import time, numpy as np, ferry\n"
+        f"c = ferry.Client({url!r})\n"
+        "print('calling', flush=True)\n"
+        "t0 = time.monotonic()\n"
+        "try:\n"
+        "    c.call(np.array([-2, 1.5]))\n"
+        "    print('no interrupt')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted after %.2f s' % (time.monotonic() - t0), flush=True)\n"
+        "print(c.call(np.arange(4.0), timeout=5).tolist(), flush=True)\n"
+    )
+    p = procs.start([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=PYTHON_DIR), stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "calling"
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=30)
+    lines = out.splitlines()
+    assert lines[0].startswith("interrupted after"), out
+    assert float(lines[0].split()[2]) < 0.8, out
+    # the single slot was given up: the next call is answered once the worker is done
+    assert lines[1] == "[0.0, 1.0, 2.0, 3.0]", out
