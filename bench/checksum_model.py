@@ -6,17 +6,26 @@ import numpy as np
 
 
 def checksum(a) -> int:
-    b = np.asarray(a).reshape(-1).view(np.uint8) if np.asarray(a).flags.c_contiguous else np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    b = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
     w = len(b) // 8
-    s = int(np.add.reduce(b[: 8 * w].view("<u8"), dtype=np.uint64)) if w else 0
+    s = int(np.add.reduce(b[: 8 * w].view("<u8"))) if w else 0
     if len(b) > 8 * w:
         s += int(b[8 * w:].sum(dtype=np.uint64))
     return s % (1 << 64)
 
 
+_add = np.add.reduce
+
+
 def answer(a) -> np.ndarray:
     """What the model replies for input `a`."""
-    return np.array([checksum(a), np.asarray(a).nbytes], dtype=np.uint64)
+    n = a.nbytes
+    if n % 8 == 0 and a.flags.c_contiguous:  # the benchmarks' case, without Python int arithmetic
+        out = np.empty(2, np.uint64)
+        out[0] = _add(a.reshape(-1).view(np.uint64)) if n else 0
+        out[1] = n
+        return out
+    return np.array([checksum(a), n], dtype=np.uint64)
 
 
 def predict(x):
