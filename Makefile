@@ -43,6 +43,8 @@ build: setup
 # gets the function addresses from the ctypes loader. Rebuilt when its source or ferry.h changes.
 python-ext:
 	@ext=python/ferry/_fastcall$$($(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"); \
+	inc=$$($(PYTHON) -c "import sysconfig; print(sysconfig.get_paths()['include'])"); \
+	if [ ! -f $$inc/Python.h ]; then echo "note: no Python.h for $(PYTHON): the Python client uses its ctypes path" >&2; exit 0; fi; \
 	if [ ! -f $$ext ] || [ python/ferry/_fastcall.c -nt $$ext ] || [ include/ferry.h -nt $$ext ]; then \
 	  $(CC) -O2 -shared -fPIC -Wall -Wextra -Werror -Iinclude $$($(PYTHON) -c "import sysconfig; print('-I' + sysconfig.get_paths()['include'])") \
 	    -I$$($(PYTHON) -c "import numpy; print(numpy.get_include())") -o $$ext python/ferry/_fastcall.c || exit 1; \

@@ -317,8 +317,11 @@ def _raw_worker(path, nbytes, shape, dtype):
     addr = ctypes.c_void_p(buf.ctypes.data)
     SYS_futex, WAIT, WAKE = 202, 0, 1
     while True:
-        while state[0] != 1:
-            libc.syscall(SYS_futex, addr, WAIT, ctypes.c_uint32(int(state[0])), None, None, 0)
+        while True:
+            seen = int(state[0])  # read once: the value we sleep on is the value we checked
+            if seen == 1:
+                break
+            libc.syscall(SYS_futex, addr, WAIT, ctypes.c_uint32(seen), None, None, 0)
         reply[:] = answer(a)
         state[0] = 2
         libc.syscall(SYS_futex, addr, WAKE, 1, None, None, 0)

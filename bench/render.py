@@ -86,7 +86,7 @@ def plots(data: dict) -> None:
     plt.close(fig)
 
 
-FERRY_PY, FERRY_PY_FUTEX = "Ferry (hybrid: spins 100 µs, then sleeps)", "Ferry wait=futex"
+FERRY_PY, FERRY_PY_FUTEX, FERRY_PY_SPIN = "Ferry (hybrid: spins 100 µs, then sleeps)", "Ferry wait=futex", "Ferry wait=spin"
 FERRY_C, FERRY_C_FUTEX = "Ferry: C", "Ferry: C, wait=futex"
 RAW_C = "raw shared memory + futex by hand (C)"
 ICEORYX_POLL = "iceoryx2 request-response (polling)"
@@ -112,6 +112,10 @@ def table(res: dict, names: list[str]) -> list[str]:
     return out
 
 
+#: Within this factor a ranking is not claimed either way (run-to-run noise is ±10–20 %).
+TIE = 1.05
+
+
 def first_line(res: dict, group: dict, label: str) -> str:
     """Who is first (p50) among rows that answered right, and by how much."""
     if not group:
@@ -124,6 +128,9 @@ def first_line(res: dict, group: dict, label: str) -> str:
         return ""
     f, p = ferry[0], peers[0]
     ratio = group[p]["p50_us"] / group[f]["p50_us"]
+    if 1 / TIE < ratio < TIE:
+        return (f"{label}: **tied** — {f} p50 {fmt(group[f]['p50_us'])} µs and {p} {fmt(group[p]['p50_us'])} µs are "
+                f"within {round((TIE - 1) * 100)} %, less than this machine's run-to-run noise.")
     if is_ferry(best):
         return f"{label}: **Ferry first** — {f} p50 {fmt(group[f]['p50_us'])} µs, {ratio:.2f}× faster than the best peer ({p}, {fmt(group[p]['p50_us'])} µs)."
     return (f"{label}: **Ferry is not first** — {p} p50 {fmt(group[p]['p50_us'])} µs against {f} {fmt(group[f]['p50_us'])} µs "
@@ -295,9 +302,16 @@ def targets(data: dict) -> str:
         best = min(sleepers, key=lambda k: sleepers[k]["p50_us"])
         check("(c) sleeping, Python, digits: Ferry wait=futex p50 at or below the best sleeping peer",
               fz["p50_us"] <= sleepers[best]["p50_us"], f"Ferry {fmt(fz['p50_us'])} µs vs {best} {fmt(sleepers[best]['p50_us'])} µs")
-    if f and iox:
-        check("(c) spinning, Python, digits: Ferry hybrid p50 at or below iceoryx2 polling", f["p50_us"] <= iox["p50_us"],
-              f"{fmt(f['p50_us'])} µs vs {fmt(iox['p50_us'])} µs; CPU per call {fmt(f['cpu_us_per_call'])} µs vs {fmt(iox['cpu_us_per_call'])} µs")
+    for res, what in ((digits, "digits"), (frame, "1080p frames")):
+        spinners = [good(res, k) for k in (FERRY_PY, FERRY_PY_SPIN)]
+        spinners = [x for x in spinners if x]
+        peer = good(res, ICEORYX_POLL)
+        if spinners and peer:
+            fb = min(spinners, key=lambda x: x["p50_us"])
+            name = FERRY_PY_SPIN if fb is good(res, FERRY_PY_SPIN) else "hybrid"
+            check(f"(c) spinning, Python, {what}: Ferry (best of hybrid and wait=spin) p50 at or below iceoryx2 polling",
+                  fb["p50_us"] <= peer["p50_us"], f"{name} {fmt(fb['p50_us'])} µs vs {fmt(peer['p50_us'])} µs; CPU per call "
+                  f"{fmt(fb['cpu_us_per_call'])} µs vs {fmt(peer['cpu_us_per_call'])} µs")
     wait = {r["wait"]: r for r in data.get("scaling", {}).get("wait", [])}
     if "hybrid" in wait and wait["hybrid"].get("idle_worker_cpu_percent") is not None:
         v = wait["hybrid"]["idle_worker_cpu_percent"]
@@ -311,7 +325,7 @@ def render_tcp(r: dict) -> str:
         return "–" if v is None else (f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
     out = ["## Across hosts: `tcp://` over loopback", "",
            f"Measured {r['date']} with `{r['command']}` (bench/tcp.py), one run, side by side. "
-           f"Placement: {r['placement']}. Every model reads every byte of its input and answers its byte sum; "
+           f"Placement: {r['placement']}. Every model reads every byte of its input and answers its checksum (bench/checksum_model.py); "
            "every reply is checked (`wrong` counts replies that did not match; a row with any is failed). "
            "\"Gateway spin, then sleep\" is `ferry serve`'s default wait (hybrid, 100 µs); \"sleeping\" is `--wait futex`, "
            "like the raw socket and ZeroMQ rows, which sleep in the kernel.", ""]
@@ -360,7 +374,7 @@ def render_redis(r: dict) -> str:
         return "–" if v is None else (f"{v:,.1f}" if v < 100 else f"{v:,.0f}")
     out = ["## Many machines: `redis://` through a real redis-server", "",
            f"Measured {r['date']} with `{r['command']}` (bench/redis_bench.py), one run, side by side. "
-           f"Placement: {r['placement']}. Every model reads every byte of its input and answers its byte sum; every reply is "
+           f"Placement: {r['placement']}. Every model reads every byte of its input and answers its checksum (bench/checksum_model.py); every reply is "
            "checked (`wrong` counts replies that did not match; a row with any is failed). The nodes are `ferry serve --redis` "
            "with one Python worker each; every client and worker here sleeps in the kernel while it waits for Redis.", ""]
     for group, title in (("small", "Small requests (digits, 7 056 bytes → 16 bytes), one call at a time"),

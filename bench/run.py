@@ -209,7 +209,7 @@ def start_python_worker(url: str) -> subprocess.Popen:
 
 #: Every row: (key for --only, the row's name, which client, how the client waits).
 FERRY_PY = "Ferry (hybrid: spins 100 µs, then sleeps)"
-FERRY_PY_FUTEX = "Ferry wait=futex"
+FERRY_PY_FUTEX, FERRY_PY_SPIN = "Ferry wait=futex", "Ferry wait=spin"
 FERRY_C, FERRY_C_FUTEX, FERRY_SWIFT = "Ferry: C", "Ferry: C, wait=futex", "Ferry: Swift"
 ZMQ_C, REDIS_C, RAW_C = "libzmq REQ (C) → pyzmq REP, ipc://", "Redis lists (C hiredis → redis-py worker, the seed's setup)", \
     "raw shared memory + futex by hand (C)"
@@ -234,16 +234,18 @@ def run_payload(name, shape, dtype, count, warmup, redis_port, only) -> dict:
             log(f"    {label}: {r['wrong']} wrong replies")
 
     # Ferry, Python and native clients, against a Python worker of the checksum model.
-    for wait in ("hybrid", "futex"):
-        url = f"shm://bench-py-{os.getpid()}?slot_size={slot_size(nbytes)}&slots=4&wait={wait}"
-        keys = [k for k in (f"ferry-python-{wait}", f"ferry-c-{wait}") if want(k)]
+    labels = {"hybrid": FERRY_PY, "futex": FERRY_PY_FUTEX, "spin": FERRY_PY_SPIN}
+    for wait in ("hybrid", "futex", "spin"):
+        # A channel of its own per wait mode: nothing of one row's channel can leak into the next.
+        url = f"shm://bench-py-{os.getpid()}-{wait}?slot_size={slot_size(nbytes)}&slots=4&wait={wait}"
+        keys = [k for k in (f"ferry-python-{wait}", f"ferry-c-{wait}" if wait != "spin" else None) if k and want(k)]
         if keys:
             worker = start_python_worker(url)
             try:
                 if want(f"ferry-python-{wait}"):
                     log(f"  Ferry Python → Python, wait={wait}")
                     with ferry.Client(url) as c:
-                        row(FERRY_PY if wait == "hybrid" else FERRY_PY_FUTEX, "Python", "spins" if wait == "hybrid" else "sleeps",
+                        row(labels[wait], "Python", "sleeps" if wait == "futex" else "spins",
                             lambda: measure(lambda p: c.call(p), payload, count, warmup, worker.pid))
                 if want(f"ferry-c-{wait}"):
                     log(f"  Ferry C → Python, wait={wait}")
@@ -388,7 +390,7 @@ def machine() -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="divide counts by 5")
-    ap.add_argument("--only", default="", help="comma-separated rows: ferry-python-hybrid, ferry-python-futex, ferry-c-hybrid, "
+    ap.add_argument("--only", default="", help="comma-separated rows: ferry-python-hybrid, ferry-python-futex, ferry-python-spin, ferry-c-hybrid, "
                     "ferry-c-futex, ferry-swift, pipe, shm-pipe, zmq, redis, iceoryx2, iceoryx2-events, zmq-c, redis-c, raw-c, memcpy")
     ap.add_argument("--payloads", default="", help="comma-separated payload indexes (0: digits … 3: table); default all")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds for the digits payload (each row keeps its median)")

@@ -2,7 +2,7 @@
  * digit images pushed onto a list, a flag key set to tell the Python program to read them,
  * then the flag polled until the worker has stored the result, which is read back. The
  * worker (bench/redis_bench.py, redis-py) polls the same flag. Both poll without sleeping,
- * the recipe's best case. The worker answers [byte sum, size] as two uint64, checked here.
+ * the recipe's best case. The worker answers [checksum, size] (bench.h) of the stamped images, checked here.
  * Prints latency percentiles as JSON. */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -19,9 +19,11 @@ int main(int argc, char **argv) {
     pin_cpu(0);
     redisContext *r = redisConnect("127.0.0.1", port);
     if (!r || r->err) { fprintf(stderr, "redis: %s\n", r ? r->errstr : "no memory"); return 1; }
-    unsigned char *payload = malloc(bytes ? bytes : 1);
-    unsigned long long expect = 0;
-    for (size_t i = 0; i < bytes; i++) { payload[i] = (unsigned char)(i * 31); expect += payload[i]; }
+    if (bytes < 8) { fprintf(stderr, "at least 8 bytes of images, please (the stamp)\n"); return 2; }
+    unsigned char *payload = malloc(bytes);
+    for (size_t i = 0; i < bytes; i++) payload[i] = (unsigned char)(i * 31);
+    bench_stamp(payload, 0);
+    uint64_t base = bench_checksum(payload, bytes);  /* the reply must be [base + call number, bytes] */
     const char **argvv = malloc(sizeof(char *) * (size_t)(images + 2));
     size_t *lens = malloc(sizeof(size_t) * (size_t)(images + 2));
     argvv[0] = "RPUSH"; lens[0] = 5;
@@ -33,6 +35,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < warmup + count; i++) {
         if (i == warmup) start = now_us();
         double t0 = now_us();
+        bench_stamp(payload, (uint64_t)i);
         freeReplyObject(redisCommand(r, "DEL IMAGE_LIST"));
         freeReplyObject(redisCommandArgv(r, images + 2, argvv, lens));
         freeReplyObject(redisCommand(r, "SET FLAG 1"));
@@ -45,9 +48,7 @@ int main(int argc, char **argv) {
         }
         redisReply *res = redisCommand(r, "GET RESULT");
         if (!res || res->type != REDIS_REPLY_STRING || res->len != 16) { fprintf(stderr, "redis: no result\n"); return 1; }
-        unsigned long long got[2];
-        memcpy(got, res->str, sizeof got);
-        if (got[0] != expect || got[1] != bytes) wrong++;
+        if (!bench_reply_ok(res->str, res->len, base, (uint64_t)i, bytes)) wrong++;
         freeReplyObject(res);
         if (i >= warmup) lat[i - warmup] = now_us() - t0;  /* the result is in hand */
         freeReplyObject(redisCommand(r, "SET FLAG 0"));

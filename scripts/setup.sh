@@ -16,6 +16,12 @@ if [ "${1:-}" = "--bench" ]; then
     PY_REQUIREMENTS=bench/requirements.txt
 fi
 
+# The Python client's compiled call (python/ferry/_fastcall.c) needs Python.h: Debian's own
+# python3 ships it in python3-dev (pyenv and python.org builds include it).
+if [ "${1:-}" != "--bench" ] && ! "$PY" -c "import os, sysconfig, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) else 1)" 2>/dev/null; then
+    [ "$(command -v "$PY")" = /usr/bin/python3 ] && APT_PACKAGES+=(python3-dev)
+fi
+
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import seg_path, FERRY, MODELS, wait_served
+from conftest import seg_path, FERRY, MODELS, ROOT, wait_served
 
 
 def worker_pids(supervisor_pid: int) -> set:
@@ -106,6 +106,18 @@ def test_bench_json_reports_latency_and_throughput():
     assert 0 < r["p50_us"] <= r["p99_us"] <= r["p999_us"]
     assert r["settings"]["payload_bytes"] == 9 * 28 * 28
     assert r["idle_worker_cpu_percent"] < 20
+
+
+@pytest.mark.parametrize("model, wrong", [("bench/checksum_model.py", False), ("tests/models/stale_checksum.py", True)])
+def test_bench_check_counts_every_wrong_reply(model, wrong):
+    """Each call is stamped: a model answering right but stale is caught on every call."""
+    out = subprocess.run([FERRY, "bench", "--count", "300", "--warmup", "50", "--json", "--check", "--model",
+                          os.path.join(ROOT, model)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["checked"] is True
+    # The stale answer is the unstamped probe's: it can match at most one stamped call.
+    assert (r["wrong"] >= 349) if wrong else (r["wrong"] == 0), r
 
 
 def test_stats_shows_what_a_channel_is_doing(procs, name):
