@@ -48,6 +48,40 @@ public enum WaitStrategy: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// Learns whether spinning pays for one kind of wait (a channel's replies, or its requests).
+///
+/// A hybrid wait that found its answer while spinning is a hit; one whose spin ran out and
+/// slept is a miss: it burnt the spin *and* paid the wake-up, and on a VM whose vCPUs may
+/// share a physical CPU the spin also took time from the peer it waits for. After
+/// `missLimit` misses in a row, hybrid waits sleep at once, except every `probeEvery`-th,
+/// which spins in full: one hit there and spinning resumes. Small requests answered in
+/// microseconds never miss, so they keep spinning; a model that takes longer than the spin
+/// (1080p frames, a slow model, an idle worker) stops paying for it.
+final class SpinAdvisor: Sendable {
+    static let missLimit = 4
+    static let probeEvery = 16
+    private let misses = ManagedAtomic<Int>(0)
+    private let skipped = ManagedAtomic<Int>(0)
+
+    /// Whether the next hybrid wait should spin.
+    func shouldSpin() -> Bool {
+        if misses.load(ordering: .relaxed) < Self.missLimit { return true }
+        return skipped.loadThenWrappingIncrement(ordering: .relaxed) % Self.probeEvery == Self.probeEvery - 1
+    }
+
+    /// Records how a wait that spun ended.
+    func record(hit: Bool) {
+        if hit {
+            if misses.load(ordering: .relaxed) != 0 { misses.store(0, ordering: .relaxed) }
+        } else if misses.load(ordering: .relaxed) < Self.missLimit {
+            misses.wrappingIncrement(ordering: .relaxed)
+        }
+    }
+
+    /// Whether hybrid waits currently sleep at once (for statistics and tests).
+    var sleepsAtOnce: Bool { misses.load(ordering: .relaxed) >= Self.missLimit }
+}
+
 /// A futex word and the count of processes sleeping on it, both in shared memory.
 struct WaitPoint {
     let word: UnsafeMutablePointer<UInt32>
@@ -68,18 +102,27 @@ struct WaitPoint {
 
     /// Waits until `poll` returns a value, the deadline passes (nil), or `check` throws.
     /// `check` runs at least every `checkEvery` ns while waiting (liveness of the peer).
+    /// With an `advisor`, a hybrid strategy spins only while spinning pays (see SpinAdvisor).
     @inline(__always)
-    func wait<R>(strategy: WaitStrategy, deadline: UInt64, checkEvery: UInt64 = 20_000_000,
+    func wait<R>(strategy: WaitStrategy, deadline: UInt64, checkEvery: UInt64 = 20_000_000, advisor: SpinAdvisor? = nil,
                  poll: () throws -> R?, check: () throws -> Void) throws -> R? {
         if let r = try poll() { return r }
         let start = System.nowNanos()
-        let spinEnd = strategy.spinNanos == .max ? deadline : min(deadline, start &+ strategy.spinNanos)
+        var spinNanos = strategy.spinNanos
+        let adaptive = advisor != nil && spinNanos != 0 && spinNanos != .max
+        if adaptive, let advisor, !advisor.shouldSpin() { spinNanos = 0 }
+        let spinEnd = spinNanos == .max ? deadline : min(deadline, start &+ spinNanos)
+        // Only a spin that could run its full length says whether spinning pays.
+        let judged = adaptive && spinNanos != 0 && spinEnd == start &+ spinNanos
         var nextCheck = start &+ checkEvery
         var now = start
         var spins = 0
         while now < spinEnd {
             System.relax()
-            if let r = try poll() { return r }
+            if let r = try poll() {
+                if judged { advisor?.record(hit: true) }
+                return r
+            }
             spins &+= 1
             if spins & 63 == 0 {
                 now = System.nowNanos()
@@ -89,7 +132,8 @@ struct WaitPoint {
                 if now >= nextCheck { try check(); nextCheck = now &+ checkEvery }
             }
         }
-        if strategy.spinNanos == .max { return try poll() }
+        if spinNanos == .max { return try poll() }
+        if judged { advisor?.record(hit: false) }
         while true {
             sleepers.wrappingIncrement(ordering: .sequentiallyConsistent)
             let seen = atomicWord.load(ordering: .sequentiallyConsistent)

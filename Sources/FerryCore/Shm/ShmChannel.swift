@@ -88,6 +88,10 @@ final class ShmChannel: @unchecked Sendable {
         }
     }
 
+    /// Whether spinning pays while this process waits for replies / for requests (hybrid waits).
+    let replyAdvisor = SpinAdvisor()
+    let requestAdvisor = SpinAdvisor()
+
     var slotWaitPoint: (Int) -> WaitPoint {
         // The futex is the word's low half (state and owners), which every transition changes.
         { slot in WaitPoint(word: self.segment.word(self.entry(slot) + SegmentLayout.sWord),
@@ -178,7 +182,7 @@ final class ShmChannel: @unchecked Sendable {
     func awaitReply(slot: Int, gen: UInt32, until: UInt64, deadline: UInt64, strategy: WaitStrategy) throws -> Bool {
         guard !segment.isStale else { throw staleError() }
         let me = self.me
-        let got: Bool? = try slotWaitPoint(slot).wait(strategy: strategy, deadline: min(until, deadline), poll: {
+        let got: Bool? = try slotWaitPoint(slot).wait(strategy: strategy, deadline: min(until, deadline), advisor: replyAdvisor, poll: {
             switch SlotMachine.progress(load(slot), gen: gen, client: me) {
             case .replied: return true
             case .waiting: return nil
@@ -248,7 +252,7 @@ final class ShmChannel: @unchecked Sendable {
         guard !segment.isStale else { throw staleError() }
         let me = self.me
         var lastSweep = System.nowNanos()
-        return try requestWaitPoint.wait(strategy: strategy, deadline: deadline, poll: {
+        return try requestWaitPoint.wait(strategy: strategy, deadline: deadline, advisor: requestAdvisor, poll: {
             let start = cursor.load(ordering: .relaxed)
             for k in 0..<slots {
                 let i = (start + k) % slots
