@@ -7,6 +7,7 @@
 #endif
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -55,5 +56,45 @@ static inline int bench_reply_ok(const void *reply, size_t len, uint64_t base, u
     if (len != 16) return 0;
     memcpy(r, reply, 16);
     return r[0] == base + i && r[1] == (uint64_t)n;
+}
+/* The benchmark payload: bytes i * 31, the stamp word zero; *base receives its checksum. */
+static inline unsigned char *bench_payload(size_t bytes, uint64_t *base) {
+    unsigned char *p = malloc(bytes ? bytes : 1);
+    for (size_t i = 0; i < bytes; i++) p[i] = (unsigned char)(i * 31);
+    if (bytes >= 8) bench_stamp(p, 0);
+    *base = bench_checksum(p, bytes);
+    return p;
+}
+
+/* One client's run: warm-up calls, then `count` timed calls; wall time from the first timed call. */
+typedef struct {
+    double *lat, start;
+    int count, warmup;
+    long wrong;
+} bench_run;
+
+static inline bench_run bench_start(int count, int warmup) {
+    bench_run r = {malloc(sizeof(double) * (size_t)(count > 0 ? count : 1)), 0, count, warmup, 0};
+    return r;
+}
+
+/* Call `i` (0-based, warm-up first) begins: returns its start time. */
+static inline double bench_call_begins(bench_run *r, int i) {
+    double t0 = now_us();
+    if (i == r->warmup) r->start = t0;
+    return t0;
+}
+
+/* Call `i` ended (the reply is in hand and checked). */
+static inline void bench_call_ends(bench_run *r, int i, double t0) {
+    if (i >= r->warmup) r->lat[i - r->warmup] = now_us() - t0;
+}
+
+/* Prints the run as JSON (p50, p99, calls/s, wrong replies) and frees it. */
+static inline void bench_report(bench_run *r) {
+    double wall = now_us() - r->start;
+    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f, \"wrong\": %ld}\n", quantile(r->lat, r->count, 0.5),
+           quantile(r->lat, r->count, 0.99), r->count / (wall / 1e6), r->wrong);
+    free(r->lat);
 }
 #endif

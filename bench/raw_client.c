@@ -32,16 +32,11 @@ int main(int argc, char **argv) {
     close(fd);
     if (map == MAP_FAILED) { perror("mmap"); return 1; }
     _Atomic uint32_t *state = (_Atomic uint32_t *)map;
-    unsigned char *payload = malloc(bytes);
-    for (size_t i = 0; i < bytes; i++) payload[i] = (unsigned char)(i * 31);
-    bench_stamp(payload, 0);
-    uint64_t base = bench_checksum(payload, bytes);
-    double *lat = malloc(sizeof(double) * (size_t)count);
-    long wrong = 0;
-    double start = 0;
+    uint64_t base;
+    unsigned char *payload = bench_payload(bytes, &base);
+    bench_run run = bench_start(count, warmup);
     for (int i = 0; i < warmup + count; i++) {
-        if (i == warmup) start = now_us();
-        double t0 = now_us();
+        double t0 = bench_call_begins(&run, i);
         bench_stamp(payload, (uint64_t)i);
         memcpy(map + HEADER, payload, bytes);
         atomic_store_explicit(state, 1, memory_order_release);
@@ -52,15 +47,12 @@ int main(int argc, char **argv) {
             if (futex(state, FUTEX_WAIT, 1, &ts) < 0 && errno != EAGAIN && errno != EINTR && errno != ETIMEDOUT) { perror("futex"); return 1; }
             if (now_us() > give_up) { fprintf(stderr, "the worker did not answer\n"); return 1; }
         }
-        if (!bench_reply_ok(map + 8, 16, base, (uint64_t)i, bytes)) wrong++;
+        if (!bench_reply_ok(map + 8, 16, base, (uint64_t)i, bytes)) run.wrong++;
         atomic_store_explicit(state, 0, memory_order_relaxed);
-        if (i >= warmup) lat[i - warmup] = now_us() - t0;
+        bench_call_ends(&run, i, t0);
     }
-    double wall = now_us() - start;
-    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f, \"wrong\": %ld}\n", quantile(lat, count, 0.5),
-           quantile(lat, count, 0.99), count / (wall / 1e6), wrong);
+    bench_report(&run);
     munmap(map, HEADER + bytes);
-    free(lat);
     free(payload);
     return 0;
 }

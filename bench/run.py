@@ -229,6 +229,7 @@ def run_payload(name, shape, dtype, count, warmup, redis_port, only) -> dict:
         except Exception as e:  # a missing optional peer is reported, not fatal
             r = {"error": f"{type(e).__name__}: {e}"}
         r.update(client=client, waits=waits)
+        assert label not in res, f"two rows named {label!r}"
         res[label] = r
         if r.get("wrong"):
             log(f"    {label}: {r['wrong']} wrong replies")
@@ -242,12 +243,12 @@ def run_payload(name, shape, dtype, count, warmup, redis_port, only) -> dict:
         if keys:
             worker = start_python_worker(url)
             try:
-                if want(f"ferry-python-{wait}"):
+                if f"ferry-python-{wait}" in keys:
                     log(f"  Ferry Python → Python, wait={wait}")
                     with ferry.Client(url) as c:
                         row(labels[wait], "Python", "sleeps" if wait == "futex" else "spins",
                             lambda: measure(lambda p: c.call(p), payload, count, warmup, worker.pid))
-                if want(f"ferry-c-{wait}"):
+                if f"ferry-c-{wait}" in keys:  # no C row for wait=spin
                     log(f"  Ferry C → Python, wait={wait}")
                     code = ferry.message.dtype_code(payload.dtype)
                     row(FERRY_C if wait == "hybrid" else FERRY_C_FUTEX, "native", "spins" if wait == "hybrid" else "sleeps",

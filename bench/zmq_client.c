@@ -20,30 +20,22 @@ int main(int argc, char **argv) {
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout, sizeof timeout);  /* a dead worker is an error, not a hang */
     if (zmq_connect(sock, addr) != 0) { fprintf(stderr, "zmq_connect: %s\n", zmq_strerror(zmq_errno())); return 1; }
-    unsigned char *payload = malloc(bytes);
-    for (size_t i = 0; i < bytes; i++) payload[i] = (unsigned char)(i * 31);
-    bench_stamp(payload, 0);
-    uint64_t base = bench_checksum(payload, bytes);
-    double *lat = malloc(sizeof(double) * (size_t)count);
-    long wrong = 0;
-    double start = 0;
+    uint64_t base;
+    unsigned char *payload = bench_payload(bytes, &base);
+    bench_run run = bench_start(count, warmup);
     for (int i = 0; i < warmup + count; i++) {
-        if (i == warmup) start = now_us();
-        double t0 = now_us();
+        double t0 = bench_call_begins(&run, i);
         bench_stamp(payload, (uint64_t)i);
         unsigned char reply[16];
         if (zmq_send(sock, payload, bytes, 0) != (int)bytes) { fprintf(stderr, "zmq_send: %s\n", zmq_strerror(zmq_errno())); return 1; }
         int n = zmq_recv(sock, reply, sizeof reply, 0);
         if (n < 0) { fprintf(stderr, "zmq_recv: %s\n", zmq_strerror(zmq_errno())); return 1; }
-        if (!bench_reply_ok(reply, (size_t)n, base, (uint64_t)i, bytes)) wrong++;
-        if (i >= warmup) lat[i - warmup] = now_us() - t0;
+        if (!bench_reply_ok(reply, (size_t)n, base, (uint64_t)i, bytes)) run.wrong++;
+        bench_call_ends(&run, i, t0);
     }
-    double wall = now_us() - start;
-    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"throughput_per_s\": %.1f, \"wrong\": %ld}\n", quantile(lat, count, 0.5),
-           quantile(lat, count, 0.99), count / (wall / 1e6), wrong);
+    bench_report(&run);
     zmq_close(sock);
     zmq_ctx_destroy(ctx);
-    free(lat);
     free(payload);
     return 0;
 }

@@ -128,20 +128,28 @@ class Client(Handle):
         if ptr:
             lib.ferry_client_free(ptr)
 
-    def _begin(self, ms, ref) -> int:
+    def _borrow(self):
+        """The handle, for one C call that begins a call; pair with `_give_back`."""
         with self._lock:
             h = self._handle()
             self._begins += 1
+        return h
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self._begins -= 1
+            doomed = self._doomed if not self._begins else None
+            if doomed:
+                self._doomed = None
+        if doomed:
+            lib.ferry_client_free(doomed)
+
+    def _begin(self, ms, ref) -> int:
+        h = self._borrow()
         try:
             return _begin(h, ms, ref)
         finally:
-            with self._lock:
-                self._begins -= 1
-                doomed = self._doomed if not self._begins else None
-                if doomed:
-                    self._doomed = None
-            if doomed:
-                lib.ferry_client_free(doomed)
+            self._give_back()
 
     def call_message(self, inputs: Any, metadata: Mapping[str, str] | None = None,
                      timeout: float | None = None, with_metadata: bool = True) -> tuple[dict, dict]:
@@ -194,9 +202,7 @@ class Client(Handle):
             addr = _address(arr)
         elif reader._tensors is not sc.tensors:  # the reader grows its array for big replies
             sc.tensors, sc.tensors_at = reader._tensors, addressof(reader._tensors)
-        with self._lock:
-            h = self._handle()
-            self._begins += 1
+        h = self._borrow()
         try:
             if _fastcall is None:
                 rc = _call_array(h, ms, _INPUT, c_int(code), c_int(arr.ndim), shape, c_void_p(addr),
@@ -206,13 +212,7 @@ class Client(Handle):
                 if type(rc) is not int:
                     return rc  # the reply array; the call is freed
         finally:
-            with self._lock:
-                self._begins -= 1
-                doomed = self._doomed if not self._begins else None
-                if doomed:
-                    self._doomed = None
-            if doomed:
-                lib.ferry_client_free(doomed)
+            self._give_back()
         call = sc.call.value
         try:
             while rc == _AGAIN:  # sc.call, not the int: an int would cross as a 32-bit C int
