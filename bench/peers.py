@@ -223,11 +223,11 @@ def _iox_worker(prefix, nbytes, shape, dtype, events):
             if listener is not None:
                 listener.blocking_wait()  # sleeps until the client's notify
             continue
-        a = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(active.payload_ptr)).view(dtype).reshape(shape)
-        reply = answer(a)
+        a = np.frombuffer((ctypes.c_uint8 * nbytes).from_address(active.payload_ptr), dtype).reshape(shape)
+        reply = answer(a).tobytes()
         del a
         out = active.loan_slice_uninit(16)
-        ctypes.memmove(out.payload_ptr, reply.ctypes.data, 16)
+        ctypes.memmove(out.payload_ptr, reply, 16)
         out.assume_init().send()
         active.delete()
         if notifier is not None:
@@ -253,6 +253,7 @@ class IceoryxPeer(Peer):
         self.notifier = req_ev.notifier_builder().create() if self.events else None
         self.listener = rep_ev.listener_builder().create() if self.events else None
         self.step = iox2.Duration.from_millis(100)
+        self.src, self.src_at = None, 0
         self.start(_iox_worker, prefix, self.nbytes, shape, self.dtype.str, self.events)
         deadline = time.monotonic() + 30
         while rr.dynamic_config.number_of_servers < 1:  # the worker's server port is up
@@ -261,24 +262,33 @@ class IceoryxPeer(Peer):
             time.sleep(0.01)
 
     def roundtrip(self, payload):
+        if payload is not self.src:  # the harness reuses one array: find its address once
+            self.src, self.src_at = payload, payload.__array_interface__["data"][0]
         req = self.client.loan_slice_uninit(max(self.nbytes, 1))
         if self.nbytes:
-            ctypes.memmove(req.payload_ptr, payload.ctypes.data, self.nbytes)
+            ctypes.memmove(req.payload_ptr, self.src_at, self.nbytes)
         pending = req.assume_init().send()
         if self.notifier is not None:
             self.notifier.notify()
-        deadline = time.monotonic() + 30
+        polls, deadline = 0, None
         while True:
             r = pending.receive()
             if r is not None:
-                out = np.ctypeslib.as_array((ctypes.c_uint64 * 2).from_address(r.payload_ptr)).copy()
+                out = np.frombuffer(ctypes.string_at(r.payload_ptr, 16), np.uint64)
                 r.delete()
                 pending.delete()
                 return out
             if self.listener is not None:
                 self.listener.timed_wait(self.step)
-            if time.monotonic() > deadline:
-                raise TimeoutError("iceoryx2 worker did not answer")
+            polls += 1
+            # A dead worker is an error, not a hang. A polling client reads the clock only
+            # every 4096 polls, so the harness adds next to nothing to the peer's loop.
+            if self.listener is not None or polls & 4095 == 0:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + 30
+                elif now > deadline:
+                    raise TimeoutError("iceoryx2 worker did not answer")
 
     def close(self):
         super().close()

@@ -503,26 +503,13 @@ def main() -> int:
         data = json.load(f)
     plots(data)
     text = render(data)
-    tcp = os.path.join(HERE, "results", "tcp.json")
-    if os.path.exists(tcp):
-        with open(tcp) as f:
-            text += "\n" + render_tcp(json.load(f))
-    red = os.path.join(HERE, "results", "redis.json")
-    if os.path.exists(red):
-        with open(red) as f:
-            text += "\n" + render_redis(json.load(f))
-    batching = os.path.join(HERE, "results", "batching.json")
-    if os.path.exists(batching):
-        with open(batching) as f:
-            text += "\n" + render_batching(json.load(f))
-    tables = os.path.join(HERE, "results", "tables.json")
-    if os.path.exists(tables):
-        with open(tables) as f:
-            text += "\n" + render_tables(json.load(f))
-    streams = os.path.join(HERE, "results", "streams.json")
-    if os.path.exists(streams):
-        with open(streams) as f:
-            text += "\n" + render_streams(json.load(f))
+    # The other benchmark scripts' results, each rendered when its script has run.
+    for name, section in (("tcp", render_tcp), ("redis", render_redis), ("batching", render_batching),
+                          ("tables", render_tables), ("streams", render_streams)):
+        part = os.path.join(HERE, "results", f"{name}.json")
+        if os.path.exists(part):
+            with open(part) as f:
+                text += "\n" + section(json.load(f))
     notes = os.path.join(HERE, "notes.md")
     if os.path.exists(notes):
         text += "\n" + open(notes).read()

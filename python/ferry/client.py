@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from ctypes import addressof, byref, c_char_p, cast, c_int, c_int64, c_size_t, c_uint8, c_void_p
+from ctypes import addressof, byref, c_char_p, cast, c_int, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
 
 from ._handle import Handle, check
-from numpy import frombuffer, ndarray
+from numpy import ndarray
 
 from ._lib import lib, raw
 from .errors import Again, InvalidArgument, RemoteError
@@ -222,15 +222,6 @@ class Client(Handle):
                     check(rc)
                 _raise_call_error(call, rc)
             n = sc.count.value
-            if n == 1:
-                t = reader._tensors[0]
-                dt = NUMPY_DTYPES.get(t.dtype)
-                if dt is not None:
-                    ndim, nbytes = t.ndim, t.nbytes
-                    shape_ = tuple(t.shape[:ndim]) if ndim else ()
-                    if not nbytes:
-                        return ndarray(shape_, dtype=dt)
-                    return frombuffer((c_uint8 * nbytes).from_address(t.data), dtype=dt).reshape(shape_).copy()
             tensors = reader.convert(n) if n <= reader._cap else reader.read(sc.reply.value)
             return _result(tensors)
         finally:
