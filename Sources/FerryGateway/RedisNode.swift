@@ -168,6 +168,9 @@ public final class RedisNode: @unchecked Sendable {
             do {
                 if c == nil || c!.isBroken { queued = 0; c = try connect(); try ensureGroup(c!) }
                 if let (owner, entry) = reclaimed.withLock({ $0.popLast() }) {
+                    // takeOver marked it in progress (touched while it waited for a reader).
+                    let id = entry.elements.first.map { $0.text }
+                    defer { if let id { inProgress.withLock { _ = $0.remove(id) } } }
                     try drain()
                     queued += handle(entry, owner: owner, connection: c!)
                     continue
@@ -402,6 +405,9 @@ public final class RedisNode: @unchecked Sendable {
             let e = entry.elements
             guard e.count == 2, e[1].type == .array else { continue }
             let id = e[0].text
+            // Ours already (running, or taken over and waiting for a reader): its touch came
+            // after its idle time ran out. Running it again would be a needless second run.
+            if inProgress.withLock({ $0.contains(id) }) { continue }
             let p = try c.command(["XPENDING", .text(keys.requests), .text(keys.name), .text(id), .text(id), "1"]).value.elements
             let deliveries = p.first.map { Int($0.elements.count == 4 ? $0.elements[3].integer : 1) } ?? 1
             counters.withLock { $0.reclaimed += 1 }
@@ -409,6 +415,9 @@ public final class RedisNode: @unchecked Sendable {
                 buryStale(c, id: id, entry: entry, deliveries: deliveries)
             } else {
                 config.log("info", "took over entry \(id) (delivery \(deliveries))")
+                // In progress from now on: touched (so not taken over again, by this node or
+                // another) while a reader is still blocked in XREADGROUP.
+                inProgress.withLock { _ = $0.insert(id) }
                 reclaimed.withLock { $0.insert((r, entry), at: 0) }
             }
         }
