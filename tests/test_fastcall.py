@@ -6,13 +6,22 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import ferry
 
-from conftest import MODELS, PYTHON_DIR
+from conftest import MODELS, PYTHON_DIR, env
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def worker_env(pure):
+    e = env()
+    e.pop("FERRY_PURE_PYTHON", None)
+    if pure:
+        e["FERRY_PURE_PYTHON"] = "1"
+    return e
 
 
 def run_peer(url, pure):
@@ -35,6 +44,7 @@ def test_make_builds_the_compiled_call_and_the_client_uses_it():
         pytest.skip("no Python.h for this interpreter: `make build` cannot compile _fastcall.c")
     else:
         assert ferry.client._fastcall is not None, "python/ferry/_fastcall*.so missing: run `make build`"
+        assert ferry.serving._fastcall is not None
 
 
 def test_compiled_and_ctypes_paths_answer_every_case_alike(procs, name):
@@ -53,6 +63,32 @@ def test_compiled_and_ctypes_paths_answer_every_case_alike(procs, name):
     assert lines["empty back"].startswith("ndarray <f4 (2, 0, 3)"), lines["empty back"]
     assert lines["9 dims"].startswith("InvalidArgument") or lines["9 dims"].startswith("ValueError"), lines["9 dims"]
     assert "writeable=True owndata=True" in lines["u1 (3, 5)"], lines["u1 (3, 5)"]
+
+
+def test_the_workers_compiled_and_ctypes_paths_answer_every_case_alike(procs, name):
+    """The worker takes a one-array request and replies with one array in C (_fastcall.next,
+    .reply) or through ctypes: the model sees the same view and the client the same replies,
+    errors, kept inputs (preserved) and general-path replies."""
+    transcripts = []
+    for pure in (False, True):
+        url = f"shm://{name}-{int(pure)}?slot_size=16M&slots=2"
+        procs.worker(url, os.path.join(MODELS, "arraycases.py"), env=worker_env(pure))
+        transcripts.append(run_peer(url, False))
+    fast, pure = ([line.replace(f"{name}-{k}", name) for line in t] for k, t in enumerate(transcripts))
+    assert fast == pure
+    lines = dict(line.split(" -> ", 1) for line in fast[:-1])
+    view = lines["the worker's view"]
+    assert view.startswith("ndarray <U"), view
+    assert [lines[f"kept {i}"].split()[:3] for i in range(3)] == [["ndarray", "<i8", "(1,)"]] * 3
+    assert lines["strided reply"].startswith("ndarray <i2 (5,)"), lines["strided reply"]
+
+
+def test_the_workers_view_is_read_only_zero_copy_and_as_described(procs, name):
+    url = f"shm://{name}?slots=2"
+    procs.worker(url, os.path.join(MODELS, "arraycases.py"))
+    with ferry.Client(url) as c:
+        r = c.call(np.array([[-7, 1, 2]], np.float32))
+    assert r.tolist() == ["ndarray <f4 (1, 3) writeable=False contiguous=True aligned=True owndata=False"]
 
 
 def test_ctrl_c_interrupts_a_long_one_array_call_and_the_client_goes_on(procs, name):

@@ -19,7 +19,19 @@ from ._handle import Handle, check
 from ._lib import lib, raw
 from .errors import ChannelClosed, FerryError, MalformedMessage, PayloadTooLarge, RemoteError, Timeout
 from .table import TABLE, from_tensors
-from .message import DEFAULT_OUTPUT, MessageReader, _scratch, reply_array, write_message
+from .message import _CODES_BY_DTYPE, DEFAULT_OUTPUT, NUMPY_DTYPES, MessageReader, _scratch, reply_array, write_message
+
+# The request and reply of a one-array model in C (_fastcall.c, built by `make build`); the
+# ctypes path below does the same where it is absent or FERRY_PURE_PYTHON=1 asks for it.
+_fastcall = None
+if not os.environ.get("FERRY_PURE_PYTHON"):
+    try:
+        from . import _fastcall
+    except ImportError:
+        _fastcall = None
+if _fastcall is not None:
+    from . import client as _client  # binds the dtype table the worker side shares
+    _fastcall.bind_worker(ctypes.cast(lib.ferry_worker_next, c_void_p).value, ctypes.cast(lib.ferry_job_reply_tensor, c_void_p).value)
 
 _TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
 _malloc_tuned = False
@@ -89,11 +101,13 @@ class Worker(Handle):
         self._slot_obj: list = []
         self._slot_view: list = []
         self._slot_rc: list[int] = []
+        self._slot_owner: list = []
         for i in range(self._slot_count):
             self._slot_base.append(0)
             self._slot_obj.append(None)
             self._slot_view.append(None)
             self._slot_rc.append(0)
+            self._slot_owner.append(None)
             self._map_slot(i)
         self._origin = self._slot_base[0]
         self._reader = MessageReader()
@@ -107,6 +121,9 @@ class Worker(Handle):
         self._slot_base[i] = data.value
         self._slot_obj[i] = obj
         self._slot_view[i] = memoryview(obj).cast("B").toreadonly()
+        # What a request view's numpy base is (the C path gives its views the same one).
+        self._slot_owner[i] = np.ndarray((0,), dtype=np.uint8, buffer=self._slot_view[i]).base
+        self._fast_slots = (tuple(self._slot_base), tuple(self._slot_owner))  # for _fastcall.next
         # References to the slot object when no request array is alive (ours only; the
         # local `obj` does not count, getrefcount's own argument does, as in serve()).
         self._slot_rc[i] = sys.getrefcount(obj) - 1
@@ -181,11 +198,27 @@ class Worker(Handle):
         scratch = _scratch()  # this thread's reusable ctypes out-parameters
         output = DEFAULT_OUTPUT.encode()
         ndarray = np.ndarray
+        codes = _CODES_BY_DTYPE
         refcount = sys.getrefcount
+        fast_next = _fastcall.next if (_fastcall is not None and single) else None
+        fast_reply = _fastcall.reply if _fastcall is not None else None
+        w_at, wait_ms, job_at, count_at = w.value, wait_c.value, ctypes.addressof(job), ctypes.addressof(count)
+        tensors_obj = tensors_at = None
         served = 0
         while not self._stop and (max_requests is None or served < max_requests):
-            # recv + validate + tensor descriptors in one C call, arguments prebuilt.
-            rc = nxt(w, wait_c, job_ref, reader._tensors, reader._cap_c, count_ref)
+            # recv + validate + tensor descriptors in one C call, arguments prebuilt; in C
+            # (_fastcall), that call also makes the view of a one-array request.
+            arg = None
+            if fast_next is not None:
+                if reader._tensors is not tensors_obj:  # the reader grows its array for big requests
+                    tensors_obj, tensors_at = reader._tensors, ctypes.addressof(reader._tensors)
+                bases, owners = self._fast_slots
+                rc = fast_next(w_at, wait_ms, job_at, tensors_at, reader._cap, count_at, origin, size, bases, owners)
+                if type(rc) is tuple:
+                    slot, arg = rc
+                    rc = 0
+            else:
+                rc = nxt(w, wait_c, job_ref, reader._tensors, reader._cap_c, count_ref)
             if rc == _TIMEOUT:
                 continue
             if rc == _CLOSED:
@@ -194,35 +227,37 @@ class Worker(Handle):
             if rc != 0 and not job_ptr:
                 check(rc)
             error = None
-            arg = tensors = result = None
-            slot = -1
+            tensors = result = None
+            if arg is None:
+                slot = -1
             try:
                 if rc != 0:
                     check(rc)  # a malformed request: the client gets the error
-                n = count.value
-                if n > reader._cap:  # the descriptors did not fit: fetch them all
-                    check(request(job_ptr, msg_ref))
-                    reader.descriptors(msg.value)
-                    descriptors = reader._tensors
-                if n:
-                    # Which slot (and so which view) holds the request: where its data is.
-                    t0 = descriptors[0]
-                    addr = t0.data or 0
-                    slot = (addr - origin) // size  # _request_slot, inlined on the hot path
-                    if not (0 <= slot < nslots and 0 <= addr - slot_base[slot] < size):
-                        slot = self._locate(n)
-                    if slot >= 0:
-                        sbase, sview = slot_base[slot], slot_view[slot]
-                        arg = only_array(sbase, sview, t0) if (n == 1 and single) else None
+                if arg is None:  # not the C path's view of a one-array request
+                    n = count.value
+                    if n > reader._cap:  # the descriptors did not fit: fetch them all
+                        check(request(job_ptr, msg_ref))
+                        reader.descriptors(msg.value)
+                        descriptors = reader._tensors
+                    if n:
+                        # Which slot (and so which view) holds the request: where its data is.
+                        t0 = descriptors[0]
+                        addr = t0.data or 0
+                        slot = (addr - origin) // size  # _request_slot, inlined on the hot path
+                        if not (0 <= slot < nslots and 0 <= addr - slot_base[slot] < size):
+                            slot = self._locate(n)
+                        if slot >= 0:
+                            sbase, sview = slot_base[slot], slot_view[slot]
+                            arg = only_array(sbase, sview, t0) if (n == 1 and single) else None
+                        else:
+                            sbase, sview = 0, None
                     else:
                         sbase, sview = 0, None
-                else:
-                    sbase, sview = 0, None
-                if arg is None:
-                    tensors = convert(n, sbase, sview, sview is None)
-                    arg = tensors if (not single or n != 1) else next(iter(tensors.values()))
-                    if TABLE in tensors:
-                        arg = from_tensors(tensors)  # a table arrives as a DataFrame
+                    if arg is None:
+                        tensors = convert(n, sbase, sview, sview is None)
+                        arg = tensors if (not single or n != 1) else next(iter(tensors.values()))
+                        if TABLE in tensors:
+                            arg = from_tensors(tensors)  # a table arrives as a DataFrame
                 result = fn(arg)
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
                 error = failure(e)
@@ -253,7 +288,8 @@ class Worker(Handle):
                     raise TypeError("the model returned None; return an array, a scalar, str, bytes, or a dict of those")
                 rc = None
                 if not kept and type(result) is ndarray and (result.base is None or result is arg):
-                    rc = reply_array(job_ptr, output, result, scratch)  # None: not a plain array (e.g. str)
+                    # None: not a plain array (e.g. str)
+                    rc = fast_reply(job_ptr, output, result, codes) if fast_reply is not None else reply_array(job_ptr, output, result, scratch)
                 if rc is None:
                     write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
                     if slot >= 0:
