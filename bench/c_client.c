@@ -1,7 +1,9 @@
 /* C client → Ferry channel (any URL: shm:// or tcp://): sends one tensor of the given shape
  * N times and prints latency percentiles as JSON. Each call is stamped with its number
  * (bench.h) and the reply must be the checksum model's [checksum, size] (bench/checksum_model.py):
- * replies that are not are counted as "wrong". Used by bench/run.py and bench/tcp.py. */
+ * replies that are not are counted as "wrong". With BENCH_STAMP=0 in the environment every call
+ * sends the same bytes (stamp 0): what a result cache can answer (bench/redis_bench.py's cache
+ * hits). Used by bench/run.py, bench/tcp.py and bench/redis_bench.py. */
 #define _GNU_SOURCE
 #include <sched.h>
 #include "bench.h"
@@ -26,6 +28,8 @@ int main(int argc, char **argv) {
     int ndim = argc - 6;
     int64_t shape[FERRY_MAX_DIMS];
     for (int i = 0; i < ndim; i++) { shape[i] = atoll(argv[6 + i]); bytes *= (size_t)shape[i]; }
+    const char *stamp_env = getenv("BENCH_STAMP");
+    int stamped = !(stamp_env && strcmp(stamp_env, "0") == 0);
     pin_cpu(0);
     if (bytes < 8) { fprintf(stderr, "the payload must have at least 8 bytes (the stamp)\n"); return 2; }
     unsigned char *payload = malloc(bytes);
@@ -46,7 +50,8 @@ int main(int argc, char **argv) {
         if (ferry_writer_add_tensor(ferry_call_writer(call), "input", dtype, ndim, shape, &dst, NULL) != FERRY_OK) {
             fprintf(stderr, "%s\n", ferry_last_error()); return 1;
         }
-        bench_stamp(payload, (uint64_t)i);
+        uint64_t stamp = stamped ? (uint64_t)i : 0;
+        bench_stamp(payload, stamp);
         memcpy(dst, payload, bytes);
         const ferry_message *reply;
         if (ferry_call_send(call) != FERRY_OK || ferry_call_wait(call, 10000, &reply) != FERRY_OK) {
@@ -54,7 +59,7 @@ int main(int argc, char **argv) {
         }
         ferry_tensor out;
         if (ferry_message_tensor_count(reply) != 1 || ferry_message_tensor(reply, 0, &out) != FERRY_OK || out.dtype != FERRY_DTYPE_UINT64 ||
-            !bench_reply_ok(out.data, out.nbytes, base, (uint64_t)i, bytes))
+            !bench_reply_ok(out.data, out.nbytes, base, stamp, bytes))
             wrong++;
         if (i >= warmup) lat[i - warmup] = now_us() - t0;
         ferry_call_free(call);

@@ -87,9 +87,11 @@ class Gateway:
         self.proc.wait(30)
 
 
-def c_client(url, shape, count, warmup) -> dict:
+def c_client(url, shape, count, warmup, stamped=True) -> dict:
+    """bench/c_client.c; `stamped=False` sends the same bytes every call (cache hits)."""
+    env = dict(os.environ, BENCH_STAMP="1" if stamped else "0")
     out = subprocess.run([f"{BUILD}/c_client", url, str(count), str(warmup), "6", "1", *map(str, shape)],
-                         capture_output=True, text=True, check=True, timeout=1800)
+                         capture_output=True, text=True, check=True, timeout=1800, env=env)
     r = json.loads(out.stdout)
     r["mb_per_s"] = r["throughput_per_s"] * int(np.prod(shape)) / 1e6
     return r
