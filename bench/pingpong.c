@@ -1,7 +1,10 @@
 /* The wake-up floor: two processes (CPU 0 and CPU 1) bounce a token N times, through a
- * pair of pipes or a shared futex word (a kernel wake-up each way), or by spinning on a
- * shared cache line (no kernel at all). Prints the median and p99 round trip as JSON.
- * Usage: pingpong pipe|futex|spin [N] */
+ * pair of pipes, an AF_UNIX socketpair or a shared futex word (a kernel wake-up each way),
+ * or by spinning on a shared cache line (no kernel at all). With GAP_US, the client works
+ * (spins) that long between two calls, outside the timing, as a real client does between
+ * requests: on some VMs that changes what a wake-up costs, and not alike for every kind
+ * (bench/notes.md). Prints the median and p99 round trip as JSON.
+ * Usage: pingpong pipe|socket|futex|spin [N] [GAP_US] */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdatomic.h>
@@ -11,6 +14,7 @@
 #include <string.h>
 #include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -25,14 +29,25 @@ static void futex_set(_Atomic int *w, int value) {
 }
 
 int main(int argc, char **argv) {
-    int spin = argc > 1 && strcmp(argv[1], "spin") == 0;
-    int futex = argc > 1 && strcmp(argv[1], "futex") == 0;
+    const char *mode = argc > 1 ? argv[1] : "pipe";
+    int spin = strcmp(mode, "spin") == 0, futex = strcmp(mode, "futex") == 0, sock = strcmp(mode, "socket") == 0;
+    if (!spin && !futex && !sock && strcmp(mode, "pipe") != 0) {
+        fprintf(stderr, "usage: %s pipe|socket|futex|spin [N] [GAP_US]\n", argv[0]);
+        return 2;
+    }
     int n = argc > 2 ? atoi(argv[2]) : 20000;
-    int a[2], b[2];
-    if (pipe(a) || pipe(b)) return 1;
+    double gap_us = argc > 3 ? atof(argv[3]) : 0;
+    if (n < 1 || gap_us < 0 || gap_us > 1e6) { fprintf(stderr, "bad N or GAP_US\n"); return 2; }
+    int a[2], b[2], sv[2];
+    if (pipe(a) || pipe(b) || socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return 1;
+    /* Request and reply ends: two pipes, or the two ends of one socketpair. */
+    int worker_in = sock ? sv[1] : a[0], worker_out = sock ? sv[1] : b[1];
+    int client_out = sock ? sv[0] : a[1], client_in = sock ? sv[0] : b[0];
     _Atomic int *flag = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (flag == MAP_FAILED) return 1;
     *flag = 0;
     pid_t child = fork();
+    if (child < 0) return 1;
     if (child == 0) {
         pin_cpu(1);
         char c;
@@ -44,7 +59,7 @@ int main(int argc, char **argv) {
                 futex_wait(flag, 2 * i);
                 futex_set(flag, 2 * i + 2);
             } else {
-                if (read(a[0], &c, 1) != 1 || write(b[1], &c, 1) != 1) _exit(1);
+                if (read(worker_in, &c, 1) != 1 || write(worker_out, &c, 1) != 1) _exit(1);
             }
         }
         _exit(0);
@@ -61,11 +76,13 @@ int main(int argc, char **argv) {
             futex_set(flag, 2 * i + 1);
             futex_wait(flag, 2 * i + 1);
         } else {
-            if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1) return 1;
+            if (write(client_out, &c, 1) != 1 || read(client_in, &c, 1) != 1) return 1;
         }
-        lat[i] = now_us() - t0;
+        double t1 = now_us();
+        lat[i] = t1 - t0;
+        while (gap_us > 0 && now_us() - t1 < gap_us) {}
     }
     waitpid(child, NULL, 0);
-        printf("{\"p50_us\": %.3f, \"p99_us\": %.3f}\n", quantile(lat, n, 0.5), quantile(lat, n, 0.99));
+    printf("{\"p50_us\": %.3f, \"p99_us\": %.3f, \"gap_us\": %.1f}\n", quantile(lat, n, 0.5), quantile(lat, n, 0.99), gap_us);
     return 0;
 }

@@ -420,9 +420,14 @@ def main() -> int:
             results["payloads"].append(median_round(runs))
         log("limits: wake-up floor")
         results["floor"] = {}
-        for mode in ("pipe", "futex", "spin"):
-            out = subprocess.run([os.path.join(BUILD, "pingpong"), mode, "20000"], capture_output=True, text=True, check=True)
-            results["floor"][mode] = json.loads(out.stdout)
+        # Each kind back to back, then the same with 10 µs of client work between calls
+        # ("socket+gap" …): sleeping rows are read against these (bench/notes.md).
+        for gap in (0, 10):
+            for mode in ("pipe", "socket", "futex", "spin"):
+                if gap and mode == "spin":
+                    continue
+                out = subprocess.run([os.path.join(BUILD, "pingpong"), mode, "20000", str(gap)], capture_output=True, text=True, check=True)
+                results["floor"][mode + ("+gap" if gap else "")] = json.loads(out.stdout)
         os.sched_setaffinity(0, set(range(os.cpu_count())))
         if not only or "scaling" in only:
             results["scaling"] = scaling(20000 // div)
