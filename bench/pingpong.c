@@ -1,10 +1,11 @@
 /* The wake-up floor: two processes (CPU 0 and CPU 1) bounce a token N times, through a
- * pair of pipes, an AF_UNIX socketpair or a shared futex word (a kernel wake-up each way),
+ * pair of pipes, an AF_UNIX socketpair (socket2: one socketpair per direction) or a shared
+ * futex word (a kernel wake-up each way),
  * or by spinning on a shared cache line (no kernel at all). With GAP_US, the client works
  * (spins) that long between two calls, outside the timing, as a real client does between
  * requests: on some VMs that changes what a wake-up costs, and not alike for every kind
  * (bench/notes.md). Prints the median and p99 round trip as JSON.
- * Usage: pingpong pipe|socket|futex|spin [N] [GAP_US] */
+ * Usage: pingpong pipe|socket|socket2|futex|spin [N] [GAP_US] */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <stdatomic.h>
@@ -31,16 +32,24 @@ static void futex_set(_Atomic int *w, int value) {
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "pipe";
     int spin = strcmp(mode, "spin") == 0, futex = strcmp(mode, "futex") == 0, sock = strcmp(mode, "socket") == 0;
-    if (!spin && !futex && !sock && strcmp(mode, "pipe") != 0) {
-        fprintf(stderr, "usage: %s pipe|socket|futex|spin [N] [GAP_US]\n", argv[0]);
+    int sock2 = strcmp(mode, "socket2") == 0;
+    if (!spin && !futex && !sock && !sock2 && strcmp(mode, "pipe") != 0) {
+        fprintf(stderr, "usage: %s pipe|socket|socket2|futex|spin [N] [GAP_US]\n", argv[0]);
         return 2;
     }
     int n = argc > 2 ? atoi(argv[2]) : 20000;
     double gap_us = argc > 3 ? atof(argv[3]) : 0;
     if (n < 1 || gap_us < 0 || gap_us > 1e6) { fprintf(stderr, "bad N or GAP_US\n"); return 2; }
     int a[2], b[2], sv[2];
-    if (pipe(a) || pipe(b) || socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return 1;
-    /* Request and reply ends: two pipes, or the two ends of one socketpair. */
+    if (sock2) {  /* requests on one socketpair, replies on another */
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, a) || socketpair(AF_UNIX, SOCK_STREAM, 0, b)) return 1;
+        int t = a[0]; a[0] = a[1]; a[1] = t;  /* a[0]: the worker's reading end, a[1]: the client's writing end */
+        t = b[0]; b[0] = b[1]; b[1] = t;
+    } else if (pipe(a) || pipe(b)) {
+        return 1;
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv)) return 1;
+    /* Request and reply ends: two pipes (or two socketpairs), or both ends of one socketpair. */
     int worker_in = sock ? sv[1] : a[0], worker_out = sock ? sv[1] : b[1];
     int client_out = sock ? sv[0] : a[1], client_in = sock ? sv[0] : b[0];
     _Atomic int *flag = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

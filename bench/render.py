@@ -147,12 +147,12 @@ def below_floor(group: dict, floor: dict) -> str:
     if not lows or is_ferry(best) or group[best]["p50_us"] >= min(lows):
         return ""
     line = (f" That row ran below this run's C floor for a pipe or a futex ({fmt(min(lows))} µs back to back): "
-            f"both its processes still sleep once per call")
+            f"both its processes sleep in the kernel on every call")
     sock, fx = floor.get("socket+gap"), floor.get("futex+gap")
     if sock and fx:
-        line += (f"; it sleeps on a socket, which this VM wakes faster when the client paused between calls "
-                 f"(C socketpair {fmt(sock['p50_us'])} µs against C futex {fmt(fx['p50_us'])} µs with 10 µs between "
-                 f"calls, table above)")
+        line += (f"; it sleeps on one duplex socketpair, whose extra wake-up (reading a message wakes its writer) "
+                 f"this VM rewards when the client pauses between calls (C socketpair {fmt(sock['p50_us'])} µs against C futex {fmt(fx['p50_us'])} µs "
+                 f"with 10 µs between calls, table above)")
     return line + "."
 
 
@@ -206,15 +206,19 @@ def render(data: dict) -> str:
         w("Wake-up floor (two C processes, `bench/pingpong.c`, one byte each way, p50 µs): back to back, and with")
         w("10 µs of client work between calls (as every real client has):")
         w("")
-        w("| | pipe | AF_UNIX socketpair | futex | spinning |")
-        w("|---|---:|---:|---:|---:|")
-        row = lambda suffix: " | ".join(fmt(fl[m + suffix]["p50_us"]) if m + suffix in fl else "—" for m in ("pipe", "socket", "futex", "spin"))
+        w("| | pipe | AF_UNIX socketpair | a socketpair per direction | futex | spinning |")
+        w("|---|---:|---:|---:|---:|---:|")
+        row = lambda suffix: " | ".join(fmt(fl[m + suffix]["p50_us"]) if m + suffix in fl else "—"
+                                        for m in ("pipe", "socket", "socket2", "futex", "spin"))
         w(f"| back to back | {row('')} |")
         w(f"| 10 µs between calls | {row('+gap')} |")
         w("")
-        w("On this VM a socket wakes its reader faster when the client paused between calls; a pipe")
-        w("and a futex do not. Sleeping Python rows built on sockets (multiprocessing.Pipe, shared_memory +")
-        w("Pipe, which is a socketpair) ride that; Ferry's sleeping mode uses a futex. See the notes.")
+        w("With a pause between calls, one duplex socketpair wakes faster than a pipe, a futex, or a")
+        w("socketpair per direction: reading a message also wakes its sender (the socket's \"room to")
+        w("write\" wake-up shares the wait queue its reader sleeps on), and on this VM a vCPU woken a")
+        w("few µs before the real message resumes faster. Sleeping Python rows built on one socketpair")
+        w("(multiprocessing.Pipe, shared_memory + Pipe) ride that; Ferry's sleeping mode uses a futex.")
+        w("See the notes.")
         w("")
     elif fl:
         w(f"Wake-up floor (two C processes): pipe p50 **{fmt(fl['pipe']['p50_us'])} µs**, futex p50 "

@@ -423,7 +423,7 @@ def main() -> int:
         # Each kind back to back, then the same with 10 µs of client work between calls
         # ("socket+gap" …): sleeping rows are read against these (bench/notes.md).
         for gap in (0, 10):
-            for mode in ("pipe", "socket", "futex", "spin"):
+            for mode in ("pipe", "socket", "socket2", "futex", "spin"):
                 if gap and mode == "spin":
                     continue
                 out = subprocess.run([os.path.join(BUILD, "pingpong"), mode, "20000", str(gap)], capture_output=True, text=True, check=True)
