@@ -5,7 +5,7 @@
  * trip that takes ~4 µs from C (argument objects, the buffer address, building the reply
  * array). This module does the same work as the ctypes path in client.py — one
  * ferry_call_array crossing, polling in 100 ms steps so signal handlers run, copying a
- * one-tensor reply into a new numpy array — in C. It links nothing: client.py hands it the
+ * one-tensor reply into a new numpy array — in C. It links nothing: message.py hands it the
  * addresses of the libferry functions that ctypes loaded, so both paths use the same library
  * instance and handles. The worker's loop (serving.py) has the same two crossings per request
  * (take the next request and view its array; reply with one array), each ~1 µs through
@@ -35,15 +35,19 @@ static reply_tensor_fn fc_reply_tensor;
 /* numpy dtype per FERRY_DTYPE_* code (None where a reply needs the general reader). */
 static PyObject *fc_dtypes;
 
+/* bind(call_array, poll, free, worker_next, job_reply_tensor, dtypes): the libferry functions
+ * to use (addresses from ctypes) and the numpy dtype per FERRY_DTYPE_* code. */
 static PyObject *fc_bind(PyObject *self, PyObject *args) {
     (void)self;
-    unsigned long long a, p, f;
+    unsigned long long a, p, f, n, r;
     PyObject *dtypes;
-    if (!PyArg_ParseTuple(args, "KKKO!", &a, &p, &f, &PyTuple_Type, &dtypes)) return NULL;
-    if (!a || !p || !f) { PyErr_SetString(PyExc_ValueError, "NULL function address"); return NULL; }
+    if (!PyArg_ParseTuple(args, "KKKKKO!", &a, &p, &f, &n, &r, &PyTuple_Type, &dtypes)) return NULL;
+    if (!a || !p || !f || !n || !r) { PyErr_SetString(PyExc_ValueError, "NULL function address"); return NULL; }
     fc_call_array = (call_array_fn)(uintptr_t)a;
     fc_poll = (poll_fn)(uintptr_t)p;
     fc_free = (free_fn)(uintptr_t)f;
+    fc_next = (next_fn)(uintptr_t)n;
+    fc_reply_tensor = (reply_tensor_fn)(uintptr_t)r;
     Py_INCREF(dtypes);
     Py_XSETREF(fc_dtypes, dtypes);
     Py_RETURN_NONE;
@@ -124,17 +128,6 @@ static PyObject *fc_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return out;
 }
 
-/* bind_worker(next, reply_tensor): the worker-side libferry functions to use. */
-static PyObject *fc_bind_worker(PyObject *self, PyObject *args) {
-    (void)self;
-    unsigned long long n, r;
-    if (!PyArg_ParseTuple(args, "KK", &n, &r)) return NULL;
-    if (!n || !r) { PyErr_SetString(PyExc_ValueError, "NULL function address"); return NULL; }
-    fc_next = (next_fn)(uintptr_t)n;
-    fc_reply_tensor = (reply_tensor_fn)(uintptr_t)r;
-    Py_RETURN_NONE;
-}
-
 /* next(worker, timeout_ms, job_out, tensors, cap, count_out, origin, slot_size, bases, owners)
  *
  * ferry_worker_next with the GIL released. When the request is one numeric tensor whose
@@ -145,7 +138,7 @@ static PyObject *fc_bind_worker(PyObject *self, PyObject *args) {
 static PyObject *fc_next_request(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 10) { PyErr_SetString(PyExc_TypeError, "next() takes 10 arguments"); return NULL; }
-    if (!fc_next || !fc_dtypes) { PyErr_SetString(PyExc_RuntimeError, "_fastcall.bind_worker() was not called"); return NULL; }
+    if (!fc_next || !fc_dtypes) { PyErr_SetString(PyExc_RuntimeError, "_fastcall.bind() was not called"); return NULL; }
     void *worker = PyLong_AsVoidPtr(args[0]);
     long long timeout_ms = PyLong_AsLongLong(args[1]);
     ferry_job **job_out = PyLong_AsVoidPtr(args[2]);
@@ -211,7 +204,7 @@ static PyObject *fc_next_request(PyObject *self, PyObject *const *args, Py_ssize
 static PyObject *fc_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     if (nargs != 4) { PyErr_SetString(PyExc_TypeError, "reply() takes 4 arguments"); return NULL; }
-    if (!fc_reply_tensor) { PyErr_SetString(PyExc_RuntimeError, "_fastcall.bind_worker() was not called"); return NULL; }
+    if (!fc_reply_tensor) { PyErr_SetString(PyExc_RuntimeError, "_fastcall.bind() was not called"); return NULL; }
     void *job = PyLong_AsVoidPtr(args[0]);
     const char *name = PyBytes_AsString(args[1]);
     if (PyErr_Occurred()) return NULL;
@@ -239,9 +232,8 @@ static PyObject *fc_reply(PyObject *self, PyObject *const *args, Py_ssize_t narg
 }
 
 static PyMethodDef fc_methods[] = {
-    {"bind", fc_bind, METH_VARARGS, "bind(call_array, poll, free, dtypes): the libferry functions to use."},
+    {"bind", fc_bind, METH_VARARGS, "bind(call_array, poll, free, worker_next, job_reply_tensor, dtypes): what to call."},
     {"call", (PyCFunction)(void (*)(void))fc_call, METH_FASTCALL, "One-array call; see _fastcall.c."},
-    {"bind_worker", fc_bind_worker, METH_VARARGS, "bind_worker(next, reply_tensor): the worker-side libferry functions."},
     {"next", (PyCFunction)(void (*)(void))fc_next_request, METH_FASTCALL, "The next request, as a view when it is one array."},
     {"reply", (PyCFunction)(void (*)(void))fc_reply, METH_FASTCALL, "Reply with one plain array; None when it is not one."},
     {NULL, NULL, 0, NULL},

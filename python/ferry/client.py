@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from ctypes import addressof, byref, c_char_p, cast, c_int, c_int64, c_size_t, c_void_p
+from ctypes import addressof, byref, c_char_p, c_int, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
 
 from ._handle import Handle, check
@@ -13,23 +13,13 @@ from numpy import ndarray
 from ._lib import lib, raw
 from .errors import Again, InvalidArgument, RemoteError
 from .table import TABLE, from_tensors
-from .message import _CODES_BY_DTYPE, _address, DEFAULT_INPUT, MAX_DIMS, NUMPY_DTYPES, MessageReader, read_metadata, write_message
+from .message import _CODES_BY_DTYPE, _address, DEFAULT_INPUT, MAX_DIMS, MessageReader, fastcall as _fastcall, read_metadata, write_message
 
 _INPUT = DEFAULT_INPUT.encode()
 
-# The one-array call in C (_fastcall.c, built by `make build`); the ctypes path below does
-# the same where it is absent or FERRY_PURE_PYTHON=1 asks for it (tests run both).
-_fastcall = None
-if not os.environ.get("FERRY_PURE_PYTHON"):
-    try:
-        from . import _fastcall
-    except ImportError:
-        _fastcall = None
-if _fastcall is not None:
-    _fastcall.bind(cast(lib.ferry_call_array, c_void_p).value, cast(lib.ferry_call_poll, c_void_p).value,
-                   cast(lib.ferry_call_free, c_void_p).value,
-                   tuple(NUMPY_DTYPES.get(code) for code in range(max(NUMPY_DTYPES) + 1)))
-    _fast = _fastcall.call
+# The one-array call in C when the compiled module is built (message.fastcall); the ctypes
+# path below does the same otherwise.
+_fast = _fastcall.call if _fastcall is not None else None
 
 
 # Hot-path entry points called with prebuilt ctypes arguments (see _lib.raw).

@@ -3,6 +3,7 @@ numpy views of a received message."""
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from ctypes import byref, c_char_p, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
@@ -47,6 +48,28 @@ NUMPY_DTYPES = {
 _CODES = {(dt.kind, dt.itemsize): code for code, dt in NUMPY_DTYPES.items()}
 #: the same table keyed by (little-endian) dtype objects: one dict lookup per array
 _CODES_BY_DTYPE = {dt: code for code, dt in NUMPY_DTYPES.items()}
+
+
+def _load_fastcall():
+    """The compiled calls (_fastcall.c, built by `make build`): the client's one-array call
+    and the worker's one-array request and reply, bound to the libferry functions ctypes
+    loaded and to the dtype table above. None where it is absent or FERRY_PURE_PYTHON=1 asks
+    for the ctypes paths (client.py and serving.py have both; tests run both)."""
+    if os.environ.get("FERRY_PURE_PYTHON"):
+        return None
+    try:
+        from . import _fastcall
+    except ImportError:
+        return None
+    addr = lambda f: ctypes.cast(f, c_void_p).value  # noqa: E731
+    _fastcall.bind(addr(lib.ferry_call_array), addr(lib.ferry_call_poll), addr(lib.ferry_call_free),
+                   addr(lib.ferry_worker_next), addr(lib.ferry_job_reply_tensor),
+                   tuple(NUMPY_DTYPES.get(code) for code in range(max(NUMPY_DTYPES) + 1)))
+    return _fastcall
+
+
+#: The compiled module, bound (see _load_fastcall), or None.
+fastcall = _load_fastcall()
 
 #: name of the tensor used when a single array is sent or returned
 DEFAULT_INPUT = "input"

@@ -19,19 +19,9 @@ from ._handle import Handle, check
 from ._lib import lib, raw
 from .errors import ChannelClosed, FerryError, MalformedMessage, PayloadTooLarge, RemoteError, Timeout
 from .table import TABLE, from_tensors
-from .message import _CODES_BY_DTYPE, DEFAULT_OUTPUT, NUMPY_DTYPES, MessageReader, _scratch, reply_array, write_message
-
-# The request and reply of a one-array model in C (_fastcall.c, built by `make build`); the
-# ctypes path below does the same where it is absent or FERRY_PURE_PYTHON=1 asks for it.
-_fastcall = None
-if not os.environ.get("FERRY_PURE_PYTHON"):
-    try:
-        from . import _fastcall
-    except ImportError:
-        _fastcall = None
-if _fastcall is not None:
-    from . import client as _client  # binds the dtype table the worker side shares
-    _fastcall.bind_worker(ctypes.cast(lib.ferry_worker_next, c_void_p).value, ctypes.cast(lib.ferry_job_reply_tensor, c_void_p).value)
+# The request and reply of a one-array model are made in C when the compiled module is built
+# (message.fastcall: _fastcall.next, .reply); the ctypes path below does the same otherwise.
+from .message import _CODES_BY_DTYPE, DEFAULT_OUTPUT, MessageReader, _scratch, fastcall as _fastcall, reply_array, write_message
 
 _TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
 _malloc_tuned = False
