@@ -1,8 +1,17 @@
 # Ferry — `make demo` and `make test` work on a fresh machine (they install what is missing).
 SHELL := /bin/bash
-PYTHON ?= python3
+# python3, or a project venv where the system's Python refuses pip (scripts/python.sh).
+PYTHON ?= $(shell scripts/python.sh)
+export PYTHON
 SWIFT ?= swift
 BUILD := .build/release
+SWIFT_FLAGS := -c release
+# The shared-memory demo's build: the same sources without the Network trait (no SwiftNIO,
+# BoringSSL, swift-crypto, zstd, libjpeg-turbo or hiredis), in a folder of its own so that it
+# and the full build never rebuild each other.
+DEMO_SCRATCH := .build-demo
+DEMO_BUILD := $(DEMO_SCRATCH)/release
+SWIFT_NOISE := ^(Building|Build complete|Build of product|Compiling|Write|\[[0-9]+/[0-9]+\])|prohibited flag|mktemp|^$$
 BIN := bin/ferry
 PYTEST_ARGS ?=
 
@@ -16,7 +25,7 @@ PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table example-stream
 CC ?= cc
 
-.PHONY: all check-tables setup build python-ext build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-setup install uninstall clean help
+.PHONY: all check-tables setup setup-demo build wheel test-wheel python-ext build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-setup install uninstall clean help
 
 all: build
 
@@ -29,39 +38,68 @@ help:
 setup:
 	@scripts/setup.sh
 
+# One `swift build` with one set of flags for every product (the library, the command, the
+# examples): products built with different flags rebuild each other's modules. Static linking
+# of the Swift runtime is set per product in Package.swift, not here, for the same reason.
 build: setup
-	@$(SWIFT) build -c release --product ferry 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])|prohibited flag' || true
-	@# The command links its Swift runtime (Foundation included) statically, like libferry.so:
-	@# the installed `ferry` runs where no Swift toolchain is.
-	@$(SWIFT) build -c release --product ferry-cli --static-swift-stdlib 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])|mktemp|prohibited flag' || true
-	@test -x $(BUILD)/ferry-cli && test -f $(BUILD)/libferry.so || { echo "build failed" >&2; exit 1; }
+	@$(SWIFT) build $(SWIFT_FLAGS) 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
 	@ln -sf libferry.so $(BUILD)/libferry.so.0
 	@mkdir -p bin && ln -sf ../$(BUILD)/ferry-cli $(BIN)
 	@$(MAKE) -s python-ext
 
 # The Python client's one-array call in C (python/ferry/_fastcall.c): no libferry link, it
-# gets the function addresses from the ctypes loader. Rebuilt when its source or ferry.h changes.
+# gets the function addresses from the ctypes loader. Built for $(PYTHON) and for every other
+# python3.X on PATH that has Python.h (each loads its own .so by its EXT_SUFFIX), so another
+# interpreter never falls back to the ctypes path unnoticed. Rebuilt when its source or
+# ferry.h changes.
 python-ext:
-	@ext=python/ferry/_fastcall$$($(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))"); \
-	inc=$$($(PYTHON) -c "import sysconfig; print(sysconfig.get_paths()['include'])"); \
-	if [ ! -f $$inc/Python.h ]; then echo "note: no Python.h for $(PYTHON): the Python client uses its ctypes path" >&2; exit 0; fi; \
-	if [ ! -f $$ext ] || [ python/ferry/_fastcall.c -nt $$ext ] || [ include/ferry.h -nt $$ext ]; then \
-	  $(CC) -O2 -shared -fPIC -Wall -Wextra -Werror -Iinclude $$($(PYTHON) -c "import sysconfig; print('-I' + sysconfig.get_paths()['include'])") \
-	    -I$$($(PYTHON) -c "import numpy; print(numpy.get_include())") -o $$ext python/ferry/_fastcall.c || exit 1; \
-	fi
+	@for py in $(PYTHON) $$(compgen -c python3. | grep -xE 'python3\.[0-9]+' | sort -u); do \
+	  suffix=$$($$py -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null) || continue; \
+	  ext=python/ferry/_fastcall$$suffix; \
+	  inc=$$($$py -c "import sysconfig; print(sysconfig.get_paths()['include'])"); \
+	  np=$$($$py -c "import numpy; print(numpy.get_include())" 2>/dev/null) || continue; \
+	  if [ ! -f $$inc/Python.h ]; then [ $$py = $(PYTHON) ] && echo "note: no Python.h for $$py: the Python client uses its ctypes path" >&2; continue; fi; \
+	  if [ ! -f $$ext ] || [ python/ferry/_fastcall.c -nt $$ext ] || [ include/ferry.h -nt $$ext ]; then \
+	    $(CC) -O2 -shared -fPIC -Wall -Wextra -Werror -Iinclude -I$$inc -I$$np -o $$ext python/ferry/_fastcall.c || exit 1; \
+	  fi; \
+	done
 
-demo: build
-	@$(BIN) demo
+# The Python wheel (python/pyproject.toml): libferry.so stripped inside, the compiled call for
+# $(PYTHON). Lands in dist/.
+wheel: build
+	@rm -rf dist python/build python/*.egg-info && mkdir -p dist
+	@FERRY_LIBRARY=$(CURDIR)/$(BUILD)/libferry.so $(PYTHON) -m pip wheel -q --no-deps --disable-pip-version-check -w dist python/ 2>&1 | grep -v "^$$" || true
+	@rm -rf python/build python/*.egg-info
+	@ls dist/ferry_ipc-*.whl >/dev/null 2>&1 || { echo "wheel failed" >&2; exit 1; }
+	@echo "built $$(ls dist/ferry_ipc-*.whl) ($$(du -k dist/ferry_ipc-*.whl | cut -f1) KiB)"
+
+# The wheel as a user gets it: a fresh venv, no PYTHONPATH, run from outside the repository:
+# a worker from the installed package and a digits round trip through it.
+test-wheel: wheel
+	@rm -rf .build/wheel-venv && $(PYTHON) -m venv --system-site-packages .build/wheel-venv
+	@.build/wheel-venv/bin/python -m pip install -q --no-deps --disable-pip-version-check dist/ferry_ipc-*.whl
+	@cd /tmp && env -u PYTHONPATH -u FERRY_LIBRARY $(CURDIR)/.build/wheel-venv/bin/python $(CURDIR)/tests/wheel_check.py
+
+# The demo needs only the core: it builds and runs the lean command and library in
+# $(DEMO_SCRATCH) (a first run here: see docs/install.md for times).
+demo: setup-demo
+	@$(SWIFT) build $(SWIFT_FLAGS) --scratch-path $(DEMO_SCRATCH) --disable-default-traits --product ferry-cli 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
+	@$(SWIFT) build $(SWIFT_FLAGS) --scratch-path $(DEMO_SCRATCH) --disable-default-traits --product ferry 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
+	@$(MAKE) -s python-ext
+	@FERRY_PYTHON=$(PYTHON) $(DEMO_BUILD)/ferry-cli demo
+
+setup-demo:
+	@scripts/setup.sh --demo
 
 # The same digits demo distributed: a local redis-server, two `ferry serve --redis` nodes,
 # the client on redis://.
 demo-redis: build
 	@$(BIN) demo --distributed --nodes 2
 
+# `make build` builds the examples too (one build, one set of flags).
 build-examples: build
-	@for p in $(EXAMPLES); do $(SWIFT) build -c release --product $$p 2>&1 | grep -vE '^(Building|Build of product|\[[0-9]+/[0-9]+\])|prohibited flag' || true; done
 
-test: check-tables build build-examples test-swift test-python fuzz-short
+test: check-tables build build-examples test-swift test-python test-wheel fuzz-short
 
 # Status codes and dtypes come from one table (scripts/gen_tables.py) in every language.
 check-tables:
@@ -87,8 +125,10 @@ sanitize: build
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan 2>&1 | grep -E 'Executed|error|WARNING|SUMMARY' ; exit $${PIPESTATUS[0]}
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/lsan.supp $(SWIFT) test --sanitize=address --scratch-path .build-asan 2>&1 | grep -E 'Executed|error|ERROR|SUMMARY' ; exit $${PIPESTATUS[0]}
 
-test-swift:
-	$(SWIFT) test 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]'; exit $${PIPESTATUS[0]}
+# Release, like `make build`, so the tests reuse its modules instead of building every
+# dependency a second time in debug (FerryCore is compiled with -enable-testing for them).
+test-swift: build
+	$(SWIFT) test $(SWIFT_FLAGS) --disable-testable-imports 2>&1 | grep -vE '$(SWIFT_NOISE)'; exit $${PIPESTATUS[0]}
 
 test-python:
 	cd tests && PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q $(PYTEST_ARGS)
@@ -151,4 +191,4 @@ soak: build
 	FERRY_EXPLORER_CALLS=2 $(SWIFT) test --filter SlotMachineExplorerTests.testEveryInterleavingOfTwoClientsTwoWorkersTwoSlots 2>&1 | grep -E 'explorer:|error|Executed'; exit $${PIPESTATUS[0]}
 
 clean:
-	rm -rf .build bin python/ferry/_fastcall*.so
+	rm -rf .build .build-demo bin dist python/ferry/_fastcall*.so

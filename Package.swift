@@ -2,24 +2,45 @@
 import PackageDescription
 
 // Layers, bottom to top (see docs/architecture.md):
-//   CFerryLinux  – C shim for what Swift cannot call directly (futex, shm_open, OFD locks)
-//   FerryCore    – message format (Format/), the transport seam and the generic client
-//                  (Transport/), the shm:// transport and worker (Shm/), the tcp:// client (TCP/),
-//                  the redis:// client and the Redis keys and scripts both sides share (Redis/)
-//   FerryGateway – the server sides: the tcp:// SwiftNIO gateway and the redis:// node, each in
-//                  front of a local shm:// channel
-//   FerryC       – the C ABI: @_cdecl exports that only convert and check arguments → libferry.so
-//   ferry        – the command-line tool
+//   CFerryLinux   – C shim for what Swift cannot call directly (futex, shm_open, OFD locks)
+//   FerryCore     – message format (Format/), the transport seam and the generic client
+//                   (Transport/), the shm:// transport and worker (Shm/), streams (Stream/).
+//                   Builds with swift-atomics alone: no SwiftNIO, BoringSSL, swift-crypto,
+//                   zstd, libjpeg-turbo or hiredis.
+//   FerryWire     – what crosses a tcp:// link: frames and compressed tensors (zstd, JPEG)
+//   FerryTCP      – the blocking socket stream (TLS through BoringSSL) and the tcp:// client
+//   FerryRedis    – the redis:// client and the Redis keys and scripts both sides share
+//   FerryNetwork  – registers tcp:// and redis:// with the core's URL-scheme registry
+//   FerryGateway  – the server sides: the tcp:// SwiftNIO gateway and the redis:// node, each in
+//                   front of a local shm:// channel
+//   FerryC        – the C ABI: @_cdecl exports that only convert and check arguments → libferry.so
+//   ferry         – the command-line tool
+//
+// The trait "Network" (on by default) puts tcp://, redis://, `serve --listen/--redis/--metrics`
+// into libferry.so and `ferry`. `make demo` builds with it off (in .build-demo), so a first
+// run compiles only what shared memory needs.
+let network: TargetDependencyCondition? = .when(traits: ["Network"])
+
+// What a static link of Foundation needs beyond `-static-stdlib` (which SwiftPM's
+// --static-swift-stdlib adds for us, but only by changing every module's build flags).
+let staticFoundation = ["CoreFoundation", "_FoundationICU", "FoundationInternationalization", "FoundationEssentials",
+                        "_FoundationCollections", "_FoundationCShims", "stdc++"].flatMap { ["-Xlinker", "-l\($0)"] }
+
 let package = Package(
     name: "Ferry",
     products: [
         .library(name: "FerryCore", targets: ["FerryCore"]),
+        .library(name: "FerryNetwork", targets: ["FerryNetwork"]),
         .library(name: "ferry", type: .dynamic, targets: ["FerryC"]),
         .executable(name: "ferry-cli", targets: ["ferry"]),
         .executable(name: "example-digits", targets: ["example-digits"]),
         .executable(name: "example-frames", targets: ["example-frames"]),
         .executable(name: "example-table", targets: ["example-table"]),
         .executable(name: "example-stream", targets: ["example-stream"]),
+    ],
+    traits: [
+        .trait(name: "Network", description: "tcp:// and redis:// transports, the tcp:// gateway, redis:// nodes and Prometheus metrics"),
+        .default(enabledTraits: ["Network"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -43,34 +64,60 @@ let package = Package(
             name: "FerryCore",
             dependencies: [
                 "CFerryLinux",
-                "CZstd",
-                "CTurboJPEG",
-                "CHiredis",
+                .product(name: "Atomics", package: "swift-atomics"),
+            ],
+            // The tests (`@testable import`) run against the release build, so `make test`
+            // reuses `make build`'s modules instead of building every dependency again in debug.
+            swiftSettings: [.unsafeFlags(["-enable-testing"])]
+        ),
+        .target(name: "FerryWire", dependencies: ["FerryCore", "CZstd", "CTurboJPEG"]),
+        .target(
+            name: "FerryTCP",
+            dependencies: [
+                "FerryCore",
+                "FerryWire",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                // For its BoringSSL (CNIOBoringSSL): TLS for the tcp:// client's blocking socket.
+                // For its BoringSSL (CNIOBoringSSL): TLS for the blocking client socket.
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .target(
+            name: "FerryRedis",
+            dependencies: [
+                "FerryCore",
+                "FerryTCP",
+                "CHiredis",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(name: "FerryNetwork", dependencies: ["FerryCore", "FerryTCP", "FerryRedis"]),
+        .target(
             name: "FerryC",
-            dependencies: ["FerryCore", "CFerryABI", "CFerryLinux"],
+            dependencies: [
+                "FerryCore", "CFerryABI", "CFerryLinux",
+                .target(name: "FerryNetwork", condition: network),
+            ],
             exclude: ["exports.map"],
             linkerSettings: [
                 .unsafeFlags([
                     "-static-stdlib",
-                    // swift-crypto (tcp:// authentication) uses FoundationEssentials, whose
-                    // collections library the static link does not pull in by itself.
-                    "-Xlinker", "-l_FoundationCollections", "-Xlinker", "-l_FoundationCShims",
                     "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/FerryC/exports.map",
                     "-Xlinker", "-soname=libferry.so.0",
-                ])
+                ]),
+                // swift-crypto (tcp:// authentication) uses FoundationEssentials, whose
+                // collections library the static link does not pull in by itself.
+                .unsafeFlags(["-Xlinker", "-l_FoundationCollections", "-Xlinker", "-l_FoundationCShims"], .when(traits: ["Network"])),
             ]
         ),
         .target(
             name: "FerryGateway",
             dependencies: [
                 "FerryCore",
+                "FerryWire",
+                "FerryTCP",
+                "FerryRedis",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -82,22 +129,30 @@ let package = Package(
             name: "ferry",
             dependencies: [
                 "FerryCore",
-                "FerryGateway",
+                .target(name: "FerryNetwork", condition: network),
+                .target(name: "FerryRedis", condition: network),
+                .target(name: "FerryGateway", condition: network),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-            ]
+                .product(name: "NIOCore", package: "swift-nio", condition: network),
+                .product(name: "NIOPosix", package: "swift-nio", condition: network),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: network),
+                .product(name: "Prometheus", package: "swift-prometheus", condition: network),
+            ],
+            // Like libferry.so, the command links its Swift runtime (Foundation included)
+            // statically: the installed `ferry` runs where no Swift toolchain is. Set here, not
+            // with `swift build --static-swift-stdlib`, so that every product builds with the
+            // same flags and one build never invalidates another's modules.
+            linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundation)]
         ),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
-        .testTarget(name: "FerryGatewayTests", dependencies: ["FerryCore", "FerryGateway"]),
+        .testTarget(name: "FerryGatewayTests", dependencies: ["FerryCore", "FerryNetwork", "FerryWire", "FerryRedis", "FerryGateway"]),
         // The Swift clients of examples/ (one per pattern; the other languages sit beside them).
-        .executableTarget(name: "example-digits", dependencies: ["FerryCore"], path: "examples/digits/swift"),
-        .executableTarget(name: "example-frames", dependencies: ["FerryCore"], path: "examples/frames/swift"),
-        .executableTarget(name: "example-table", dependencies: ["FerryCore"], path: "examples/table/swift"),
-        .executableTarget(name: "example-stream", dependencies: ["FerryCore"], path: "examples/stream/swift"),
+        // They link FerryNetwork where the trait is on, so each also calls tcp:// and redis:// URLs.
+        .executableTarget(name: "example-digits", dependencies: ["FerryCore", .target(name: "FerryNetwork", condition: network)], path: "examples/digits/swift"),
+        .executableTarget(name: "example-frames", dependencies: ["FerryCore", .target(name: "FerryNetwork", condition: network)], path: "examples/frames/swift"),
+        .executableTarget(name: "example-table", dependencies: ["FerryCore", .target(name: "FerryNetwork", condition: network)], path: "examples/table/swift"),
+        .executableTarget(name: "example-stream", dependencies: ["FerryCore", .target(name: "FerryNetwork", condition: network)], path: "examples/stream/swift"),
     ]
 )

@@ -111,7 +111,7 @@ typedef struct ferry_tensor {
 typedef struct ferry_options {
     size_t struct_size;   /**< sizeof(ferry_options) as the caller compiled it. */
     int32_t slots;        /**< Slots when creating a channel (default 8). */
-    int64_t slot_size;    /**< Bytes per slot when creating (default 8 MiB). */
+    int64_t slot_size;    /**< Bytes per slot when creating (default 4 MiB). */
     int32_t wait;         /**< FERRY_WAIT_*. */
     int64_t spin_us;      /**< Spin time for FERRY_WAIT_SPIN_FUTEX. */
     int64_t timeout_ms;   /**< Default per-call timeout. */
@@ -424,9 +424,11 @@ int ferry_message_find_column(const ferry_message *msg, const char *name, ferry_
  * a slot, writes a message into it in place, and publishes it with a sequence number and a
  * capture timestamp. A subscriber receives the newest frame (FERRY_STREAM_LATEST: older
  * unseen frames are dropped and counted) or every frame in order (FERRY_STREAM_EVERY: the
- * publisher waits for it). A received frame pins its slot until ferry_frame_free, so its
+ * publisher waits for it). A subscriber gets only frames published after it attached; each
+ * is received or counted as dropped (received + dropped == published since attach, once it
+ * has caught up). A received frame pins its slot until ferry_frame_free, so its
  * bytes are read in place and never rewritten meanwhile.
- * URLs: "shm://NAME?slots=8&slot_size=8M&wait=hybrid&timeout_ms=10000", or the bare NAME.
+ * URLs: "shm://NAME?slots=8&slot_size=4M&wait=hybrid&timeout_ms=10000", or the bare NAME.
  */
 typedef struct ferry_publisher ferry_publisher;   /**< The writing side of a stream. */
 typedef struct ferry_subscriber ferry_subscriber; /**< A reading side of a stream. */

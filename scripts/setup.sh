@@ -4,13 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$(scripts/python.sh)}
 # redis-server and libhiredis-dev: the redis:// transport is built with hiredis, and its tests
 # start real redis-server processes on loopback ports.
 APT_PACKAGES=(gcc g++ make pkg-config cmake openssl libzstd-dev libturbojpeg0-dev libhiredis-dev redis-server redis-tools)
 PY_MODULES="numpy pytest hypothesis sklearn scipy pandas pyarrow"
 PY_REQUIREMENTS=python/requirements.txt
-if [ "${1:-}" = "--bench" ]; then
+if [ "${1:-}" = "--demo" ]; then
+    # Only what the shared-memory demo needs: a C compiler (the Python extension), numpy and
+    # scikit-learn (its bundled digits). No Redis, no compression libraries, no test tools.
+    APT_PACKAGES=(gcc make)
+    PY_MODULES="numpy sklearn"
+    PY_REQUIREMENTS=python/requirements-demo.txt
+elif [ "${1:-}" = "--bench" ]; then
     APT_PACKAGES=(redis-server libhiredis-dev libzmq3-dev)
     PY_MODULES="zmq redis hiredis iceoryx2 matplotlib PIL pyarrow pandas"
     PY_REQUIREMENTS=bench/requirements.txt
@@ -19,7 +25,7 @@ fi
 # The Python client's compiled call (python/ferry/_fastcall.c) needs Python.h: Debian's own
 # python3 ships it in python3-dev (pyenv and python.org builds include it).
 if [ "${1:-}" != "--bench" ] && ! "$PY" -c "import os, sysconfig, sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')) else 1)" 2>/dev/null; then
-    [ "$(command -v "$PY")" = /usr/bin/python3 ] && APT_PACKAGES+=(python3-dev)
+    [ "$("$PY" -c 'import sys; print(sys.base_prefix)')" = /usr ] && APT_PACKAGES+=(python3-dev)
 fi
 
 need_apt=()

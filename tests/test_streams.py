@@ -70,7 +70,9 @@ def test_slow_subscriber_sees_only_new_frames_and_counts_drops(procs, name):
         assert seqs == sorted(set(seqs))
         # Drops are exactly the gaps, and there are many (latest frame wins).
         assert sum(d for _, d, _ in frames[1:]) == seqs[-1] - seqs[0] - (len(seqs) - 1)
-        assert sub.dropped == sum(d for _, d, _ in frames[1:]) > 8 * 10
+        # Every frame published since it attached was received or counted, the ones before
+        # its first frame included.
+        assert sub.dropped == sum(d for _, d, _ in frames) > 8 * 10
         # Each frame taken after a sleep is the newest one, not one queued 100 ms ago.
         assert sorted(a for _, _, a in frames[1:])[len(frames) // 2] < 0.05
         assert sub.fps > 0
@@ -147,6 +149,10 @@ def test_a_stream_has_one_publisher_and_a_dead_ones_stream_is_taken_over(procs, 
 def test_dead_subscriber_gives_back_what_it_held(procs, name):
     with ferry.Publisher(name, slots=4, slot_size="64K") as pub:
         h = peer(procs, "hold", name)
+        deadline = time.monotonic() + 10
+        while pub.subscribers == 0:  # a subscriber gets frames published after it attached
+            assert time.monotonic() < deadline and h.poll() is None, "the subscriber did not attach"
+            time.sleep(0.01)
         pub.publish(np.zeros(8, np.uint8))
         wait_line(h, "holding")
         assert pub.subscribers == 1
@@ -256,3 +262,39 @@ def test_ferry_stats_shows_a_stream_live(procs, name):
         # Without a name, streams are listed beside channels.
         out = subprocess.run([os.path.join(ROOT, "bin", "ferry"), "stats", "--interval", "0.1"], capture_output=True, text=True, timeout=30)
         assert f"stream {name}" in out.stdout
+
+
+@pytest.mark.parametrize("every", [False, True], ids=["latest", "every"])
+def test_every_frame_since_attach_is_received_or_counted_dropped(name, every):
+    """received + dropped == frames published since the subscriber attached, once it has
+    caught up — the frames before its first recv() included — seen alike by the subscriber,
+    its frames and `ferry stats`."""
+    import json
+
+    from conftest import ROOT
+    with ferry.Publisher(name, slots=8, slot_size="64K") as pub:
+        for i in range(3):  # before the subscriber: not its frames
+            pub.publish(np.full(8, i, np.uint8))
+        with ferry.Subscriber(name, every=every) as sub:
+            assert sub.received == 0 and sub.dropped == 0
+            for i in range(5):
+                pub.publish(np.full(8, 10 + i, np.uint8))
+            taken = []
+            while True:
+                try:
+                    f = sub.recv(timeout=0.2)
+                except ferry.Timeout:
+                    break
+                taken.append((f.seq, f.dropped_before, int(f.array[0])))
+                f.release()
+            if every:
+                assert [v for _, _, v in taken] == [10, 11, 12, 13, 14] and all(d == 0 for _, d, _ in taken)
+            else:
+                assert taken == [(8, 4, 14)]  # the newest; the 4 before it count as dropped
+            assert sub.received + sub.dropped == 5
+            assert sub.dropped == sum(d for _, d, _ in taken)
+            out = subprocess.run([os.path.join(ROOT, "bin", "ferry"), "stats", name, "--json", "--interval", "0.1"],
+                                 capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            [me] = json.loads(out.stdout.strip().splitlines()[-1])["subscribers"]
+            assert (me["received"], me["dropped"]) == (sub.received, sub.dropped)

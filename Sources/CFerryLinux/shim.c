@@ -210,3 +210,10 @@ short cferry_pollout(void) { return POLLOUT; }
 long cferry_send(int fd, const void *buf, size_t len) { return (long)send(fd, buf, len, MSG_NOSIGNAL); }
 
 long cferry_recv(int fd, void *buf, size_t len) { return (long)recv(fd, buf, len, MSG_DONTWAIT); }
+
+// Defined by FerryNetwork (Transports+Network.swift) when it is linked into the same image.
+extern void ferry_network_register(void) __attribute__((weak));
+
+void cferry_register_linked_transports(void) {
+    if (ferry_network_register) ferry_network_register();
+}

@@ -1,4 +1,5 @@
 import FerryCore
+import FerryWire
 import NIOCore
 
 /// Splits the byte stream into frames (docs/protocol.md, "TCP frames"). A frame longer than

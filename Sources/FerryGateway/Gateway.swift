@@ -1,6 +1,7 @@
 import Atomics
 import Crypto
 import FerryCore
+import FerryWire
 import NIOCore
 import NIOPosix
 import NIOSSL

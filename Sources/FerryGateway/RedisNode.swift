@@ -1,5 +1,6 @@
 import Atomics
 import FerryCore
+import FerryRedis
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,8 @@
 import ArgumentParser
 import FerryCore
+#if Network
+import FerryRedis
+#endif
 import Foundation
 import Histogram
 
@@ -119,6 +122,7 @@ struct Demo: ParsableCommand {
     }
 }
 
+#if Network
 /// A redis-server on a free loopback port and `ferry serve --redis` nodes, for the
 /// distributed demo; all stopped by `stop()`.
 final class LocalCluster {
@@ -193,3 +197,13 @@ final class LocalCluster {
         if !keepLogs { try? FileManager.default.removeItem(atPath: logDir) }
     }
 }
+#else
+/// Without the Network trait there is no redis://: `--distributed` says so.
+final class LocalCluster {
+    let url = ""
+    init(nodes count: Int, model: String, name: String, workers: Int) throws {
+        throw withoutNetwork("ferry demo --distributed")
+    }
+    func stop() {}
+}
+#endif

@@ -1,8 +1,11 @@
 import ArgumentParser
+import FerryCore
+#if Network
+import FerryGateway
+import FerryRedis
 import NIOCore
 import NIOPosix
-import FerryCore
-import FerryGateway
+#endif
 import Foundation
 import Logging
 
@@ -21,7 +24,7 @@ struct ChannelOptions: ParsableArguments {
     @Option(help: "Number of slots (concurrent requests) when creating the channel.")
     var slots: Int = 8
     @Option(name: .customLong("slot-size"), help: "Bytes per slot, e.g. 8M; a request and its reply share a slot.")
-    var slotSize: String = "8M"
+    var slotSize: String = "4M"
     @Option(help: "Wait strategy: spin, futex or hybrid.")
     var wait: String = "hybrid"
     @Option(name: .customLong("spin-us"), help: "Spin time before sleeping, for hybrid.")
@@ -36,6 +39,12 @@ struct ChannelOptions: ParsableArguments {
 func makeLogger(_ label: String) -> Logger {
     LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
     return Logger(label: label)
+}
+
+/// The error of a feature that needs the Network trait, in a `ferry` built without it
+/// (`make demo` builds such a one in .build-demo; `make build` the full one).
+func withoutNetwork(_ feature: String) -> Error {
+    ValidationError("\(feature) needs tcp:// or redis://, and this ferry was built without them (the Network trait); `make build` builds the full command")
 }
 
 func fail(_ error: Error) -> ExitCode {
@@ -114,6 +123,7 @@ struct Serve: ParsableCommand {
         let holder = try Worker(url)
         defer { holder.close() }
         let batching = maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []
+#if Network
         var metricsServer: (group: MultiThreadedEventLoopGroup, channel: Channel)? = nil
         if let metrics {
             let (host, port) = try parseHostPort(metrics)
@@ -130,16 +140,26 @@ struct Serve: ParsableCommand {
         defer {
             if let m = metricsServer { try? m.channel.close().wait(); try? m.group.syncShutdownGracefully() }
         }
+#else
+        for (given, option) in [(metrics, "--metrics"), (listen, "--listen"), (redis, "--redis")] where given != nil {
+            throw withoutNetwork("ferry serve \(option)")
+        }
+#endif
+#if Network
         // The gateway first: a bad address or certificate fails before any worker starts.
         var gateway: Gateway? = nil
         if let listen {
             gateway = try startGateway(listen, name: name, url: url, forwarders: holder.geometry.slots, logger: logger)
         }
+#endif
         let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger)
         do { try sup.start() } catch {
+#if Network
             gateway?.shutdown(grace: .zero)
+#endif
             throw error
         }
+#if Network
         // The node last: it takes requests only once workers are there to run them.
         var node: RedisNode? = nil
         if let redisEndpoint {
@@ -152,6 +172,9 @@ struct Serve: ParsableCommand {
                 throw error
             }
         }
+#else
+        _ = redisEndpoint
+#endif
         logger.info("serving", metadata: ["url": "shm://\(name)", "workers": "\(workers)",
                                           "slots": "\(holder.geometry.slots)", "slot_size": "\(holder.geometry.slotSize)"])
         while !stop.requested {
@@ -169,6 +192,7 @@ struct Serve: ParsableCommand {
             for _ in before..<max(before, sup.restarts) { holder.countRestart() }
         }
         logger.info("stopping")
+#if Network
         if let node {
             // Finish the entries in hand; those not started are taken over by other nodes.
             node.shutdown()
@@ -179,6 +203,7 @@ struct Serve: ParsableCommand {
             // Answer what is in flight (the workers still run), then close the connections.
             gateway.shutdown(grace: .seconds(10))
         }
+#endif
         sup.stop()
     }
 
@@ -196,6 +221,7 @@ struct Serve: ParsableCommand {
         }
     }
 
+#if Network
     func startNode(_ endpoint: Endpoint, url: String, capacity: Int, readers: Int, logger: Logger) throws -> RedisNode {
         guard claimIdle > 0 && claimIdle <= 86_400 else { throw ValidationError("--claim-idle must be in (0, 86400] seconds") }
         guard (1...1000).contains(maxDeliveries) else { throw ValidationError("--max-deliveries must be in 1...1000") }
@@ -250,6 +276,7 @@ struct Serve: ParsableCommand {
         logger.info("listening", metadata: ["url": "tcp://\(host.contains(":") ? "[\(host)]" : host):\(gateway.port)/\(name)", "auth": "\(config.secret != nil)", "tls": "\(tlsCert != nil)"])
         return gateway
     }
+#endif
 }
 
 struct Call: ParsableCommand {

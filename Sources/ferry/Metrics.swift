@@ -1,3 +1,4 @@
+#if Network
 import FerryCore
 import Logging
 import NIOCore
@@ -24,7 +25,7 @@ final class MetricsExporter: @unchecked Sendable {
         timedOut = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "calls_timed_out", unitName: "total", helpText: "Calls given up by clients at their deadline."), labels: l)
         restarts = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "worker_restarts", unitName: "total", helpText: "Worker processes restarted."), labels: l)
         workers = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "workers", unitName: "", helpText: "Processes serving the channel."), labels: l)
-        clients = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "clients", unitName: "", helpText: "Client attachments (live)."), labels: l)
+        clients = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "clients", unitName: "", helpText: "Client processes attached to call the channel (live); readers of statistics (ferry stats, this exporter) are not counted."), labels: l)
         inFlight = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "in_flight", unitName: "", helpText: "Requests published or being answered."), labels: l)
         slots = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "slots", unitName: "", helpText: "Slots of the channel."), labels: l)
         p50 = registry.makeGauge(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "service_p50", unitName: "seconds", helpText: "Median service time since the last scrape (bucket upper bound)."), labels: l)
@@ -108,3 +109,4 @@ func parseHostPort(_ text: String) throws -> (String, Int) {
     guard !host.isEmpty else { throw FerryError(.invalidArgument, "\"\(text)\" has no host (use 127.0.0.1:PORT)") }
     return (host, port)
 }
+#endif

@@ -8,8 +8,9 @@ enum Python {
     static var interpreter: String { ProcessInfo.processInfo.environment["FERRY_PYTHON"] ?? "python3" }
 
     /// Folder holding the `ferry` Python package: $FERRY_PYTHONPATH, else searched upward from
-    /// this executable (a build tree), else PREFIX/share/ferry/python (an install).
-    static func packageRoot() throws -> String {
+    /// this executable (a build tree), else PREFIX/share/ferry/python (an install); nil when
+    /// none is there and the interpreter has the package installed (the ferry-ipc wheel).
+    static func packageRoot() throws -> String? {
         if let p = ProcessInfo.processInfo.environment["FERRY_PYTHONPATH"] { return p }
         let exe = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
         var dir = exe.deletingLastPathComponent()
@@ -21,17 +22,37 @@ enum Python {
             }
             dir = dir.deletingLastPathComponent()
         }
-        throw FerryError(.invalidArgument, "cannot find Ferry's Python package; set FERRY_PYTHONPATH to the folder holding ferry/")
+        if interpreterHasFerry { return nil }
+        throw FerryError(.invalidArgument, "cannot find Ferry's Python package (pip install the ferry-ipc wheel into \(interpreter), or set FERRY_PYTHONPATH to the folder holding ferry/)")
     }
 
     /// Environment for a Python child: our package first on PYTHONPATH, one BLAS thread.
     static func environment() throws -> [String: String] {
         var env = ProcessInfo.processInfo.environment
-        let root = try packageRoot()
-        env["PYTHONPATH"] = [root, env["PYTHONPATH"]].compactMap { $0 }.joined(separator: ":")
+        if let root = try packageRoot() {
+            env["PYTHONPATH"] = [root, env["PYTHONPATH"]].compactMap { $0 }.joined(separator: ":")
+        }
+        // The library built with this command (same folder, same features): a demo build
+        // (.build-demo) must not load another build's libferry.so, nor an installed one.
+        if env["FERRY_LIBRARY"] == nil, let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            let lib = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("libferry.so").path
+            if FileManager.default.fileExists(atPath: lib) { env["FERRY_LIBRARY"] = lib }
+        }
         if env["OPENBLAS_NUM_THREADS"] == nil { env["OPENBLAS_NUM_THREADS"] = "1" }
         if env["OMP_NUM_THREADS"] == nil { env["OMP_NUM_THREADS"] = "1" }
         return env
+    }
+
+    /// True when the interpreter imports `ferry` by itself (installed from the wheel).
+    static var interpreterHasFerry: Bool {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = [interpreter, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('ferry') is None)"]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return false }
+        p.waitUntilExit()
+        return p.terminationStatus == 0
     }
 
     /// Starts `python -m ferry.worker MODEL --url URL` (optionally pinned to a CPU).

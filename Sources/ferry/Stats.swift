@@ -1,11 +1,14 @@
 import ArgumentParser
 import FerryCore
+#if Network
+import FerryRedis
+#endif
 import Foundation
 
 /// `ferry stats [NAME]`: what each channel is doing, live.
 struct Stats: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show channels and streams live: workers, slots in flight, requests/s, p50/p99 service time, errors, timeouts, restarts; a stream's fps, subscribers, drops and frame age.")
+        abstract: "Show channels and streams live: workers, clients (processes attached to call; this command is not one of them), slots in flight, requests/s, p50/p99 service time, errors, timeouts, restarts; a stream's fps, subscribers, drops and frame age.")
 
     @Argument(help: "Channel or stream name, or URL (default: every channel and stream of this user); redis://HOST:PORT/NAME shows a distributed channel and its nodes.")
     var name: String?
@@ -43,9 +46,10 @@ struct Stats: ParsableCommand {
             streams = StreamSnapshot.names()
         }
         if urls.isEmpty && streams.isEmpty { print("no channels or streams of this user are live"); return }
-        var clients: [(String, Client)] = []
+        // Observers, not clients: this command is not counted among the clients it shows.
+        var clients: [(String, ChannelObserver)] = []
         for url in urls {
-            do { clients.append((url, try Client(url))) } catch let e as FerryError {
+            do { clients.append((url, try ChannelObserver(url))) } catch let e as FerryError {
                 if name != nil { throw e }  // asked for one: say why not
             }
         }
@@ -100,6 +104,7 @@ struct Stats: ParsableCommand {
         return lines.joined(separator: "\n")
     }
 
+#if Network
     /// `ferry stats redis://HOST:PORT/NAME`: the channel as Redis sees it, and every node.
     func runRedis(_ endpoint: Endpoint) throws {
         var before = try RedisChannelSnapshot.read(endpoint)
@@ -138,6 +143,11 @@ struct Stats: ParsableCommand {
             fflush(nil)
         }
     }
+#else
+    func runRedis(_ endpoint: Endpoint) throws {
+        throw withoutNetwork("ferry stats redis://…")
+    }
+#endif
 
     static let header = "channel                      workers  clients  slots  in-flight  req/s      p50        p99        errors  timeouts  restarts"
 

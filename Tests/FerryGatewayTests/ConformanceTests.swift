@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import FerryCore
 import FerryGateway
+import FerryRedis
 
 /// The conformance suite from Swift: the same checks over shm:// (straight to a worker),
 /// tcp:// (through a gateway on 127.0.0.1) and redis:// (through a real redis-server on a

@@ -241,10 +241,10 @@ class Client(Handle):
 def _result(tensors: dict) -> Any:
     """What a call returns: the array of a one-tensor reply, a DataFrame for a table, else
     the dict of arrays."""
+    if TABLE in tensors:  # first: a table without columns is one tensor, its schema
+        return from_tensors(tensors)
     if len(tensors) == 1:
         return next(iter(tensors.values()))
-    if TABLE in tensors:
-        return from_tensors(tensors)
     return tensors
 
 

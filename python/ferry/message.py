@@ -12,7 +12,7 @@ import numpy as np
 
 from ._handle import Handle, check
 from ._lib import MAX_DIMS, FerryTensor, lib
-from .table import TABLE, PackedStrings, from_arrow, is_arrow_table, is_dataframe, to_tensors
+from .table import TABLE, PackedStrings, arrow_to_tensors, is_arrow_table, is_dataframe, to_tensors
 
 # BEGIN GENERATED: dtypes (scripts/gen_tables.py)
 BOOL = 1
@@ -253,7 +253,7 @@ def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[
     """Writes a single value under `default_name`, a mapping of named values, or a pandas
     DataFrame as a table (ferry.table)."""
     if type(value) is not dict and is_arrow_table(value):
-        value = from_arrow(value)
+        value = arrow_to_tensors(value)
     if type(value) is not dict and is_dataframe(value):
         value = to_tensors(value)
     if type(value) is dict or isinstance(value, Mapping):

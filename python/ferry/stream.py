@@ -83,7 +83,7 @@ class Publisher(Handle):
 
     _free = lib.ferry_publisher_free
 
-    def __init__(self, name: str, slots: int = 8, slot_size: int | str = "8M", timeout: float | None = None):
+    def __init__(self, name: str, slots: int = 8, slot_size: int | str = "4M", timeout: float | None = None):
         if isinstance(slots, bool) or not isinstance(slots, int) or not 2 <= slots <= 256:
             raise InvalidArgument(f"slots={slots!r}: use an integer in 2...256")
         opts = FerryOptions()
@@ -179,7 +179,9 @@ class Frame:
 class Subscriber(Handle):
     """Attaches to stream `name`. By default takes the newest frame each time (older unseen
     frames are dropped and counted); `every=True` takes every frame in order and makes the
-    publisher wait for it. Raises `NoServer` when nothing publishes the stream."""
+    publisher wait for it. A subscriber gets the frames published after it attached: each is
+    received or counted in `dropped` (so `received + dropped` is the number published since
+    it attached, once it has caught up). Raises `NoServer` when nothing publishes the stream."""
 
     _free = lib.ferry_subscriber_free
 

@@ -96,6 +96,16 @@ def to_tensors(df) -> dict:
         raise TypeError("a DataFrame with an index other than 0..n-1 would lose it; reset_index() first (it becomes a column)")
     if df.columns.has_duplicates:
         raise TypeError("a DataFrame with duplicate column names cannot be sent")
+    frame: dict = {"rows": len(df)}
+    for what, label in (("index_name", idx.name), ("columns_name", df.columns.name)):
+        if label is not None:
+            if type(label) not in (str, int, float, bool):
+                raise TypeError(f"the DataFrame's {what.replace('_', ' ')} {label!r} is a {type(label).__name__}; only str, int, float or bool names cross exactly")
+            frame[what] = label
+    if len(df.columns) == 0:
+        # pandas gives a frame without columns a RangeIndex of columns; one whose columns were
+        # all dropped keeps an (object) Index. Either comes back as it was.
+        frame["columns_index"] = "range" if isinstance(df.columns, pd.RangeIndex) else str(df.columns.dtype)
     out: dict = {}
     schema = []
     for name in df.columns:
@@ -150,7 +160,8 @@ def to_tensors(df) -> dict:
             out[name + VALID] = ~mask
         out[name] = values if isinstance(values, PackedStrings) else np.ascontiguousarray(values)
         schema.append(entry)
-    out[TABLE] = np.array(json.dumps({"rows": len(df), "columns": schema}))
+    frame["columns"] = schema
+    out[TABLE] = np.array(json.dumps(frame))
     return out
 
 
@@ -167,9 +178,7 @@ def from_tensors(tensors: dict):
         if kind == "numpy":
             col = pd.Series(v, copy=False)
         elif kind == "masked":
-            col = pd.Series(pd.array(v, dtype=c["dtype"]), copy=False)
-            if valid is not None:
-                col[~valid] = pd.NA
+            col = _masked_column(v, valid, c["dtype"])
         elif kind in ("datetime", "timedelta"):
             arr = v.view(f"{'M' if kind == 'datetime' else 'm'}8[{c['unit']}]").copy()
             if valid is not None:
@@ -182,8 +191,35 @@ def from_tensors(tensors: dict):
         else:
             raise ValueError(f"column {name!r}: unknown kind {kind!r} in the table's schema")
         data[name] = col
-    # copy=False: numeric columns stay views of the message (zero copy; in a worker, of the slot).
-    return pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=pd.RangeIndex(schema["rows"]))
+    index = pd.RangeIndex(schema["rows"], name=schema.get("index_name"))
+    if data:
+        # copy=False: numeric columns stay views of the message (zero copy; in a worker, of the slot).
+        df = pd.DataFrame(data, copy=False)
+        if len(df) != schema["rows"]:
+            raise ValueError(f"a table of {schema['rows']} rows has columns of {len(df)}")
+        df.index = index
+    else:
+        shape = schema.get("columns_index", "range")
+        columns = pd.RangeIndex(0) if shape == "range" else pd.Index([], dtype=shape)
+        df = pd.DataFrame(index=index, columns=columns)
+    if "columns_name" in schema:
+        df.columns.name = schema["columns_name"]
+    return df
+
+
+def _masked_column(values, valid, dtype: str):
+    """A pandas nullable column (Int64, Float64, boolean, …) straight from its values and
+    validity: no copy, and a NaN stays a NaN, distinct from a null (pd.array would merge them)."""
+    import pandas as pd
+    dt = pd.api.types.pandas_dtype(dtype)
+    mask = ~valid if valid is not None else np.zeros(len(values), dtype=bool)
+    cls = dt.construct_array_type()
+    if isinstance(dt, pd.api.extensions.ExtensionDtype) and issubclass(cls, pd.core.arrays.masked.BaseMaskedArray):
+        return pd.Series(cls(np.asarray(values, dtype=dt.numpy_dtype), mask), copy=False)
+    col = pd.Series(pd.array(values, dtype=dt), copy=False)  # e.g. pyarrow-backed dtypes
+    if valid is not None and not valid.all():
+        col[~valid] = pd.NA
+    return col
 
 
 def _string_column(v, valid, dtype: str):
@@ -206,15 +242,112 @@ def is_arrow_table(value: Any) -> bool:
     return type(value).__name__ in ("Table", "RecordBatch") and type(value).__module__.startswith("pyarrow")
 
 
-def from_arrow(value):
-    """A pyarrow Table or RecordBatch as a DataFrame that crosses as a table (numeric columns
-    without a copy where Arrow allows it, strings kept in Arrow)."""
-    import pandas as pd
+#: pandas' nullable dtype for each Arrow integer, float and bool type: what a column with
+#: nulls becomes (one without nulls becomes the plain numpy dtype).
+_ARROW_MASKED = {"int8": "Int8", "int16": "Int16", "int32": "Int32", "int64": "Int64",
+                 "uint8": "UInt8", "uint16": "UInt16", "uint32": "UInt32", "uint64": "UInt64",
+                 "float": "Float32", "double": "Float64", "bool": "boolean"}
+
+
+def _arrow_refusal(name: str, t) -> TypeError | None:
+    """Why an Arrow column cannot cross exactly, or None when it can."""
+    import pyarrow as pa
+    types = pa.types
+    if types.is_integer(t) or types.is_floating(t) or types.is_boolean(t) or types.is_string(t) \
+            or types.is_large_string(t) or types.is_timestamp(t) or types.is_duration(t) or types.is_date(t):
+        if types.is_float16(t):
+            return _refuse(name, "Arrow halffloat has no pandas column type; cast it to float32")
+        return None
+    if types.is_decimal(t):
+        why = f"Arrow {t} has no exact numpy type; cast it (to float64 if rounding is acceptable, or to string)"
+    elif types.is_dictionary(t):
+        why = f"Arrow {t} (categorical) is not supported; send the indices and the dictionary as columns, or decode it"
+    elif types.is_null(t):
+        why = "an Arrow column of type null has no values to send; give it a type"
+    elif types.is_list(t) or types.is_large_list(t) or types.is_fixed_size_list(t) or types.is_struct(t) \
+            or types.is_map(t) or types.is_union(t):
+        why = f"nested Arrow type {t} is not supported; flatten it into columns"
+    else:
+        why = f"Arrow type {t} is not supported"
+    return _refuse(name, why)
+
+
+def arrow_to_tensors(value) -> dict:
+    """The tensors of a pyarrow Table or RecordBatch, straight from its buffers (no pandas in
+    between, which would turn an int64 column with nulls into float64 and a NaN into a null).
+    Every column crosses exactly or the whole table is refused, naming the column:
+    integers, floats and bools (with nulls: pandas' nullable Int64/Float64/boolean, NaN kept
+    apart from null); strings and large strings (with nulls: pandas' string dtype, in Arrow);
+    timestamps with unit and zone; durations; dates (as datetime64 at midnight: date32 in
+    seconds, date64 in milliseconds). Decimals, dictionaries, nested, union and null-typed
+    columns are refused."""
     import pyarrow as pa
     if isinstance(value, pa.RecordBatch):
         value = pa.Table.from_batches([value])
-    df = value.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow"), pa.large_string(): pd.StringDtype("pyarrow")}.get)
-    return df
+    names = value.column_names
+    if len(set(names)) != len(names):
+        raise TypeError("an Arrow table with duplicate column names cannot be sent")
+    for name, field in zip(names, value.schema):
+        if name == TABLE or name.endswith(VALID):
+            raise _refuse(name, f"the names {TABLE!r} and '*{VALID}' are reserved for the table's schema and masks")
+        why = _arrow_refusal(name, field.type)
+        if why is not None:
+            raise why
+    out: dict = {}
+    schema = []
+    types = pa.types
+    for name in names:
+        col = value.column(name)
+        a = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        t = a.type
+        nulls = a.null_count > 0
+        mask = a.is_null().to_numpy(zero_copy_only=False) if nulls else None
+        entry: dict = {"name": name}
+        if types.is_string(t) or types.is_large_string(t):
+            entry.update(kind="string", dtype="string" if nulls else "str")
+            _, obuf, dbuf = (a.cast(pa.large_string()) if types.is_string(t) else a).buffers()
+            n = len(a)
+            offsets = np.frombuffer(obuf, dtype="<i8", count=n + 1 + a.offset)[a.offset:] if obuf is not None else np.zeros(1, "<i8")
+            start, end = int(offsets[0]), int(offsets[-1])
+            text = np.frombuffer(dbuf, dtype=np.uint8)[start:end] if dbuf is not None and end > start else np.zeros(0, np.uint8)
+            values = PackedStrings((offsets - start).astype("<u8"), text)
+        elif types.is_timestamp(t) or types.is_date(t):
+            if types.is_date32(t):
+                unit, ints = "s", a.cast(pa.int32()).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) * 86_400
+            elif types.is_date64(t):
+                unit, ints = "ms", a.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+            else:
+                unit, ints = t.unit, a.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+            entry.update(kind="datetime", unit=unit)
+            entry["dtype"] = f"datetime64[{unit}]" if not getattr(t, "tz", None) else f"datetime64[{unit}, {t.tz}]"
+            if getattr(t, "tz", None):
+                entry["tz"] = t.tz
+            values = ints
+        elif types.is_duration(t):
+            entry.update(kind="timedelta", unit=t.unit, dtype=f"timedelta64[{t.unit}]")
+            values = a.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False)
+        else:  # integers, floats, bool
+            values = a.fill_null(False if types.is_boolean(t) else 0).to_numpy(zero_copy_only=False)
+            if nulls:
+                entry.update(kind="masked", dtype=_ARROW_MASKED[str(t)])
+            else:
+                entry.update(kind="numpy", dtype=str(values.dtype))
+        if nulls:
+            entry["nullable"] = True
+            out[name + VALID] = ~mask
+        out[name] = values if isinstance(values, PackedStrings) else np.ascontiguousarray(values)
+        schema.append(entry)
+    frame = {"rows": value.num_rows, "columns": schema}
+    if not names:
+        frame["columns_index"] = "object"
+    out[TABLE] = np.array(json.dumps(frame))
+    return out
+
+
+def from_arrow(value):
+    """A pyarrow Table or RecordBatch as the DataFrame a model receives for it (see
+    `arrow_to_tensors` for the column types)."""
+    return from_tensors(arrow_to_tensors(value))
 
 
 def read_ipc(data) -> Any:
@@ -264,5 +397,5 @@ def write_seed_csv(df) -> bytes:
     return struct.pack("<I", len(text)) + text
 
 
-__all__ = ["TABLE", "PackedStrings", "is_dataframe", "is_arrow_table", "to_tensors", "from_tensors", "from_arrow",
+__all__ = ["TABLE", "PackedStrings", "is_dataframe", "is_arrow_table", "to_tensors", "from_tensors", "from_arrow", "arrow_to_tensors",
            "read_ipc", "write_ipc", "read_seed_csv", "write_seed_csv"]

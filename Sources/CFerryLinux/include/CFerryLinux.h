@@ -92,4 +92,12 @@ long cferry_send(int fd, const void *buf, size_t len);
 /// recv(2), non-blocking. Returns bytes read, 0 at end of stream, or -1 with errno.
 long cferry_recv(int fd, void *buf, size_t len);
 
+
+/// Registers the client transports linked into this image beside the core: FerryNetwork
+/// defines `ferry_network_register` (tcp://, redis://); the core refers to it weakly, so a
+/// program or library built from the core alone (the shared-memory demo, libferry-shm.so)
+/// links without it, and one that links FerryNetwork gets its schemes with no call to
+/// remember. Swift has no weak references to functions, hence C.
+void cferry_register_linked_transports(void);
+
 #endif

@@ -63,12 +63,12 @@ func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
 }
 
 extension UnsafeRawPointer {
-    @inline(__always) func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
-    @inline(__always) func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
-    @inline(__always) func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+    @inline(__always) package func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+    @inline(__always) package func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
+    @inline(__always) package func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
     @inline(__always) func i64(_ o: Int) -> Int64 { Int64(littleEndian: loadUnaligned(fromByteOffset: o, as: Int64.self)) }
 }
 
 extension UnsafeMutableRawPointer {
-    @inline(__always) func put<T: FixedWidthInteger>(_ v: T, at o: Int) { storeBytes(of: v.littleEndian, toByteOffset: o, as: T.self) }
+    @inline(__always) package func put<T: FixedWidthInteger>(_ v: T, at o: Int) { storeBytes(of: v.littleEndian, toByteOffset: o, as: T.self) }
 }

@@ -23,24 +23,24 @@ public struct RawTensor {
 /// names, metadata and the bytes of string tensors. Another process may still write the
 /// shared bytes after validation; nothing is ever read from them again but numeric tensor
 /// data, whose bounds come from here. One allocation holds it all.
-final class MessageTable {
-    struct Entry {
-        var nameStart: Int, nameLength: Int
-        var dtype: DType
-        var ndim: Int
-        var shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64)
+package final class MessageTable {
+    package struct Entry {
+        package var nameStart: Int, nameLength: Int
+        package var dtype: DType
+        package var ndim: Int
+        package var shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64)
         /// Offset in the message (numeric data), or in `text` (string tensors, copied).
-        var dataOffset: Int, dataLength: Int
-        var dataIsPrivate: Bool
+        package var dataOffset: Int, dataLength: Int
+        package var dataIsPrivate: Bool
         /// `TensorCodec.Encoding` raw value: 0 for plain data (the only kind a worker sees).
-        var encoding: UInt16 = 0
+        package var encoding: UInt16 = 0
     }
     /// (keyStart, keyLength, valueStart, valueLength) in `text`.
     typealias Meta = (Int, Int, Int, Int)
 
-    let count: Int
+    package let count: Int
     let metaCount: Int
-    let entries: UnsafeMutablePointer<Entry>
+    package let entries: UnsafeMutablePointer<Entry>
     let meta: UnsafeMutablePointer<Meta>
     /// Names, metadata and string tensors' bytes.
     let text: UnsafeMutableRawPointer
@@ -70,7 +70,7 @@ public struct MessageView {
     public let length: Int
     /// Reply status: 0 for success, otherwise a `FerryError.Code` raw value.
     public let status: Int32
-    let table: MessageTable
+    package let table: MessageTable
     /// Whatever keeps `base` mapped (a call, a job, a buffer); nil when the caller does.
     let owner: AnyObject?
 
@@ -84,7 +84,7 @@ public struct MessageView {
     }
 
     /// Validates as above; `owner` is kept alive as long as the view.
-    init(validating buffer: UnsafeRawBufferPointer, owner: AnyObject?, allowingEncoded: Bool = false) throws {
+    package init(validating buffer: UnsafeRawBufferPointer, owner: AnyObject?, allowingEncoded: Bool = false) throws {
         typealias L = MessageLayout
         func bad(_ why: String) -> FerryError { FerryError(.malformed, "malformed message: \(why)") }
         guard let p = buffer.baseAddress, buffer.count >= L.headerSize else {
@@ -249,7 +249,7 @@ public struct MessageView {
     /// The element count of a validated shape: 0 when any dimension is 0 (the running
     /// product of the others may exceed Int even then), else their product, which
     /// validation bounded.
-    static func elementCount(_ shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64), _ ndim: Int) -> Int {
+    package static func elementCount(_ shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64), _ ndim: Int) -> Int {
         withUnsafeBytes(of: shape) { dims in
             var n = 1
             for k in 0..<ndim {

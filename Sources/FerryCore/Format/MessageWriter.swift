@@ -3,7 +3,7 @@
 /// bytes directly (decode a frame straight into the slot); `finish` writes the table,
 /// names, metadata and header.
 public struct MessageWriter {
-    let base: UnsafeMutableRawPointer
+    package let base: UnsafeMutableRawPointer
     /// Bytes available.
     public let capacity: Int
     let limitHint: String
@@ -130,14 +130,14 @@ public struct MessageWriter {
 
     /// Reserves `length` bytes for tensor data stored with `encoding` (a compressed tensor on a
     /// tcp:// link); `TensorCodec` fills them. Returns the whole reserved range.
-    mutating func reserveEncoded(name: [UInt8], dtype: DType, shape: [Int], length: Int, encoding: UInt16) throws -> UnsafeMutableRawBufferPointer {
+    package mutating func reserveEncoded(name: [UInt8], dtype: DType, shape: [Int], length: Int, encoding: UInt16) throws -> UnsafeMutableRawBufferPointer {
         let buf = try reserve(name: String(decoding: name, as: UTF8.self), dtype: dtype, shape: shape, length: length)
         entries[entries.count - 1].encoding = encoding
         return buf
     }
 
     /// Gives back the unused tail of the last reserved tensor (after compressing into it).
-    mutating func shrinkLast(to length: Int, encoding: UInt16? = nil) {
+    package mutating func shrinkLast(to length: Int, encoding: UInt16? = nil) {
         guard let last = entries.last, length <= last.length else { return }
         entries[entries.count - 1].length = length
         if let encoding { entries[entries.count - 1].encoding = encoding }

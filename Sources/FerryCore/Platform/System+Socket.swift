@@ -9,7 +9,7 @@ import Musl
 /// rest of `System`.
 extension System {
     /// A connected, non-blocking TCP socket with TCP_NODELAY, or `.disconnected` naming why.
-    static func tcpConnect(host: String, port: Int, timeoutNanos: UInt64) throws -> Int32 {
+    package static func tcpConnect(host: String, port: Int, timeoutNanos: UInt64) throws -> Int32 {
         var why = [CChar](repeating: 0, count: 256)
         let ms = Int32(clamping: max(1, timeoutNanos / 1_000_000))
         let fd = cferry_tcp_connect(host, Int32(port), ms, &why, why.count)
@@ -19,7 +19,7 @@ extension System {
     }
 
     /// Waits until `fd` is readable (or writable) or `until` passes: true when ready.
-    static func waitReady(_ fd: Int32, write: Bool, until: UInt64) throws -> Bool {
+    package static func waitReady(_ fd: Int32, write: Bool, until: UInt64) throws -> Bool {
         while true {
             let now = nowNanos()
             if now >= until { return false }
@@ -32,11 +32,11 @@ extension System {
     }
 
     /// True when `fd` has something to read now (or is closed): a poll that does not wait.
-    static func readable(_ fd: Int32) -> Bool { cferry_poll_one(fd, cferry_pollin(), 0) > 0 }
+    package static func readable(_ fd: Int32) -> Bool { cferry_poll_one(fd, cferry_pollin(), 0) > 0 }
 
     /// Sends all of `bytes` before `until`: the number of bytes sent when time ran out
     /// (`complete` false), or all of them. Throws `.disconnected` when the peer is gone.
-    static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, until: UInt64) throws -> (sent: Int, complete: Bool) {
+    package static func sendAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, until: UInt64) throws -> (sent: Int, complete: Bool) {
         var done = 0
         while done < bytes.count {
             let n = cferry_send(fd, bytes.baseAddress! + done, bytes.count - done)
@@ -54,7 +54,7 @@ extension System {
 
     /// Reads what is there (non-blocking): bytes read, or 0 when nothing is there yet.
     /// Throws `.disconnected` at end of stream or on a socket error.
-    static func receive(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
+    package static func receive(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
         while true {
             let n = cferry_recv(fd, p, count)
             if n > 0 { return n }
@@ -79,7 +79,7 @@ extension System {
     }
 
     /// Stops both directions of a socket (wakes a thread blocked on it) without closing it.
-    static func shutdownSocket(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+    package static func shutdownSocket(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
 
     /// Random bytes from the kernel (getrandom), for nonces.
     public static func randomBytes(_ count: Int) -> [UInt8] {

@@ -80,9 +80,37 @@ public enum System {
     static func allocate(fd: Int32, size: Int) throws {
         if ftruncate(fd, off_t(size)) != 0 { throw error("ftruncate", "\(size) bytes") }
         let rc = posix_fallocate(fd, 0, off_t(size))
+        if rc == ENOSPC {
+            throw FerryError(.system, "shared memory full: this channel needs \(describeBytes(size)) in /dev/shm, \(shmSpace()); "
+                + "free space there, give the container more (docker run --shm-size=\(suggestedShmSize(size)) or --ipc=host), "
+                + "or make the channel smaller with fewer slots or a smaller slot_size (shm://NAME?slots=4&slot_size=2M; "
+                + "ferry serve --slots/--slot-size)")
+        }
         if rc != 0 {
             throw FerryError(.system, "cannot reserve \(size) bytes of shared memory: \(String(cString: strerror(rc))); free space in /dev/shm or lower slots/slot_size")
         }
+    }
+
+    /// "/dev/shm holds N in all, M free" (statvfs), or what could not be read.
+    static func shmSpace() -> String {
+        var st = statvfs()
+        guard statvfs("/dev/shm", &st) == 0 else { return "whose size could not be read" }
+        let total = Int(st.f_blocks) * Int(st.f_frsize), free = Int(st.f_bavail) * Int(st.f_frsize)
+        return "which holds \(describeBytes(total)) in all with \(describeBytes(free)) free"
+    }
+
+    /// Bytes as "67,117,056 bytes (64.0 MiB)".
+    static func describeBytes(_ n: Int) -> String {
+        let mib = Double(n) / 1_048_576
+        var digits = String(n), grouped = ""
+        while digits.count > 3 { grouped = "," + digits.suffix(3) + grouped; digits = String(digits.dropLast(3)) }
+        return digits + grouped + " bytes (" + (mib >= 1 ? "\((mib * 10).rounded() / 10) MiB" : "\(n / 1024) KiB") + ")"
+    }
+
+    /// A --shm-size that fits a channel of `size` bytes with room for another: whole MiB, rounded up to 64.
+    static func suggestedShmSize(_ size: Int) -> String {
+        let mib = (2 * size + (1 << 20) - 1) >> 20
+        return "\(max(64, (mib + 63) / 64 * 64))m"
     }
 
     /// fstat(2): (size, inode, uid, mode).
@@ -119,7 +147,7 @@ public enum System {
     }
 
     /// close(2).
-    static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+    package static func close(_ fd: Int32) { _ = Glibc.close(fd) }
 
     /// Takes (or, with `wait == false`, tries) an open-file-description lock on one byte.
     /// Returns false when `wait` is false and another holder conflicts.
@@ -148,13 +176,13 @@ public enum System {
     /// Waits while `*word == expected`, at most `timeoutNanos` (negative: no limit).
     /// Returns on wake-up, value change, timeout or signal; callers re-check their condition.
     @inline(__always)
-    static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32, timeoutNanos: Int64) {
+    package static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32, timeoutNanos: Int64) {
         _ = cferry_futex_wait(word, expected, timeoutNanos)
     }
 
     /// Wakes up to `count` waiters on `word`.
     @inline(__always)
-    static func futexWake(_ word: UnsafeMutablePointer<UInt32>, count: Int32 = Int32.max) {
+    package static func futexWake(_ word: UnsafeMutablePointer<UInt32>, count: Int32 = Int32.max) {
         _ = cferry_futex_wake(word, count)
     }
 
@@ -178,7 +206,7 @@ public enum System {
     }
 
     /// How many forks this process descends from (see `cferry_fork_generation`).
-    static var forkGeneration: UInt64 { cferry_fork_generation() }
+    package static var forkGeneration: UInt64 { cferry_fork_generation() }
 
     /// Fork-guards a descriptor that carries liveness locks; false when the table is full.
     static func guardLiveness(_ fd: Int32) -> Bool { cferry_liveness_register(fd) == 0 }
@@ -215,7 +243,7 @@ extension Duration {
 
 /// `now + ns`, saturating: a deadline never wraps into the past.
 @inline(__always)
-func deadline(after ns: UInt64) -> UInt64 {
+package func deadline(after ns: UInt64) -> UInt64 {
     let now = System.nowNanos()
     let (d, o) = now.addingReportingOverflow(ns)
     return o ? .max : d

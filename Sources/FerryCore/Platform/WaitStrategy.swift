@@ -39,7 +39,7 @@ public enum WaitStrategy: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    var spinNanos: UInt64 {
+    package var spinNanos: UInt64 {
         switch self {
         case .spin: return .max
         case .futex: return 0

@@ -33,3 +33,34 @@ public struct ChannelStats: Sendable {
         return nil
     }
 }
+
+/// Reads a channel's statistics without being counted as one of its clients: what `ferry
+/// stats` uses, so the reader that asks never shows up in the answer. Re-attaches when the
+/// channel was replaced (a restarted server).
+public final class ChannelObserver: @unchecked Sendable {
+    private let endpoint: Endpoint
+    private let state: Locked<ShmChannel?>
+
+    /// Attaches to `url` (shm:// only: other transports have no shared counters to read).
+    public init(_ url: String) throws {
+        endpoint = try Endpoint(url)
+        guard endpoint.scheme == "shm" else {
+            throw FerryError(.invalidArgument, "\(endpoint.scheme):// channels have no local statistics to observe; use shm://NAME")
+        }
+        state = Locked(ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared, observer: true)))
+    }
+
+    /// The channel's counters and slots now.
+    public func stats() throws -> ChannelStats {
+        try state.withLock { channel in
+            if let c = channel, !c.segment.isClosed, !c.segment.isStale { return c.stats() }
+            channel = nil
+            let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared, observer: true))
+            channel = c
+            return c.stats()
+        }
+    }
+
+    /// Detaches.
+    public func close() { state.withLock { $0 = nil } }
+}

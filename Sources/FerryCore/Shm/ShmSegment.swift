@@ -110,16 +110,16 @@ final class ShmSegment {
     let path: String
     /// Shared across users (`?scope=shared`) rather than private to this one.
     let shared: Bool
-    let fd: Int32
+    package let fd: Int32
     let lockFd: Int32
-    let base: UnsafeMutableRawPointer
+    package let base: UnsafeMutableRawPointer
     let geometry: SegmentLayout.Geometry
     let isServer: Bool
     var isOpen = true
     /// This attachment's liveness token (0 until acquired).
     private(set) var peer: PeerID = 0
     /// The fork generation this object was made in; in a forked child it is stale.
-    let forkGeneration = System.forkGeneration
+    package let forkGeneration = System.forkGeneration
 
     static let mutexByte: Int64 = 0
     static let livenessByte: Int64 = 1
@@ -142,14 +142,15 @@ final class ShmSegment {
 
     /// Takes a free liveness token: the first id whose lock byte nobody holds. A token left
     /// by a dead process is reused; the channel then recovers what that process held.
-    func acquirePeer() throws {
+    func acquirePeer(observer: Bool = false) throws {
         let n = Int(SlotWord.maxPeer)
         let start = Int(System.nowNanos() % UInt64(n))
         for k in 0..<n {
             let id = PeerID(1 + (start + k) % n)
             if try System.lock(fd: lockFd, byte: SegmentLayout.peerLockBase + Int64(id), exclusive: true, wait: false) {
                 peer = id
-                base.storeBytes(of: isServer ? 1 : 2, toByteOffset: SegmentLayout.oRoles + Int(id), as: UInt8.self)
+                // 1 serves, 2 calls, 3 only reads statistics (`ferry stats`): not counted.
+                base.storeBytes(of: observer ? 3 : isServer ? 1 : 2, toByteOffset: SegmentLayout.oRoles + Int(id), as: UInt8.self)
                 return
             }
         }
@@ -352,7 +353,7 @@ final class ShmSegment {
     // MARK: client side
 
     /// Maps an existing, served segment as a client.
-    static func attach(channel: String, shared: Bool = false) throws -> ShmSegment {
+    static func attach(channel: String, shared: Bool = false, observer: Bool = false) throws -> ShmSegment {
         try validateName(channel)
         let opened = cferryOpen(shmName(channel, shared: shared), create: false, shared: shared)
         if opened.fd < 0 {
@@ -390,7 +391,7 @@ final class ShmSegment {
             seg.isOpen = false
             throw FerryError(.closed, "channel shm://\(channel) is closing")
         }
-        try seg.acquirePeer()
+        try seg.acquirePeer(observer: observer)
         return seg
     }
 

@@ -119,7 +119,6 @@ final class SubscriberCore {
     /// This subscriber's index: its reader bit and its lock byte.
     private(set) var bit = -1
     private var cursor: UInt64 = 0
-    private var first = true
     private(set) var received: UInt64 = 0
     private(set) var dropped: UInt64 = 0
     private var arrivals: [UInt64] = []
@@ -140,11 +139,12 @@ final class SubscriberCore {
         let e = segment.sub(bit)
         segment.base.put(System.pid, at: e + StreamLayout.ePid)
         for f in [StreamLayout.eReceived, StreamLayout.eDropped, StreamLayout.eLastAge] { segment.subField(bit, f).store(0, ordering: .relaxed) }
-        // Every-frame mode starts at the newest frame; the cursor is published before the
-        // mode, so the publisher never sees this subscriber without it.
-        let latest = segment.latest.seq
-        cursor = latest > 0 ? latest - 1 : 0
-        first = mode == .latest
+        // A subscriber gets the frames published after it attached (like an iceoryx2
+        // subscriber without history): each of them is either received or counted as dropped,
+        // so received + dropped == frames published since attach once it has caught up. The
+        // cursor is published before the mode, so the publisher never sees this subscriber
+        // without it.
+        cursor = segment.latest.seq
         segment.subField(bit, StreamLayout.eCursor).store(cursor, ordering: .releasing)
         segment.subMode(bit).store(mode == .every ? StreamLayout.modeEvery : StreamLayout.modeLatest, ordering: .sequentiallyConsistent)
         segment.bump(segment.released)
@@ -194,7 +194,7 @@ final class SubscriberCore {
         return false
     }
 
-    func receive(deadline: UInt64, strategy: WaitStrategy) throws -> StreamFrame? {
+    package func receive(deadline: UInt64, strategy: WaitStrategy) throws -> StreamFrame? {
         guard open else { throw FerryError(.closed, "the subscriber is closed") }
         guard !segment.isStale else { throw FerryError(.invalidArgument, "a subscriber cannot be used in a forked child") }
         return try segment.published.wait(strategy: strategy, deadline: deadline, poll: { try take() }, check: { try checkPublisher() })
@@ -238,8 +238,7 @@ final class SubscriberCore {
     }
 
     private func frame(slot: Int, seq: UInt64) throws -> StreamFrame {
-        let skipped = first ? 0 : seq - cursor - 1
-        first = false
+        let skipped = seq - cursor - 1
         cursor = seq
         segment.subField(bit, StreamLayout.eCursor).store(seq, ordering: .releasing)
         let length64 = segment.slotField(slot, StreamLayout.sLength).load(ordering: .relaxed)

@@ -1,6 +1,6 @@
 /// A parsed channel URL. Each scheme parses its own options:
 ///
-/// * `shm://NAME?slots=8&slot_size=8M&wait=hybrid&spin_us=100&timeout_ms=10000&scope=user`
+/// * `shm://NAME?slots=8&slot_size=4M&wait=hybrid&spin_us=100&timeout_ms=10000&scope=user`
 ///   (`slots` and `slot_size` matter to the process that creates the channel);
 /// * `tcp://HOST:PORT/NAME?timeout_ms=10000&connect_timeout_ms=3000&token_file=PATH&tls=1&ca_file=PATH&wait=futex`
 ///   (a `ferry serve --listen` gateway; HOST may be a name, an IPv4 or a `[IPv6]` address);
@@ -38,8 +38,9 @@ public struct Endpoint: Sendable, Equatable {
     public var compression: TensorCodec.Options?
     /// Number of slots when creating (default 8).
     public var slots: Int = 8
-    /// Bytes per slot when creating (default 8 MiB; a request and its reply share a slot).
-    public var slotSize: Int = 8 << 20
+    /// Bytes per slot when creating (default 4 MiB: 8 × 4 MiB fits a default Docker container's
+    /// 64 MiB /dev/shm with room to spare; a request and its reply share a slot).
+    public var slotSize: Int = 4 << 20
     /// How this process waits.
     public var wait: WaitStrategy = .standard
     /// Default per-call timeout in nanoseconds (default 10 s).
@@ -277,4 +278,13 @@ public struct Endpoint: Sendable, Equatable {
         }
         return v * mult
     }
+}
+
+/// tcp:// and redis:// TLS settings from the URL (`tls=1`, `ca_file=PATH`).
+public struct TLSOptions: Sendable, Equatable {
+    /// PEM file of the certificate authorities to trust (default: the system's bundle).
+    public var caFile: String?
+
+    /// Settings with the system's trust store, or `caFile`.
+    public init(caFile: String? = nil) { self.caFile = caFile }
 }

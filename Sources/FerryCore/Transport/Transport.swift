@@ -1,3 +1,4 @@
+import CFerryLinux
 import Synchronization
 
 /// A client's side of one transport (`shm://`, `tcp://`): it loans a buffer for each
@@ -38,16 +39,21 @@ public protocol CallLoan: AnyObject {
 }
 
 /// The URL-scheme registry: each scheme parses its own options (`Endpoint`) and makes its
-/// client transport. `shm`, `tcp` and `redis` are built in; others can be added.
+/// client transport. `shm` is built in. `tcp` and `redis` live in their own targets
+/// (FerryTCP, FerryRedis) so that the shared-memory core builds without SwiftNIO's BoringSSL,
+/// swift-crypto, zstd, libjpeg-turbo or hiredis; a program or library that links FerryNetwork
+/// gets them registered on its first lookup (`cferry_register_linked_transports`), with no
+/// call to remember.
 public enum Transports {
     /// Makes a client transport for a parsed endpoint.
     public typealias Factory = @Sendable (Endpoint) throws -> any ClientTransport
 
     private static let table = Locked<[String: Factory]>([
-        "shm": { try ShmClientTransport($0) },
-        "tcp": { try TCPClientTransport($0) },
-        "redis": { try RedisClientTransport($0) },
+        "shm": { try ShmClientTransport($0) }
     ])
+
+    /// Registers the transports linked into this image (FerryNetwork's tcp:// and redis://), once.
+    private static let linked: Void = { cferry_register_linked_transports() }()
 
     /// Registers (or replaces) the client transport for `scheme`.
     public static func register(_ scheme: String, _ factory: @escaping Factory) {
@@ -55,10 +61,14 @@ public enum Transports {
     }
 
     /// The schemes a client can use, sorted.
-    public static var schemes: [String] { table.withLock { $0.keys.sorted() } }
+    public static var schemes: [String] {
+        _ = linked
+        return table.withLock { $0.keys.sorted() }
+    }
 
     /// A client transport for `endpoint`.
     public static func client(_ endpoint: Endpoint) throws -> any ClientTransport {
+        _ = linked
         guard let f = table.withLock({ $0[endpoint.scheme] }) else {
             throw FerryError(.invalidArgument, "no client transport for \(endpoint.scheme):// in this build (known: \(schemes.map { $0 + "://" }.joined(separator: ", ")))")
         }

@@ -4,6 +4,7 @@
 // must encode back to the same bytes, and an expanded message must be a valid plain one.
 import CFuzz
 import FerryCore
+import FerryWire
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafeRawPointer, _ size: Int) -> CInt {

@@ -1,3 +1,5 @@
+import FerryCore
+import FerryTCP
 import Atomics
 
 /// The `redis://[USER:PASSWORD@]HOST:PORT/NAME` client transport: requests go onto the
@@ -433,5 +435,13 @@ final class RedisLoan: CallLoan, @unchecked Sendable {  // shared state is under
     deinit {
         close()
         eventWord.deallocate()
+    }
+}
+
+/// Registers the `redis://` client transport with the core's URL-scheme registry.
+public enum RedisTransport {
+    /// Makes `Client("redis://HOST:PORT/NAME")` work in this process (idempotent).
+    public static func register() {
+        Transports.register("redis") { try RedisClientTransport($0) }
     }
 }

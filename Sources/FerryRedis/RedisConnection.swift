@@ -1,3 +1,5 @@
+import FerryCore
+import FerryTCP
 import CHiredis
 import Glibc
 

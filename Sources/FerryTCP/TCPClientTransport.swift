@@ -1,3 +1,5 @@
+import FerryCore
+import FerryWire
 import Atomics
 import Crypto
 import Synchronization
@@ -60,20 +62,22 @@ final class TCPClientTransport: ClientTransport, @unchecked Sendable {
 }
 
 /// A heap buffer handed between threads under a lock.
-struct RawBuffer: @unchecked Sendable {
-    let base: UnsafeMutableRawPointer
-    let capacity: Int
+package struct RawBuffer: @unchecked Sendable {
+    package let base: UnsafeMutableRawPointer
+    package let capacity: Int
 }
 
 /// Reusable aligned buffers (request and reply bodies), so a stream of large messages does
 /// not fault in fresh pages for every call.
-final class BufferPool: @unchecked Sendable {
+package final class BufferPool: @unchecked Sendable {
     private let free = Locked<[RawBuffer]>([])
     private static let keep = 8
     private static let keepBytes = 1 << 30
 
+    package init() {}
+
     /// A buffer of at least `count` bytes, 64-byte aligned.
-    func take(_ count: Int) -> RawBuffer {
+    package func take(_ count: Int) -> RawBuffer {
         let found: RawBuffer? = free.withLock { list in
             guard let i = list.indices.filter({ list[$0].capacity >= count }).min(by: { list[$0].capacity < list[$1].capacity }) else { return nil }
             return list.remove(at: i)
@@ -84,7 +88,7 @@ final class BufferPool: @unchecked Sendable {
     }
 
     /// Gives a buffer back (freed when the pool is full).
-    func give(_ b: RawBuffer) {
+    package func give(_ b: RawBuffer) {
         let kept = free.withLock { list -> Bool in
             let total = list.reduce(0) { $0 + $1.capacity }
             guard list.count < BufferPool.keep, total + b.capacity <= BufferPool.keepBytes else { return false }
@@ -99,7 +103,7 @@ final class BufferPool: @unchecked Sendable {
 
 /// One connection to a gateway and the calls in flight on it.
 final class TCPConnection: @unchecked Sendable {
-    let fd: Int32
+    package let fd: Int32
     let stream: SocketStream
     let endpoint: Endpoint
     let buffers: BufferPool
@@ -446,5 +450,13 @@ final class TCPLoan: CallLoan, @unchecked Sendable {  // shared state is under t
     deinit {
         close()
         eventWord.deallocate()
+    }
+}
+
+/// Registers the `tcp://` client transport with the core's URL-scheme registry.
+public enum TCPTransport {
+    /// Makes `Client("tcp://HOST:PORT/NAME")` work in this process (idempotent).
+    public static func register() {
+        Transports.register("tcp") { try TCPClientTransport($0) }
     }
 }

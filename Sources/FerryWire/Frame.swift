@@ -1,3 +1,5 @@
+import FerryCore
+
 /// The `tcp://` wire format (docs/protocol.md, "TCP frames"): every frame is a 32-byte
 /// little-endian header and a payload. Requests and replies carry the project's one message
 /// format unchanged, so a message crosses a host boundary with no re-encoding.

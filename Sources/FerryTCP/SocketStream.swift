@@ -1,27 +1,28 @@
 import CNIOBoringSSL
+import FerryCore
 import Synchronization
 
 /// The byte stream of one client connection: a non-blocking TCP socket, optionally wrapped in
 /// TLS (BoringSSL, the copy swift-nio-ssl builds). Reads return 0 when nothing is there yet
 /// (the caller waits with poll), so plain and TLS connections wait the same way.
-final class SocketStream: @unchecked Sendable {
-    let fd: Int32
+package final class SocketStream: @unchecked Sendable {
+    package let fd: Int32
     private let tls: TLSSession?
 
     /// Wraps a connected socket; with `tls`, completes the TLS handshake by `until`.
-    init(fd: Int32, tls: TLSOptions?, host: String, until: UInt64) throws {
+    package init(fd: Int32, tls: TLSOptions?, host: String, until: UInt64) throws {
         self.fd = fd
         self.tls = try tls.map { try TLSSession(fd: fd, host: host, options: $0, until: until) }
     }
 
     /// Bytes read (0: nothing there yet). Throws `.disconnected` at end of stream.
-    func receive(into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
+    package func receive(into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
         if let tls { return try tls.read(p, count) }
         return try System.receive(fd, into: p, count: count)
     }
 
     /// Sends all of `bytes` before `until` (see `System.sendAll`).
-    func sendAll(_ bytes: UnsafeRawBufferPointer, until: UInt64) throws -> (sent: Int, complete: Bool) {
+    package func sendAll(_ bytes: UnsafeRawBufferPointer, until: UInt64) throws -> (sent: Int, complete: Bool) {
         if let tls { return try tls.writeAll(bytes, fd: fd, until: until) }
         return try System.sendAll(fd, bytes, until: until)
     }
@@ -37,15 +38,6 @@ final class SocketStream: @unchecked Sendable {
             }
         }
     }
-}
-
-/// tcp:// TLS settings from the URL (`tls=1`, `ca_file=PATH`).
-public struct TLSOptions: Sendable, Equatable {
-    /// PEM file of the certificate authorities to trust (default: the system's bundle).
-    public var caFile: String?
-
-    /// Settings with the system's trust store, or `caFile`.
-    public init(caFile: String? = nil) { self.caFile = caFile }
 }
 
 /// One TLS client session over a non-blocking socket. The reader and the senders share the

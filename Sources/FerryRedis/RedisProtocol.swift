@@ -1,3 +1,4 @@
+import FerryCore
 import Crypto
 
 /// What redis:// clients and `ferry serve --redis` nodes agree on: key names, the fields of
