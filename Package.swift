@@ -105,10 +105,10 @@ let package = Package(
                     "-static-stdlib",
                     "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/FerryC/exports.map",
                     "-Xlinker", "-soname=libferry.so.0",
+                    // FoundationEssentials (tables, stream statistics; swift-crypto too) needs
+                    // its collections library, which the static link does not pull in by itself.
+                    "-Xlinker", "-l_FoundationCollections", "-Xlinker", "-l_FoundationCShims",
                 ]),
-                // swift-crypto (tcp:// authentication) uses FoundationEssentials, whose
-                // collections library the static link does not pull in by itself.
-                .unsafeFlags(["-Xlinker", "-l_FoundationCollections", "-Xlinker", "-l_FoundationCShims"], .when(traits: ["Network"])),
             ]
         ),
         .target(
