@@ -60,7 +60,7 @@ python-ext:
 	  np=$$($$py -c "import numpy; print(numpy.get_include())" 2>/dev/null) || continue; \
 	  if [ ! -f $$inc/Python.h ]; then [ $$py = $(PYTHON) ] && echo "note: no Python.h for $$py: the Python client uses its ctypes path" >&2; continue; fi; \
 	  if [ ! -f $$ext ] || [ python/ferry/_fastcall.c -nt $$ext ] || [ include/ferry.h -nt $$ext ]; then \
-	    $(CC) -O2 -shared -fPIC -Wall -Wextra -Werror -Iinclude -I$$inc -I$$np -o $$ext python/ferry/_fastcall.c || exit 1; \
+	    $(CC) -O3 -shared -fPIC -Wall -Wextra -Werror -Iinclude -I$$inc -I$$np -o $$ext python/ferry/_fastcall.c || exit 1; \
 	  fi; \
 	done
 

@@ -56,6 +56,6 @@ setup(
     ext_modules=[Extension(
         "ferry._fastcall", ["ferry/_fastcall.c"],
         include_dirs=[os.path.join(ROOT, "include"), numpy.get_include()],
-        extra_compile_args=["-O2", "-Wall"],
+        extra_compile_args=["-O3", "-Wall"],
     )],
 )

@@ -357,6 +357,10 @@ def _pack_strings(arr: np.ndarray):
     per-string byte lengths from each code point's UTF-8 width. None when a string cannot
     take that route (a surrogate: the per-string path names the problem)."""
     flat = np.ascontiguousarray(arr.reshape(-1))
+    if fastcall is not None and flat.dtype.byteorder != ">":
+        packed = fastcall.pack_str(flat)  # one C pass to size, one to fill (_fastcall.c)
+        if packed is not None:
+            return packed
     n, width = len(flat), flat.dtype.itemsize // 4
     offsets = np.zeros(n + 1, dtype="<u8")
     if width == 0:
@@ -377,8 +381,14 @@ def _pack_strings(arr: np.ndarray):
 
 
 def _read_strings(addr: int, nbytes: int, shape: tuple) -> np.ndarray:
-    raw = ctypes.string_at(addr, nbytes)
     count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if fastcall is not None and nbytes >= 8 * (count + 1):
+        # Straight from the message's validated copy of the strings, which lives as long as
+        # the message does: no intermediate bytes object.
+        fast = fastcall.unpack_str(addr, addr + 8 * (count + 1), nbytes - 8 * (count + 1), count)
+        if fast is not None:
+            return fast.reshape(shape)
+    raw = ctypes.string_at(addr, nbytes)
     offsets = np.frombuffer(raw, dtype="<u8", count=count + 1)
     text = raw[8 * (count + 1) :]
     fast = _unpack_strings(offsets, text, count)
@@ -400,6 +410,13 @@ def _unpack_strings(offsets: np.ndarray, text: bytes, count: int):
     very long string among many)."""
     if count == 0:
         return np.array([], dtype=np.str_)
+    if fastcall is not None:
+        o = np.ascontiguousarray(offsets, dtype="<u8")
+        t = np.frombuffer(text, dtype=np.uint8) if not isinstance(text, np.ndarray) else np.ascontiguousarray(text, dtype=np.uint8)
+        if len(o) == count + 1:
+            fast = fastcall.unpack_str(o.ctypes.data, t.ctypes.data if len(t) else 0, len(t), count)
+            if fast is not None:
+                return fast
     buf = np.frombuffer(text, dtype=np.uint8)
     # Characters start at bytes that are not UTF-8 continuation bytes (10xxxxxx).
     starts = np.zeros(len(buf) + 1, dtype=np.int64)

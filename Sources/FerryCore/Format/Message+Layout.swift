@@ -38,10 +38,15 @@ public enum MessageLayout {
 
 /// Checks that `bytes` is well-formed UTF-8 (no overlongs, surrogates or values past U+10FFFF).
 func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    guard let base = bytes.baseAddress else { return true }
     var i = 0
     let n = bytes.count
     while i < n {
-        let b0 = bytes[i]
+        // ASCII runs eight bytes at a time: most text is ASCII, and this is what makes a
+        // 1M-string column validate at memory speed.
+        while i + 8 <= n, base.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080 == 0 { i += 8 }
+        guard i < n else { break }
+        let b0 = base.load(fromByteOffset: i, as: UInt8.self)
         if b0 < 0x80 { i += 1; continue }
         var need = 0
         var minCode: UInt32 = 0
@@ -52,7 +57,7 @@ func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
         else { return false }
         if i + need >= n { return false }
         for k in 1...need {
-            let b = bytes[i + k]
+            let b = base.load(fromByteOffset: i + k, as: UInt8.self)
             if b & 0xC0 != 0x80 { return false }
             code = (code << 6) | UInt32(b & 0x3F)
         }
@@ -60,6 +65,35 @@ func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
         i += need + 1
     }
     return true
+}
+
+/// Checks packed strings — `count + 1` offsets (read by `offset(i)`) into `text` — in two
+/// passes instead of one validation per string: the offsets ascend from 0 to the end, the
+/// whole text is valid UTF-8, and no offset falls inside a character (the byte there is not a
+/// continuation byte). Together these say each string on its own is valid UTF-8. Returns nil
+/// or what is wrong.
+func packedStringsProblem(count: Int, text: UnsafeRawBufferPointer, offset: (Int) -> UInt64) -> String? {
+    guard offset(0) == 0 else { return "first string offset must be 0" }
+    var prev: UInt64 = 0
+    let end = UInt64(text.count)
+    for i in stride(from: 1, through: count, by: 1) {
+        let o = offset(i)
+        guard o >= prev, o <= end else { return "string offset \(i) out of order or range" }
+        if o < end, text.load(fromByteOffset: Int(o), as: UInt8.self) & 0xC0 == 0x80 {
+            return "string \(i) starts inside a UTF-8 character (string \(i - 1) is not valid UTF-8)"
+        }
+        prev = o
+    }
+    guard prev == end else { return "last string offset \(prev) != text length \(end)" }
+    guard isValidUTF8(text) else {
+        // Name the string, as the per-string check did.
+        for i in 0..<count {
+            let a = Int(offset(i)), b = Int(offset(i + 1))
+            if !isValidUTF8(UnsafeRawBufferPointer(rebasing: text[a..<b])) { return "string \(i) is not valid UTF-8" }
+        }
+        return "the strings are not valid UTF-8"
+    }
+    return nil
 }
 
 extension UnsafeRawPointer {

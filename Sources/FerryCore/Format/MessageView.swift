@@ -267,18 +267,8 @@ public struct MessageView {
         let (table, o1) = (count + 1).multipliedReportingOverflow(by: 8)
         guard !o1, table <= length else { throw bad("string offsets (\(count + 1)) do not fit in \(length) bytes") }
         let textLength = length - table
-        let text = p + table
-        var prev: UInt64 = 0
-        guard p.u64(0) == 0 else { throw bad("first string offset must be 0") }
-        for i in stride(from: 1, through: count, by: 1) {
-            let off = p.u64(8 * i)
-            guard off >= prev, off <= UInt64(textLength) else { throw bad("string offset \(i) out of order or range") }
-            guard isValidUTF8(UnsafeRawBufferPointer(start: text + Int(prev), count: Int(off - prev))) else {
-                throw bad("string \(i - 1) is not valid UTF-8")
-            }
-            prev = off
-        }
-        guard prev == UInt64(textLength) else { throw bad("last string offset \(prev) != text length \(textLength)") }
+        let text = UnsafeRawBufferPointer(start: p + table, count: textLength)
+        if let problem = packedStringsProblem(count: count, text: text, offset: { p.u64(8 * $0) }) { throw bad(problem) }
     }
 
     /// The raw fields of tensor `i` (0 ≤ i < tensorCount): the name (and a string tensor's

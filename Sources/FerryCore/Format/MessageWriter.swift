@@ -98,14 +98,8 @@ public struct MessageWriter {
         guard offsets.first == 0, offsets.last == UInt64(text.count) else {
             throw FerryError(.invalidArgument, "tensor \"\(name)\": offsets must start at 0 and end at the text length \(text.count)")
         }
-        var prev: UInt64 = 0
-        for i in 1..<offsets.count {
-            let o = offsets[i]
-            guard o >= prev else { throw FerryError(.invalidArgument, "tensor \"\(name)\": offset \(i) goes backwards") }
-            guard isValidUTF8(UnsafeRawBufferPointer(rebasing: text[Int(prev)..<Int(o)])) else {
-                throw FerryError(.invalidArgument, "tensor \"\(name)\": string \(i - 1) is not valid UTF-8")
-            }
-            prev = o
+        if let problem = packedStringsProblem(count: count, text: text, offset: { offsets[$0] }) {
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": \(problem)")
         }
         let (table, o1) = offsets.count.multipliedReportingOverflow(by: 8)
         let (length, o2) = table.addingReportingOverflow(text.count)
