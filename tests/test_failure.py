@@ -183,7 +183,7 @@ def test_full_dev_shm_fails_clearly_at_creation(tmp_path):
     if "mount" in out.stderr and "permission" in out.stderr.lower():
         pytest.skip("mount not permitted here")
     assert out.returncode != 0
-    assert "cannot reserve" in out.stderr and "/dev/shm" in out.stderr, out.stderr
+    assert "shared memory full" in out.stderr and "/dev/shm" in out.stderr and "--shm-size" in out.stderr, out.stderr
 
 
 @pytest.fixture

@@ -14,11 +14,11 @@ import numpy as np
 import ferry
 from ferry import _lib, message
 
-here = os.path.dirname(ferry.__file__)
+here = os.path.realpath(os.path.dirname(ferry.__file__))
 repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 assert sys.prefix != sys.base_prefix, "not in a venv"
-assert not here.startswith(repo), f"ferry imported from the repository ({here}), not the wheel"
-lib_path = _lib.lib._name
+assert here.startswith(os.path.realpath(sys.prefix)) and not here.startswith(os.path.join(repo, "python")), f"ferry imported from {here}, not from the wheel in {sys.prefix}"
+lib_path = _lib._name  # ferry._lib is the loaded CDLL (ferry/__init__.py)
 assert os.path.dirname(os.path.abspath(lib_path)) == here, f"libferry.so from {lib_path}, not the wheel"
 assert message.fastcall is not None, "the wheel has no compiled _fastcall for this interpreter"
 assert os.path.exists(os.path.join(here, "py.typed"))
