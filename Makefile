@@ -134,7 +134,7 @@ check-tables:
 # libFuzzer on the message decoder (also while a peer thread rewrites the message) and the
 # segment-header check (fuzz/); crashes land in fuzz/.build/.
 fuzz:
-	@cd fuzz && $(SWIFT) build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -vE '^(Building|Build complete|\[[0-9]+/[0-9]+\])|ld.gold: warning|mktemp|prohibited flag'; test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz targets failed to build" >&2; exit 1; }
+	@cd fuzz && $(SWIFT) build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library 2>&1 | grep -vE '$(SWIFT_NOISE)|ld.gold: warning'; test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz targets failed to build" >&2; exit 1; }
 	@for t in message segment racing arguments frames; do \
 	  bin=fuzz/.build/release/Fuzz$$(echo $$t | sed 's/./\U&/'); mkdir -p fuzz/.build/work-$$t; rm -f fuzz/.build/crash-$$t-*; \
 	  SWIFT_BACKTRACE=enable=no $$bin -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=fuzz/.build/crash-$$t- \

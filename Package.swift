@@ -45,7 +45,6 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-atomics", from: "1.3.0"),
-        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -77,8 +76,8 @@ let package = Package(
                 "FerryCore",
                 "FerryWire",
                 .product(name: "Atomics", package: "swift-atomics"),
-                .product(name: "Crypto", package: "swift-crypto"),
-                // For its BoringSSL (CNIOBoringSSL): TLS for the blocking client socket.
+                // For its BoringSSL (CNIOBoringSSL): TLS for the blocking client socket, and
+                // SHA-256/HMAC (Digest.swift) without a second BoringSSL from swift-crypto.
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
@@ -89,7 +88,6 @@ let package = Package(
                 "FerryTCP",
                 "CHiredis",
                 .product(name: "Atomics", package: "swift-atomics"),
-                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(name: "FerryNetwork", dependencies: ["FerryCore", "FerryTCP", "FerryRedis"]),
@@ -105,7 +103,7 @@ let package = Package(
                     "-static-stdlib",
                     "-Xlinker", "--version-script=\(Context.packageDirectory)/Sources/FerryC/exports.map",
                     "-Xlinker", "-soname=libferry.so.0",
-                    // FoundationEssentials (tables, stream statistics; swift-crypto too) needs
+                    // FoundationEssentials (tables, stream statistics) needs
                     // its collections library, which the static link does not pull in by itself.
                     "-Xlinker", "-l_FoundationCollections", "-Xlinker", "-l_FoundationCShims",
                 ]),
@@ -119,7 +117,6 @@ let package = Package(
                 "FerryTCP",
                 "FerryRedis",
                 .product(name: "Atomics", package: "swift-atomics"),
-                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -147,7 +144,7 @@ let package = Package(
             linkerSettings: [.unsafeFlags(["-static-stdlib"] + staticFoundation)]
         ),
         .testTarget(name: "FerryCoreTests", dependencies: ["FerryCore"]),
-        .testTarget(name: "FerryGatewayTests", dependencies: ["FerryCore", "FerryNetwork", "FerryWire", "FerryRedis", "FerryGateway"]),
+        .testTarget(name: "FerryGatewayTests", dependencies: ["FerryCore", "FerryNetwork", "FerryWire", "FerryTCP", "FerryRedis", "FerryGateway"]),
         // The Swift clients of examples/ (one per pattern; the other languages sit beside them).
         // They link FerryNetwork where the trait is on, so each also calls tcp:// and redis:// URLs.
         .executableTarget(name: "example-digits", dependencies: ["FerryCore", .target(name: "FerryNetwork", condition: network)], path: "examples/digits/swift"),

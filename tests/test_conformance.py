@@ -180,7 +180,7 @@ def test_killed_client_disturbs_nobody(served, procs):
     code = ("import ferry, numpy as np, sys\n"
             f"c = ferry.Client({served.url!r})\n"
             "print('ready', flush=True)\n"
-            "c.call({'sleep': np.array(5.0), 'pad': np.zeros(1)}, timeout=30)\n")
+            "c.call({'sleep': np.array(2.0), 'pad': np.zeros(1)}, timeout=30)\n")
     p = procs.start([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "ready"
     time.sleep(0.3)

@@ -1,6 +1,6 @@
 import Atomics
-import Crypto
 import FerryCore
+import FerryTCP
 import FerryWire
 import NIOCore
 import NIOPosix
@@ -378,7 +378,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         case (.auth(let gatewayNonce, let clientNonce, let name), .auth):
             let transcript = Frame.authTranscript(gatewayNonce: gatewayNonce, clientNonce: clientNonce, name: name)
             guard let secret = shared.config.secret,
-                  HMAC<SHA256>.isValidAuthenticationCode(Array(body.readableBytesView), authenticating: transcript, using: SymmetricKey(data: secret)) else {
+                  Digest.isValidHMACSHA256(Array(body.readableBytesView), key: secret, Array(transcript)) else {
                 reject(context, FerryError(.permission, "authentication failed (wrong token)"))
                 return
             }

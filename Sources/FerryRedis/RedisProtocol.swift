@@ -1,5 +1,5 @@
 import FerryCore
-import Crypto
+import FerryTCP
 
 /// What redis:// clients and `ferry serve --redis` nodes agree on: key names, the fields of
 /// a request entry, the reply element, the Lua scripts, and the result-cache key.
@@ -179,7 +179,7 @@ public enum RedisScripts {
 
     /// The SHA-1 a script is known by (EVALSHA).
     public static func sha(_ script: String) -> String {
-        hex(Insecure.SHA1.hash(data: Array(script.utf8)))
+        hex(Digest.sha1(Array(script.utf8)))
     }
 }
 
@@ -188,13 +188,13 @@ public enum RedisScripts {
 /// input to the same model version finds the same reply.
 public enum ResultCache {
     /// A model version from its source: the first 16 hex digits of its SHA-256.
-    public static func version(of source: [UInt8]) -> String { String(hex(SHA256.hash(data: source)).prefix(16)) }
+    public static func version(of source: [UInt8]) -> String { String(hex(Digest.sha256(source)).prefix(16)) }
 
     /// The hex digest for `message` (a validated request) under `model`/`version`.
     public static func digest(model: String, version: String, message: MessageView) -> String {
-        var h = SHA256()
-        func add(_ s: String) { var n = UInt64(s.utf8.count); withUnsafeBytes(of: &n) { h.update(bufferPointer: $0) }; h.update(data: Array(s.utf8)) }
-        func add(_ v: Int64) { var v = v.littleEndian; withUnsafeBytes(of: &v) { h.update(bufferPointer: $0) } }
+        var h = Digest.SHA256Hasher()
+        func add(_ s: String) { var n = UInt64(s.utf8.count); withUnsafeBytes(of: &n) { h.update($0) }; h.update(Array(s.utf8)) }
+        func add(_ v: Int64) { var v = v.littleEndian; withUnsafeBytes(of: &v) { h.update($0) } }
         add("ferry-cache-1")
         add(model)
         add(version)
@@ -206,7 +206,7 @@ public enum ResultCache {
             add(Int64(t.shape.count))
             for d in t.shape { add(Int64(d)) }
             add(Int64(t.data.count))
-            if t.data.count > 0 { h.update(bufferPointer: t.data) }
+            if t.data.count > 0 { h.update(UnsafeRawBufferPointer(t.data)) }
         }
         let meta = message.metadata.filter { !$0.key.hasPrefix("ferry.") }.sorted { $0.key < $1.key }
         add(Int64(meta.count))

@@ -1,7 +1,6 @@
 import FerryCore
 import FerryWire
 import Atomics
-import Crypto
 import Synchronization
 
 /// The `tcp://HOST:PORT/NAME` client transport: one connection per client to a
@@ -151,7 +150,7 @@ final class TCPConnection: @unchecked Sendable {
                     throw FerryError(.permission, "the gateway at \(e.host):\(e.port) requires authentication; add token_file=PATH (the gateway's --auth-token-file secret) to the URL")
                 }
                 let transcript = Frame.authTranscript(gatewayNonce: welcome.nonce, clientNonce: clientNonce, name: e.name)
-                let mac = Array(HMAC<SHA256>.authenticationCode(for: transcript, using: SymmetricKey(data: secret)))
+                let mac = Digest.hmacSHA256(key: secret, Array(transcript))
                 try TCPConnection.sendControl(stream, .auth, mac, until: until)
                 let (r, _) = try TCPConnection.readControl(stream, until: until)
                 guard r.kind == .ready else { throw FerryError(.protocolViolation, "expected READY from the gateway, got \(r.kind)") }
