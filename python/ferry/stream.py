@@ -147,7 +147,7 @@ class Frame:
         self._sub, self._ptr, self._slot = sub, ptr, info.slot
 
     @property
-    def array(self):
+    def array(self) -> Any:
         """The frame's array: its only tensor, or the one named "frame"."""
         if len(self.arrays) == 1:
             return next(iter(self.arrays.values()))
