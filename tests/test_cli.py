@@ -46,10 +46,14 @@ def test_serve_supervises_restarts_and_stops_workers(procs, name):
         assert len(after & first) == 1
         served = {int(c.call({"id": np.arange(2), "x": np.zeros(1)}, timeout=10)["pid"]) for _ in range(300)}
         assert served <= after
-        # ferry stats counts the restart (and the workers: two, plus the supervisor holding the channel).
-        out = subprocess.run([FERRY, "stats", name, "--json", "--interval", "0.1"], capture_output=True, text=True, timeout=30)
-        row = json.loads(out.stdout)
-        assert row["restarts"] == 1 and row["workers"] == 3 and row["answered"] >= 301, row
+        # ferry stats counts the restart (and the workers: two, plus the supervisor holding the
+        # channel, once the replacement has loaded its model and attached).
+        def stats():
+            out = subprocess.run([FERRY, "stats", name, "--json", "--interval", "0.1"], capture_output=True, text=True, timeout=30)
+            row = json.loads(out.stdout)
+            return row if row["workers"] == 3 else None
+        row = wait_for(stats, timeout=20)
+        assert row["restarts"] == 1 and row["answered"] >= 301, row
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=15) == 0
     for pid in after:

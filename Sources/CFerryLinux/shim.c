@@ -212,8 +212,8 @@ long cferry_send(int fd, const void *buf, size_t len) { return (long)send(fd, bu
 long cferry_recv(int fd, void *buf, size_t len) { return (long)recv(fd, buf, len, MSG_DONTWAIT); }
 
 // Defined by FerryNetwork (Transports+Network.swift) when it is linked into the same image.
-extern void ferry_network_register(void) __attribute__((weak));
+extern void cferry_network_register(void) __attribute__((weak));
 
 void cferry_register_linked_transports(void) {
-    if (ferry_network_register) ferry_network_register();
+    if (cferry_network_register) cferry_network_register();
 }

@@ -94,7 +94,7 @@ long cferry_recv(int fd, void *buf, size_t len);
 
 
 /// Registers the client transports linked into this image beside the core: FerryNetwork
-/// defines `ferry_network_register` (tcp://, redis://); the core refers to it weakly, so a
+/// defines `cferry_network_register` (tcp://, redis://); the core refers to it weakly, so a
 /// program or library built from the core alone (the shared-memory demo, libferry-shm.so)
 /// links without it, and one that links FerryNetwork gets its schemes with no call to
 /// remember. Swift has no weak references to functions, hence C.

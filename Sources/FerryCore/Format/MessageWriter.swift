@@ -105,7 +105,13 @@ public struct MessageWriter {
         let (length, o2) = table.addingReportingOverflow(text.count)
         guard !o1, !o2 else { throw FerryError(.invalidArgument, "tensor \"\(name)\" is too large") }
         let dst = try reserve(name: name, dtype: .string, shape: shape, length: length)
+        // The wire's offsets are little-endian u64, as the caller's are on every host Swift
+        // runs this on: one copy, not a store per string.
+        #if _endian(little)
+        dst.baseAddress!.copyMemory(from: offsets.baseAddress!, byteCount: table)
+        #else
         for (i, o) in offsets.enumerated() { dst.baseAddress!.put(o, at: 8 * i) }
+        #endif
         if text.count > 0 { (dst.baseAddress! + table).copyMemory(from: text.baseAddress!, byteCount: text.count) }
     }
 
