@@ -65,10 +65,15 @@ def _arrow_strings(s):
         return None
     import pyarrow as pa
     a = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    return _packed_from_arrow(a) if pa.types.is_string(a.type) or pa.types.is_large_string(a.type) else None
+
+
+def _packed_from_arrow(a):
+    """(PackedStrings, null mask) of an Arrow string or large_string array: its own offsets
+    (rebased to 0) and text, no Python object per value."""
+    import pyarrow as pa
     if pa.types.is_string(a.type):
         a = a.cast(pa.large_string())
-    if not pa.types.is_large_string(a.type):
-        return None
     _, obuf, dbuf = a.buffers()
     n = len(a)
     offsets = np.frombuffer(obuf, dtype="<i8", count=n + 1, offset=a.offset * 8) if n or obuf else np.zeros(1, "<i8")
@@ -305,12 +310,7 @@ def arrow_to_tensors(value) -> dict:
         entry: dict = {"name": name}
         if types.is_string(t) or types.is_large_string(t):
             entry.update(kind="string", dtype="string" if nulls else "str")
-            _, obuf, dbuf = (a.cast(pa.large_string()) if types.is_string(t) else a).buffers()
-            n = len(a)
-            offsets = np.frombuffer(obuf, dtype="<i8", count=n + 1 + a.offset)[a.offset:] if obuf is not None else np.zeros(1, "<i8")
-            start, end = int(offsets[0]), int(offsets[-1])
-            text = np.frombuffer(dbuf, dtype=np.uint8)[start:end] if dbuf is not None and end > start else np.zeros(0, np.uint8)
-            values = PackedStrings((offsets - start).astype("<u8"), text)
+            values, _ = _packed_from_arrow(a)
         elif types.is_timestamp(t) or types.is_date(t):
             if types.is_date32(t):
                 unit, ints = "s", a.cast(pa.int32()).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64) * 86_400

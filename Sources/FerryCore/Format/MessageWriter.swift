@@ -3,7 +3,7 @@
 /// bytes directly (decode a frame straight into the slot); `finish` writes the table,
 /// names, metadata and header.
 public struct MessageWriter {
-    package let base: UnsafeMutableRawPointer
+    let base: UnsafeMutableRawPointer
     /// Bytes available.
     public let capacity: Int
     let limitHint: String

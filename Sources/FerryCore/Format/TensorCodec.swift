@@ -44,7 +44,7 @@ public enum TensorCodec {
     }
 
     /// Checks that an encoded table entry is one this build can expand (untrusted input).
-    package static func checkEncodable(_ raw: UInt16, dtype: DType, shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64),
+    static func checkEncodable(_ raw: UInt16, dtype: DType, shape: (Int64, Int64, Int64, Int64, Int64, Int64, Int64, Int64),
                                ndim: Int, where w: String) throws {
         func bad(_ why: String) -> FerryError { FerryError(.malformed, "malformed message: \(w): \(why)") }
         guard let e = Encoding(rawValue: raw) else { throw bad("unknown encoding \(raw)") }

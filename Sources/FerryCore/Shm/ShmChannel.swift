@@ -248,7 +248,7 @@ final class ShmChannel: @unchecked Sendable {
 
     /// Takes the next published request, waiting up to the deadline; nil on timeout.
     /// The request length is read once, after the take, and is only a claim to validate.
-    package func take(deadline: UInt64, strategy: WaitStrategy) throws -> (slot: Int, gen: UInt32, length: UInt64)? {
+    func take(deadline: UInt64, strategy: WaitStrategy) throws -> (slot: Int, gen: UInt32, length: UInt64)? {
         guard !segment.isStale else { throw staleError() }
         let me = self.me
         var lastSweep = System.nowNanos()

@@ -42,7 +42,7 @@ final class ShmClientTransport: ClientTransport {
 
     func stats() throws -> ChannelStats { try attached().stats() }
 
-    package func close() { state.withLock { $0 = nil } }
+    func close() { state.withLock { $0 = nil } }
 }
 
 /// A claimed slot: the request is written at its start, the reply after it (page-aligned).
@@ -90,7 +90,7 @@ final class ShmLoan: CallLoan {
         return UnsafeRawBufferPointer(start: channel.data(slot) + offset, count: channel.slotSize - offset)
     }
 
-    package func close() {
+    func close() {
         guard owned else { return }
         owned = false
         if sent && !replied, channel.giveUp(slot: slot, gen: gen) != .replied { return }

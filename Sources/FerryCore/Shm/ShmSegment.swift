@@ -110,16 +110,16 @@ final class ShmSegment {
     let path: String
     /// Shared across users (`?scope=shared`) rather than private to this one.
     let shared: Bool
-    package let fd: Int32
+    let fd: Int32
     let lockFd: Int32
-    package let base: UnsafeMutableRawPointer
+    let base: UnsafeMutableRawPointer
     let geometry: SegmentLayout.Geometry
     let isServer: Bool
     var isOpen = true
     /// This attachment's liveness token (0 until acquired).
     private(set) var peer: PeerID = 0
     /// The fork generation this object was made in; in a forked child it is stale.
-    package let forkGeneration = System.forkGeneration
+    let forkGeneration = System.forkGeneration
 
     static let mutexByte: Int64 = 0
     static let livenessByte: Int64 = 1

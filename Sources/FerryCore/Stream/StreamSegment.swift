@@ -12,16 +12,16 @@ import Glibc
 /// subscriber to notice, marks it closed and unlinks it.
 final class StreamSegment {
     let name: String
-    package let fd: Int32
+    let fd: Int32
     let lockFd: Int32
-    package let base: UnsafeMutableRawPointer
+    let base: UnsafeMutableRawPointer
     let geometry: StreamLayout.Geometry
     /// Where each slot's data is mapped in this process (a preserved frame moves it).
     private var slotBases: [UnsafeMutableRawPointer]
     /// Slot mappings made by `preserve` (unmapped with the segment).
     private var extraMappings: [(UnsafeMutableRawPointer, Int)] = []
     /// The fork generation this object was made in; in a forked child it is stale.
-    package let forkGeneration = System.forkGeneration
+    let forkGeneration = System.forkGeneration
 
     private init(name: String, fd: Int32, lockFd: Int32, base: UnsafeMutableRawPointer, geometry: StreamLayout.Geometry) {
         self.name = name
@@ -250,7 +250,7 @@ final class StreamSegment {
     }
 
     /// The publisher's clean exit: closed state, every subscriber woken, name unlinked.
-    package func close() {
+    func close() {
         guard !isStale else { return }
         _ = try? System.lock(fd: lockFd, byte: StreamLayout.mutexByte, exclusive: true, wait: true)
         atomic32(StreamLayout.oState).store(StreamLayout.stateClosed, ordering: .sequentiallyConsistent)

@@ -194,7 +194,7 @@ final class SubscriberCore {
         return false
     }
 
-    package func receive(deadline: UInt64, strategy: WaitStrategy) throws -> StreamFrame? {
+    func receive(deadline: UInt64, strategy: WaitStrategy) throws -> StreamFrame? {
         guard open else { throw FerryError(.closed, "the subscriber is closed") }
         guard !segment.isStale else { throw FerryError(.invalidArgument, "a subscriber cannot be used in a forked child") }
         return try segment.published.wait(strategy: strategy, deadline: deadline, poll: { try take() }, check: { try checkPublisher() })
