@@ -216,7 +216,7 @@ SOAK_SECONDS ?= 180
 soak: build
 	$(PYTHON) tests/soak.py --seconds $(SOAK_SECONDS)
 	$(PYTHON) tests/stress.py --seconds $(SOAK_SECONDS)
-	FERRY_EXPLORER_CALLS=2 $(SWIFT) test --filter SlotMachineExplorerTests.testEveryInterleavingOfTwoClientsTwoWorkersTwoSlots 2>&1 | grep -E 'explorer:|error|Executed'; exit $${PIPESTATUS[0]}
+	FERRY_EXPLORER_CALLS=2 $(SWIFT) test $(SWIFT_FLAGS) --disable-testable-imports --filter SlotMachineExplorerTests.testEveryInterleavingOfTwoClientsTwoWorkersTwoSlots 2>&1 | grep -E 'explorer:|error|Executed'; exit $${PIPESTATUS[0]}
 
 clean:
 	rm -rf .build .build-demo bin dist python/ferry/_fastcall*.so
