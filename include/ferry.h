@@ -70,6 +70,8 @@ extern "C" {
 #define FERRY_DTYPE_FLOAT64 12
 #define FERRY_DTYPE_BYTES 13
 #define FERRY_DTYPE_STRING 14
+#define FERRY_DTYPE_UTF32 15
+#define FERRY_DTYPE_FIXED_BYTES 16
 /* END GENERATED */
 
 /** Most dimensions of a tensor. */

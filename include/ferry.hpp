@@ -98,12 +98,14 @@ template <> struct dtype_of<uint64_t> { static constexpr int value = FERRY_DTYPE
 template <> struct dtype_of<float> { static constexpr int value = FERRY_DTYPE_FLOAT32; };
 template <> struct dtype_of<double> { static constexpr int value = FERRY_DTYPE_FLOAT64; };
 
-/// Bytes per element of a fixed-size dtype (0 for strings, invalid codes).
+/// Bytes per element of a fixed-size dtype (per code unit for fixed-width strings; 0 for
+/// packed strings and invalid codes).
 inline size_t item_size(int dtype) noexcept {
     switch (dtype) {
-    case FERRY_DTYPE_BOOL: case FERRY_DTYPE_INT8: case FERRY_DTYPE_UINT8: case FERRY_DTYPE_BYTES: return 1;
+    case FERRY_DTYPE_BOOL: case FERRY_DTYPE_INT8: case FERRY_DTYPE_UINT8: case FERRY_DTYPE_BYTES:
+    case FERRY_DTYPE_FIXED_BYTES: return 1;
     case FERRY_DTYPE_INT16: case FERRY_DTYPE_UINT16: case FERRY_DTYPE_FLOAT16: return 2;
-    case FERRY_DTYPE_INT32: case FERRY_DTYPE_UINT32: case FERRY_DTYPE_FLOAT32: return 4;
+    case FERRY_DTYPE_INT32: case FERRY_DTYPE_UINT32: case FERRY_DTYPE_FLOAT32: case FERRY_DTYPE_UTF32: return 4;
     case FERRY_DTYPE_INT64: case FERRY_DTYPE_UINT64: case FERRY_DTYPE_FLOAT64: return 8;
     default: return 0;
     }
@@ -164,6 +166,39 @@ struct TensorView {
     template <class T> Span<const T> as() const {
         if (dtype_of<T>::value != dtype) throw InvalidArgument(FERRY_EINVAL, "tensor dtype does not match the requested type");
         return Span<const T>(static_cast<const T*>(data), nbytes / sizeof(T));
+    }
+
+    /// Number of strings of a fixed-width string tensor (UTF32, FIXED_BYTES): all dimensions
+    /// but the last, which is the width.
+    int64_t strings() const {
+        if ((dtype != FERRY_DTYPE_UTF32 && dtype != FERRY_DTYPE_FIXED_BYTES) || shape.ndim < 1)
+            throw InvalidArgument(FERRY_EINVAL, "not a fixed-width string tensor");
+        int64_t n = 1;
+        for (int i = 0; i + 1 < shape.ndim; i++) n *= shape.dims[i];
+        return n;
+    }
+
+    /// String `i` of a UTF32 tensor (numpy's `<U`), NUL padding removed.
+    std::u32string_view utf32(int64_t i) const {
+        if (dtype != FERRY_DTYPE_UTF32) throw InvalidArgument(FERRY_EINVAL, "not a utf32 tensor");
+        return fixed<char32_t>(i);
+    }
+
+    /// String `i` of a FIXED_BYTES tensor (numpy's `S`), NUL padding removed.
+    std::string_view fixed_bytes(int64_t i) const {
+        if (dtype != FERRY_DTYPE_FIXED_BYTES) throw InvalidArgument(FERRY_EINVAL, "not a fixed_bytes tensor");
+        auto s = fixed<char>(i);
+        return std::string_view(s.data(), s.size());
+    }
+
+private:
+    template <class C> std::basic_string_view<C> fixed(int64_t i) const {
+        if (i < 0 || i >= strings()) throw InvalidArgument(FERRY_EINVAL, "string index out of range");
+        size_t width = static_cast<size_t>(shape.dims[shape.ndim - 1]);
+        const C* p = static_cast<const C*>(data) + static_cast<size_t>(i) * width;
+        size_t n = width;
+        while (n > 0 && p[n - 1] == 0) n--;
+        return std::basic_string_view<C>(p, n);
     }
 };
 

@@ -54,6 +54,9 @@ DTYPES = [
     (9, "UINT64", "uint64", "uint64_t", "<u8", 8), (10, "FLOAT16", "float16", None, "<f2", 2),
     (11, "FLOAT32", "float32", "float", "<f4", 4), (12, "FLOAT64", "float64", "double", "<f8", 8),
     (13, "BYTES", "bytes", None, None, 1), (14, "STRING", "string", None, None, None),
+    # Fixed-width strings, numpy's own layouts (`<U` and `S` arrays), so they cross as views
+    # like numbers: the last dimension is the width, each string is padded with NULs.
+    (15, "UTF32", "utf32", None, None, 4), (16, "FIXED_BYTES", "fixedBytes", None, None, 1),
 ]
 
 

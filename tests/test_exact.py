@@ -34,12 +34,11 @@ def echo(procs, name):
 
 def same_array(a, b):
     assert type(b) is np.ndarray, type(b)
-    if a.dtype.kind == "U":  # str arrays come back as narrow as their longest string (docs/tables.md)
-        assert b.dtype.kind == "U" and b.dtype.itemsize <= max(a.dtype.itemsize, 4), (a.dtype, b.dtype)
-    else:
-        assert a.dtype == b.dtype, (a.dtype, b.dtype)
+    # numpy's fixed-width strings cross in their own layout: the same dtype, width included.
+    assert a.dtype.newbyteorder("<") == b.dtype or a.dtype == b.dtype, (a.dtype, b.dtype)
     assert a.shape == b.shape, (a.shape, b.shape)
-    if a.dtype.kind in "biufmM":
+    if a.dtype.kind in "biufmMUS":
+        a = a.astype(a.dtype.newbyteorder("<")) if a.dtype.byteorder == ">" else a  # arrives little-endian
         assert a.tobytes() == b.tobytes()  # bit for bit: -0.0, NaN payloads, NaT
     else:
         assert (a == b).all()
@@ -64,6 +63,32 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size
 def test_str_arrays_cross_exactly(echo, rows):
     arr = np.array(rows, dtype=np.str_)
     same_array(arr, echo.call(arr))
+
+
+def _fixed_width_arrays(dt: np.dtype):
+    width = dt.itemsize // (4 if dt.kind == "U" else 1)
+    # Characters of every plane (no surrogates: not text), NULs inside; bytes of any value.
+    elements = (st.text(st.characters(codec="utf-8"), max_size=width) if dt.kind == "U" else st.binary(max_size=width))
+    return hnp.arrays(dt, SHAPES, elements=elements.filter(lambda v: v[-1:] not in ("\x00", b"\x00")))
+
+
+@SETTINGS
+@given(st.sampled_from(["<U1", "<U3", ">U5", "<U17", "S1", "S4", "S9"]).map(np.dtype).flatmap(_fixed_width_arrays))
+def test_fixed_width_string_arrays_cross_bit_for_bit(echo, arr):
+    """`<U` and `S` arrays of any shape (0-d, empty, 4-d), big-endian too, with NULs inside,
+    empty strings and characters of every plane: numpy's own bytes come back."""
+    got = echo.call(arr)
+    same_array(arr, got)
+    assert got.tobytes() == arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+
+
+def test_a_str_that_numpy_cannot_hold_is_refused_or_exact(echo):
+    # A lone surrogate is not Unicode text: refused before sending, naming the string.
+    with pytest.raises(ferry.InvalidArgument, match=r"tensor \"x\": string 1 .*U\+D800"):
+        echo.call({"x": np.array(["ok", "\ud800"])})
+    # One Python str crosses as UTF-8 exactly, a trailing NUL included (numpy's <U would drop it).
+    got = echo.call("tail\x00")
+    assert got.shape == () and got[()] == "tail\x00", repr(got)
 
 
 # ---- DataFrames -------------------------------------------------------------------------

@@ -68,7 +68,9 @@ def corrupt(data: bytes, offset: int, fmt: str, value) -> bytes:
     return bytes(b)
 
 
-GOOD = ferry.encode({"a": np.arange(10, dtype=np.int32), "s": np.array(["x", "yz"])}, {"k": "v"})
+# Numbers, packed UTF-8 strings (an object array of str) and numpy's fixed-width UTF-32.
+GOOD = ferry.encode({"a": np.arange(10, dtype=np.int32), "s": np.array(["x", "yz"], dtype=object),
+                     "u": np.array(["é", "yz"])}, {"k": "v"})
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -160,7 +162,7 @@ def test_single_byte_corruption_is_caught_or_harmless(pos, value):
     table = struct.unpack_from("<Q", GOOD, 24)[0]
     a_off = struct.unpack_from("<Q", GOOD, table)[0]
     if a_off <= pos < a_off + 40:
-        assert list(tensors) == ["a", "s"] and tensors["a"].shape == (10,) and meta == {"k": "v"}
+        assert list(tensors) == ["a", "s", "u"] and tensors["a"].shape == (10,) and meta == {"k": "v"}
         assert (tensors["a"] != np.arange(10, dtype=np.int32)).sum() <= 1
 
 

@@ -288,7 +288,7 @@ public func ferry_jobs_reply_rows(_ jobs: UnsafePointer<OpaquePointer?>?, _ n: I
         let dims = try shapeArray(ndim, shape)
         guard !dims.isEmpty else { throw invalid("a batch result needs a first dimension (rows)") }
         let d = try dtype(dt)
-        guard let item = d.itemSize, d != .bytes else { throw invalid("a batch result must be a fixed-size numeric array") }
+        guard let item = d.itemSize, d.isNumeric else { throw invalid("a batch result must be a fixed-size numeric array") }
         rowBytes = dims.dropFirst().reduce(item, *)
         for i in 0..<n { guard rows[i] >= 0 else { throw invalid("rows[\(i)] is negative") }; total += rows[i] }
         guard total == Int64(dims[0]) else { throw invalid("the rows add up to \(total), the result has \(dims[0])") }

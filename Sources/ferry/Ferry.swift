@@ -343,6 +343,7 @@ func preview(_ t: Tensor, limit: Int = 10) -> String {
     case .float32: return show(Float.self)
     case .float64: return show(Double.self)
     case .bytes: return "\(t.bytes.count) bytes"
-    case .string: return ((try? t.strings()) ?? []).prefix(limit).description
+    case .string, .utf32: return ((try? t.strings()) ?? []).prefix(limit).description
+    case .fixedBytes: return "\(t.shape.dropLast().reduce(1, *)) byte strings of width \(t.shape.last ?? 0)"
     }
 }

@@ -5,9 +5,11 @@ final class MessageTests: XCTestCase {
     func testEveryDTypeAndShapeRoundTrips() throws {
         let shapes: [[Int]] = [[], [0], [3], [2, 3], [0, 5], [1, 1, 1, 1, 1, 1, 1, 2]]
         for dtype in DType.allCases where dtype != .string && dtype != .bytes {
-            for shape in shapes {
+            for shape in shapes where !(dtype.isFixedWidthString && shape.isEmpty) {
                 let n = shape.reduce(1, *) * dtype.itemSize!
-                let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 7 + 1) & (dtype == .bool ? 1 : 0xFF) }
+                // UTF-32 code units below U+8000 (no surrogates): what writers accept.
+                let mask: (Int) -> UInt8 = { dtype == .bool ? 1 : dtype == .utf32 ? [0xFF, 0x7F, 0, 0][$0 % 4] : 0xFF }
+                let bytes = (0..<n).map { UInt8(truncatingIfNeeded: $0 * 7 + 1) & mask($0) }
                 let t = try Tensor(dtype: dtype, shape: shape, bytes: bytes)
                 let m = Message([("t", t)], metadata: ["k": "v"])
                 let back = try Message.decode(try m.encoded())
@@ -27,6 +29,31 @@ final class MessageTests: XCTestCase {
         XCTAssertEqual(back["b"]!.bytes, [0, 1, 255])
         XCTAssertEqual(try back["f"]!.values(as: Float.self), [2.5])
         XCTAssertEqual(back["f"]!.shape, [])
+    }
+
+    func testFixedWidthStringsAreNumpysLayoutAndOnlyUnicodeScalars() throws {
+        // numpy's <U3 ["hé", "😀", ""] and S3 [b"a\0b", b""]: the width is the last dimension.
+        let units: [UInt32] = [0x68, 0xE9, 0, 0x1F600, 0, 0, 0, 0, 0]
+        let u = try Tensor(dtype: .utf32, shape: [3, 3], bytes: units.withUnsafeBytes { Array($0) })
+        let b = try Tensor(dtype: .fixedBytes, shape: [2, 3], bytes: [0x61, 0, 0x62, 0, 0, 0])
+        let back = try Message.decode(try Message([("u", u), ("b", b)]).encoded())
+        XCTAssertEqual(try back["u"]!.strings(), ["hé", "😀", ""])
+        XCTAssertEqual(try back["b"]!.byteStrings(), [[0x61, 0, 0x62], []])
+        // A lone surrogate or a value past U+10FFFF is refused when written, naming the string…
+        for bad: UInt32 in [0xD800, 0xDFFF, 0x110000, 0xFFFF_FFFF] {
+            let t = try Tensor(dtype: .utf32, shape: [2, 2], bytes: ([0x41, 0, 0x42, bad] as [UInt32]).withUnsafeBytes { Array($0) })
+            XCTAssertThrowsError(try Message([("u", t)]).encoded()) { e in
+                XCTAssertEqual((e as? FerryError)?.code, .invalidArgument)
+                XCTAssertTrue("\(e)".contains("string 1"), "\(e)")
+            }
+        }
+        // …and when read (another process wrote it): the decoder checks every code unit.
+        var good = try Message([("u", u)]).encoded()
+        let at = try XCTUnwrap(good.indices.first { i in i + 4 <= good.count && good[i..<i + 4].elementsEqual([0x00, 0xF6, 0x01, 0x00]) })
+        good[at + 1] = 0xD8; good[at + 2] = 0; good[at + 3] = 0  // U+1F600 → U+D800
+        XCTAssertThrowsError(try Message.decode(good)) { XCTAssertEqual(($0 as? FerryError)?.code, .malformed) }
+        // A fixed-width string tensor needs its width dimension.
+        XCTAssertThrowsError(try Message([("u", try Tensor(dtype: .utf32, shape: [], bytes: [0x41, 0, 0, 0]))]).encoded())
     }
 
     func testWriterRejectsWhatDoesNotFit() throws {

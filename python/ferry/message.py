@@ -29,6 +29,8 @@ FLOAT32 = 11
 FLOAT64 = 12
 BYTES = 13
 STRING = 14
+UTF32 = 15
+FIXED_BYTES = 16
 #: numpy dtype for each fixed-size wire code (little-endian).
 NUMPY_DTYPES = {
     BOOL: np.dtype('bool'),
@@ -144,8 +146,10 @@ def _scratch() -> _Scratch:
     return s
 
 
-def write_value(writer: int, name: str, value: Any) -> None:
-    """Writes one value (array, scalar, str, bytes) as a tensor through a C writer."""
+def write_value(writer: int, name: str, value: Any, text: bool = False) -> None:
+    """Writes one value (array, scalar, str, bytes) as a tensor through a C writer. numpy
+    `<U`/`S` arrays cross in their own fixed-width layout (UTF32, FIXED_BYTES: a copy, read
+    back as a view) unless `text` asks for the packed UTF-8 `string` layout (tables)."""
     key = _c_text(name, "tensor name")
     arr = value if type(value) is np.ndarray else None
     if arr is None and type(value) is PackedStrings:
@@ -161,7 +165,13 @@ def write_value(writer: int, name: str, value: Any) -> None:
             check(lib.ferry_writer_put_tensor(writer, key, BYTES, 1, _shape((len(data),)), data, len(data)))
             return
         if isinstance(value, str):
-            value = np.array(value, dtype=np.str_)
+            # One string: packed UTF-8, exact (np.array would drop a trailing NUL).
+            try:
+                data = value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                raise ValueError(f"tensor {name!r} holds a string that is not valid Unicode: {e}") from None
+            check(lib.ferry_writer_put_strings(writer, key, 0, _shape(()), (c_char_p * 1)(data), (c_size_t * 1)(len(data)), 1))
+            return
         elif isinstance(value, Mapping):
             raise TypeError(f"tensor {name!r} is a nested {type(value).__name__}; send flat named arrays (a dict of arrays)")
         elif value is None:
@@ -178,6 +188,21 @@ def write_value(writer: int, name: str, value: Any) -> None:
             raise TypeError(f"tensor {name!r} is a {type(value).__module__}.{type(value).__qualname__}, which Ferry cannot send faithfully; send a numpy array, a scalar, str or bytes")
         arr = np.asarray(value)
     kind = arr.dtype.kind
+    if kind in "US" and not text:
+        # numpy's own layout: UTF-32 code units (or bytes), the width as a last dimension.
+        # The library refuses a code unit that is not a Unicode scalar before sending.
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        if arr.ndim >= MAX_DIMS:
+            raise ValueError(f"tensor {name!r}: {arr.ndim} dimensions; a string array may have at most {MAX_DIMS - 1} (the width is one more)")
+        unit = 4 if kind == "U" else 1
+        if not arr.flags.c_contiguous:
+            arr = arr.copy(order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
+        shape = arr.shape + (arr.dtype.itemsize // unit,)
+        # Copied by the library, which checks the code units in the same pass.
+        check(lib.ferry_writer_put_tensor(writer, key, UTF32 if kind == "U" else FIXED_BYTES, len(shape), _shape(shape),
+                                          _address(arr) if arr.nbytes else None, arr.nbytes))
+        return
     if kind == "U" and arr.size:
         packed = _pack_strings(arr)
         if packed is not None:
@@ -208,8 +233,13 @@ def write_value(writer: int, name: str, value: Any) -> None:
     ndim = arr.ndim
     if ndim > MAX_DIMS:
         raise ValueError(f"{ndim} dimensions; Ferry allows at most {MAX_DIMS}")
+    _write_fixed(writer, key, code, arr.shape, arr)
+
+
+def _write_fixed(writer: int, key: bytes, code: int, shape: tuple, arr: np.ndarray) -> None:
+    """Reserves the tensor in the message and copies `arr`'s bytes straight into it."""
     sc = _scratch()
-    check(lib.ferry_writer_add_tensor(writer, key, code, ndim, _fill_shape(sc.shape, arr.shape), sc.ptr_ref, sc.nbytes_ref))
+    check(lib.ferry_writer_add_tensor(writer, key, code, len(shape), _fill_shape(sc.shape, shape), sc.ptr_ref, sc.nbytes_ref))
     nbytes = sc.nbytes.value
     if nbytes:
         if arr.flags.c_contiguous:
@@ -217,6 +247,21 @@ def write_value(writer: int, name: str, value: Any) -> None:
         else:  # strided input: let numpy copy straight into the slot
             dst = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(sc.ptr.value))
             dst.view(arr.dtype).reshape(arr.shape)[...] = arr
+
+
+def _fixed_strings(code: int, shape: tuple, addr: int, nbytes: int, base, mapping, copy: bool) -> np.ndarray:
+    """A UTF32/FIXED_BYTES tensor as numpy's `<U{w}`/`S{w}` array of shape[:-1]: a view of
+    the message like any array (or a copy). Width 0 (only other languages send it) is an
+    array of empty strings."""
+    width = shape[-1]
+    if width == 0:
+        return np.zeros(shape[:-1], dtype="<U1" if code == UTF32 else "S1")
+    dt = np.dtype(f"<U{width}" if code == UTF32 else f"S{width}")
+    if mapping is not None and base is not None:
+        arr = np.ndarray(shape[:-1], dtype=dt, buffer=mapping, offset=addr - base)
+        return arr.copy() if copy else arr
+    raw = (ctypes.c_uint8 * nbytes).from_address(addr) if nbytes else bytearray()
+    return np.frombuffer(raw, dtype=dt).reshape(shape[:-1]).copy()
 
 
 def _check_sequence(name: str, value) -> None:
@@ -257,8 +302,9 @@ def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[
     if type(value) is not dict and is_dataframe(value):
         value = to_tensors(value)
     if type(value) is dict or isinstance(value, Mapping):
+        table = TABLE in value  # a table's strings are packed UTF-8 (Arrow's layout)
         for name, v in value.items():
-            write_value(writer, str(name), v)
+            write_value(writer, str(name), v, table)
     elif value is not None:
         write_value(writer, default_name, value)
     if metadata:
@@ -315,6 +361,9 @@ class MessageReader:
             code, nbytes, addr = t.dtype, t.nbytes, t.data or 0
             if code == BYTES:
                 out[name] = ctypes.string_at(addr, nbytes) if nbytes else b""
+                continue
+            if code == UTF32 or code == FIXED_BYTES:
+                out[name] = _fixed_strings(code, shape, addr, nbytes, base, mapping, copy)
                 continue
             if code == STRING:
                 if len(shape) == 1 and name != TABLE:

@@ -1,8 +1,10 @@
 // The same worker with ferry.hpp: answers every request with its tensors doubled (uint8 +1,
-// float32 ×2) until a request carries metadata "stop".
+// float32 ×2; numpy's fixed-width strings, `<U` and `S`, read one by one and answered with
+// ASCII letters upper-cased) until a request carries metadata "stop".
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include <ferry.hpp>
 
@@ -25,8 +27,27 @@ int main(int argc, char** argv) {
                     auto src = t.as<float>();
                     auto dst = out.add<float>(name.c_str(), t.shape);
                     for (size_t k = 0; k < src.size(); k++) dst[k] = src[k] * 2;
+                } else if (t.dtype == FERRY_DTYPE_UTF32 || t.dtype == FERRY_DTYPE_FIXED_BYTES) {
+                    // Read through the string accessors (padding removed), written back padded.
+                    const bool wide = t.dtype == FERRY_DTYPE_UTF32;
+                    const size_t width = static_cast<size_t>(t.shape.dims[t.shape.ndim - 1]);
+                    std::vector<char32_t> units(static_cast<size_t>(t.strings()) * width, 0);
+                    std::vector<char> bytes(units.size(), 0);
+                    for (int64_t k = 0; k < t.strings(); k++) {
+                        auto up = [](auto c) { return (c >= 'a' && c <= 'z') ? static_cast<decltype(c)>(c - 32) : c; };
+                        if (wide) {
+                            auto s = t.utf32(k);
+                            for (size_t j = 0; j < s.size(); j++) units[k * width + j] = up(s[j]);
+                        } else {
+                            auto s = t.fixed_bytes(k);
+                            for (size_t j = 0; j < s.size(); j++) bytes[k * width + j] = up(s[j]);
+                        }
+                    }
+                    ferry::TensorView v = t;
+                    v.data = wide ? static_cast<const void*>(units.data()) : static_cast<const void*>(bytes.data());
+                    out.put(name.c_str(), v);
                 } else {
-                    throw std::runtime_error("only uint8 and float32 tensors");
+                    throw std::runtime_error("only uint8, float32 and fixed-width string tensors");
                 }
             }
         }, [&] { return !stop; });

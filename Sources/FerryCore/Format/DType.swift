@@ -17,13 +17,20 @@ public enum DType: UInt8, Sendable, CaseIterable {
     case bytes = 13
     /// UTF-8 strings: `(n+1)` little-endian u64 offsets followed by the concatenated text.
     case string = 14
+    /// Fixed-width Unicode strings, numpy's `<U{w}`: little-endian UTF-32 code units, the
+    /// last dimension is the width `w`; a string shorter than `w` is padded with NULs (so it
+    /// cannot end in NUL). Only Unicode scalars (no surrogates, at most U+10FFFF) are written.
+    case utf32 = 15
+    /// Fixed-width byte strings, numpy's `S{w}`: the last dimension is the width `w`; a
+    /// string shorter than `w` is padded with NULs.
+    case fixedBytes = 16
 
-    /// Bytes per element, or nil for variable-length `string`.
+    /// Bytes per element (for fixed-width strings: per code unit), or nil for variable-length `string`.
     public var itemSize: Int? {
         switch self {
-        case .bool, .int8, .uint8, .bytes: return 1
+        case .bool, .int8, .uint8, .bytes, .fixedBytes: return 1
         case .int16, .uint16, .float16: return 2
-        case .int32, .uint32, .float32: return 4
+        case .int32, .uint32, .float32, .utf32: return 4
         case .int64, .uint64, .float64: return 8
         case .string: return nil
         }
@@ -46,8 +53,21 @@ public enum DType: UInt8, Sendable, CaseIterable {
         case .float64: return "float64"
         case .bytes: return "bytes"
         case .string: return "string"
+        case .utf32: return "utf32"
+        case .fixedBytes: return "fixed_bytes"
         }
     }
+
+    /// True for numbers and bools: the dtypes a table column, a batch or an image holds.
+    public var isNumeric: Bool {
+        switch self {
+        case .bytes, .string, .utf32, .fixedBytes: return false
+        default: return true
+        }
+    }
+
+    /// True for the fixed-width string dtypes, whose last dimension is the string width.
+    public var isFixedWidthString: Bool { self == .utf32 || self == .fixedBytes }
 
     /// Looks a dtype up by its numpy-style name.
     public init?(name: String) {

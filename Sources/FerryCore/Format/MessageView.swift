@@ -169,8 +169,14 @@ public struct MessageView {
                     try TensorCodec.checkEncodable(encoding, dtype: dtype, shape: shape, ndim: ndim, where: where_)
                 } else if let item = dtype.itemSize {
                     if dtype == .bytes && ndim != 1 { throw bad("\(where_): a bytes tensor must have 1 dimension") }
+                    if dtype.isFixedWidthString && ndim == 0 { throw bad("\(where_): a \(dtype.name) tensor needs at least 1 dimension") }
                     guard dataLen == elements * UInt64(item) else {
                         throw bad("\(where_): \(dataLen) data bytes for \(elements) elements of \(dtype.name)")
+                    }
+                    // Any bits are a number, but not every UTF-32 code unit is text: checked
+                    // so that every reader can decode what it is handed.
+                    if dtype == .utf32, let u = MessageWriter.firstNonScalar(UnsafeRawBufferPointer(start: p + Int(dataOff), count: Int(dataLen))) {
+                        throw bad("\(where_): code unit \(u.index) (U+\(String(u.value, radix: 16, uppercase: true))) is not a Unicode scalar value")
                     }
                 } else {
                     textNeeded += Int(dataLen) + 8  // copied privately, kept 8-byte aligned
@@ -367,8 +373,17 @@ public struct TensorView {
         }
     }
 
-    /// The strings of a `string` tensor, in row-major order.
+    /// The strings of a `fixedBytes` tensor (numpy's `S`), padding removed.
+    public func byteStrings() throws -> [[UInt8]] {
+        guard dtype == .fixedBytes else { throw FerryError(.invalidArgument, "tensor \"\(name)\" is \(dtype.name), not fixed_bytes") }
+        return fixedWidthStrings(data.baseAddress, shape: shape, as: UInt8.self) { Array($0) }
+    }
+
+    /// The strings of a `string` or `utf32` tensor, in row-major order.
     public func strings() throws -> [String] {
+        if dtype == .utf32 {
+            return fixedWidthStrings(data.baseAddress, shape: shape, as: UInt32.self, decodeUTF32)
+        }
         guard dtype == .string else { throw FerryError(.invalidArgument, "tensor \"\(name)\" is \(dtype.name), not string") }
         let p = data.baseAddress!
         let n = count

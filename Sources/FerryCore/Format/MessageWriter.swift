@@ -10,6 +10,9 @@ public struct MessageWriter {
     var cursor = MessageLayout.headerSize
     var entries: [(name: [UInt8], dtype: DType, shape: [Int], offset: Int, length: Int, encoding: UInt16)] = []
     var meta: [(key: [UInt8], value: [UInt8])] = []
+    /// UTF-32 tensors handed out to be filled in place (`addTensor(name:dtype:shape:)`), which
+    /// `finish` checks; those copied in by `addTensor(…bytes:)` are checked as they are copied.
+    var uncheckedText: [Int] = []
     /// The table being written (between `beginTable` and `endTable`).
     var table: TableInProgress? = nil
 
@@ -55,6 +58,9 @@ public struct MessageWriter {
             throw FerryError(.invalidArgument, "use addStrings for string tensors")
         }
         if dtype == .bytes && shape.count != 1 { throw FerryError(.invalidArgument, "a bytes tensor must have 1 dimension") }
+        if dtype.isFixedWidthString && shape.isEmpty {
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": a \(dtype.name) tensor needs at least 1 dimension (the last is the string width)")
+        }
         var count = 1
         for d in shape {
             let (m, o) = count.multipliedReportingOverflow(by: max(d, 0))
@@ -63,17 +69,42 @@ public struct MessageWriter {
         }
         let (length, o) = count.multipliedReportingOverflow(by: item)
         guard !o else { throw FerryError(.invalidArgument, "tensor \"\(name)\" shape \(shape) overflows") }
-        return try reserve(name: name, dtype: dtype, shape: shape, length: length)
+        let dst = try reserve(name: name, dtype: dtype, shape: shape, length: length)
+        if dtype == .utf32 { uncheckedText.append(entries.count - 1) }
+        return dst
     }
 
     /// Adds a tensor by copying `bytes` (which must match dtype and shape).
     public mutating func addTensor(name: String, dtype: DType, shape: [Int], bytes: UnsafeRawBufferPointer) throws {
         let dst = try addTensor(name: name, dtype: dtype, shape: shape)
+        if dtype == .utf32 { uncheckedText.removeLast() }  // checked below, while copying
         guard dst.count == bytes.count else {
             cursor = entries.removeLast().offset
             throw FerryError(.invalidArgument, "tensor \"\(name)\": \(bytes.count) bytes given, \(dst.count) expected for \(dtype.name) \(shape)")
         }
-        if !bytes.isEmpty { dst.copyMemory(from: bytes) }
+        guard dtype == .utf32 else {
+            if !bytes.isEmpty { dst.copyMemory(from: bytes) }
+            return
+        }
+        // Copied and checked in one pass over the caller's memory.
+        if let bad = Self.copyScalars(from: bytes, to: dst) {
+            let width = max(shape.last ?? 1, 1)
+            cursor = entries.removeLast().offset
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": string \(bad.index / width) holds U+\(String(bad.value, radix: 16, uppercase: true)), which is not a Unicode scalar value (a lone surrogate or past U+10FFFF)")
+        }
+    }
+
+    /// Copies UTF-32 code units and reports the first that is not a Unicode scalar value.
+    static func copyScalars(from src: UnsafeRawBufferPointer, to dst: UnsafeMutableRawBufferPointer) -> (index: Int, value: UInt32)? {
+        let units = src.count / 4
+        guard units > 0, let s = src.baseAddress, let d = dst.baseAddress else { return nil }
+        var bad: UInt32 = 0
+        for k in 0..<units {
+            let c = s.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)
+            bad |= (c &- 0xD800 < 0x800 ? 1 : 0) | (c > 0x10FFFF ? 1 : 0)
+            d.storeBytes(of: c, toByteOffset: 4 * k, as: UInt32.self)
+        }
+        return bad == 0 ? nil : firstNonScalar(src)
     }
 
     /// Adds a `string` tensor of `shape` holding `strings` in row-major order.
@@ -115,8 +146,31 @@ public struct MessageWriter {
         if text.count > 0 { (dst.baseAddress! + table).copyMemory(from: text.baseAddress!, byteCount: text.count) }
     }
 
+    /// The first UTF-32 code unit in `bytes` that is not a Unicode scalar value (a surrogate
+    /// or past U+10FFFF), with its index. One branch-free pass (it vectorises), then a search
+    /// only when something is wrong.
+    static func firstNonScalar(_ bytes: UnsafeRawBufferPointer) -> (index: Int, value: UInt32)? {
+        let units = bytes.count / 4
+        guard units > 0, let p = bytes.baseAddress else { return nil }
+        var bad: UInt32 = 0
+        for k in 0..<units {
+            let c = p.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)
+            bad |= (c &- 0xD800 < 0x800 ? 1 : 0) | (c > 0x10FFFF ? 1 : 0)
+        }
+        guard bad != 0 else { return nil }
+        for k in 0..<units {
+            let c = p.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)
+            if c &- 0xD800 < 0x800 || c > 0x10FFFF { return (k, c) }
+        }
+        return nil
+    }
+
     /// Adds an owned tensor by copying it.
     public mutating func add(name: String, _ tensor: Tensor) throws {
+        if tensor.dtype.itemSize != nil {  // the same checks as any fixed-size tensor
+            try tensor.bytes.withUnsafeBytes { try addTensor(name: name, dtype: tensor.dtype, shape: tensor.shape, bytes: $0) }
+            return
+        }
         let dst = try reserve(name: name, dtype: tensor.dtype, shape: tensor.shape, length: tensor.bytes.count)
         tensor.bytes.withUnsafeBytes { if !$0.isEmpty { dst.copyMemory(from: $0) } }
     }
@@ -147,6 +201,15 @@ public struct MessageWriter {
     /// Writes table, names, metadata and header. Returns the total message length.
     public mutating func finish(status: Int32 = 0) throws -> Int {
         typealias L = MessageLayout
+        // Fixed-width Unicode strings are filled in place after `addTensor`: checked here,
+        // before anything is sent, so every reader can turn them into text.
+        for i in uncheckedText where entries[i].encoding == 0 {
+            let e = entries[i]
+            if let bad = Self.firstNonScalar(UnsafeRawBufferPointer(start: base + e.offset, count: e.length)) {
+                let width = max(e.shape.last ?? 1, 1)
+                throw FerryError(.invalidArgument, "tensor \"\(String(decoding: e.name, as: UTF8.self))\": string \(bad.index / width) holds U+\(String(bad.value, radix: 16, uppercase: true)), which is not a Unicode scalar value (a lone surrogate or past U+10FFFF)")
+            }
+        }
         let table = L.align(cursor, 8)
         var end = table + entries.count * L.tensorEntrySize
         let namesStart = end

@@ -83,7 +83,7 @@ extension MessageWriter {
     public mutating func addColumn(name: String, dtype: DType, nullable: Bool = false) throws
         -> (values: UnsafeMutableRawBufferPointer, valid: UnsafeMutableBufferPointer<Bool>?) {
         let rows = try checkColumn(name)
-        guard dtype.itemSize != nil, dtype != .bytes else {
+        guard dtype.isNumeric else {
             throw FerryError(.invalidArgument, "column \"\(name)\": \(dtype.name) is not a column type (use addStringColumn for strings)")
         }
         let pandas: String
@@ -221,7 +221,7 @@ extension MessageView {
             guard values.shape == [schema.rows] else { throw bad("column \"\(c.name)\" has shape \(values.shape), not [\(schema.rows)]") }
             switch kind {
             case .numeric, .masked:
-                guard values.dtype.itemSize != nil, values.dtype != .bytes else { throw bad("column \"\(c.name)\" is \(values.dtype.name)") }
+                guard values.dtype.isNumeric else { throw bad("column \"\(c.name)\" is \(values.dtype.name)") }
             case .datetime, .timedelta:
                 guard values.dtype == .int64, let u = c.unit, TableFormat.units.contains(u) else { throw bad("column \"\(c.name)\": a time column is int64 with a unit") }
             case .string:

@@ -89,8 +89,11 @@ public struct Tensor: Equatable, Sendable {
         }
     }
 
-    /// The strings of a `string` tensor.
+    /// The strings of a `string` or `utf32` tensor.
     public func strings() throws -> [String] {
+        if dtype == .utf32 {
+            return bytes.withUnsafeBytes { fixedWidthStrings($0.baseAddress, shape: shape, as: UInt32.self, decodeUTF32) }
+        }
         guard dtype == .string else { throw FerryError(.invalidArgument, "tensor is \(dtype.name), not string") }
         return bytes.withUnsafeBytes { buf in
             let p = buf.baseAddress!
@@ -100,6 +103,12 @@ public struct Tensor: Equatable, Sendable {
                 return String(decoding: UnsafeRawBufferPointer(start: text + a, count: b - a), as: UTF8.self)
             }
         }
+    }
+
+    /// The strings of a `fixedBytes` tensor (numpy's `S`), padding removed.
+    public func byteStrings() throws -> [[UInt8]] {
+        guard dtype == .fixedBytes else { throw FerryError(.invalidArgument, "tensor is \(dtype.name), not fixed_bytes") }
+        return bytes.withUnsafeBytes { fixedWidthStrings($0.baseAddress, shape: shape, as: UInt8.self) { Array($0) } }
     }
 
     static func encodeStrings(_ strings: [String], into dst: UnsafeMutableRawBufferPointer) {
@@ -190,4 +199,27 @@ public struct Message: Equatable, Sendable {
     public static func decode(_ bytes: [UInt8]) throws -> Message {
         try bytes.withUnsafeBytes { Message(try MessageView(validating: $0)) }
     }
+}
+
+/// Fixed-width strings (`utf32`, `fixedBytes`) of `shape`: each of the strings (the product
+/// of all but the last dimension) is `shape.last` units, NUL-padded; the padding is not part
+/// of the string (numpy's rule).
+func fixedWidthStrings<T: FixedWidthInteger, R>(_ p: UnsafeRawPointer?, shape: [Int], as: T.Type,
+                                                _ make: (UnsafeBufferPointer<T>) -> R) -> [R] {
+    let width = shape.last ?? 0, n = shape.dropLast().reduce(1, *)
+    guard width > 0, let p else { return (0..<n).map { _ in make(UnsafeBufferPointer(start: nil, count: 0)) } }
+    let units = p.assumingMemoryBound(to: T.self)
+    return (0..<n).map { i in
+        var k = width
+        while k > 0, units[i * width + k - 1] == 0 { k -= 1 }
+        return make(UnsafeBufferPointer(start: units + i * width, count: k))
+    }
+}
+
+/// Text of UTF-32 code units; a value that is not a Unicode scalar (which writers refuse)
+/// becomes U+FFFD rather than trapping.
+func decodeUTF32(_ units: UnsafeBufferPointer<UInt32>) -> String {
+    var s = String.UnicodeScalarView()
+    for u in units { s.append(Unicode.Scalar(UInt32(littleEndian: u)) ?? "\u{FFFD}") }
+    return String(s)
 }
