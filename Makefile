@@ -28,7 +28,7 @@ PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table example-stream
 CC ?= cc
 
-.PHONY: all check-tables setup setup-demo build build-demo test-demo wheel test-wheel python-ext build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-setup install uninstall clean help
+.PHONY: all check-tables setup setup-demo build build-demo test-demo wheel wheel-pack wheel-check side-checks test-wheel python-ext build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-setup install uninstall clean help
 
 all: build
 
@@ -70,6 +70,9 @@ python-ext:
 # The Python wheel (python/pyproject.toml): libferry.so stripped inside, the compiled call for
 # $(PYTHON). Lands in dist/.
 wheel: build
+	@$(MAKE) -s wheel-pack
+
+wheel-pack:
 	@rm -rf dist python/build python/*.egg-info && mkdir -p dist
 	@FERRY_LIBRARY=$(CURDIR)/$(BUILD)/libferry.so $(PYTHON) -m pip wheel -q --no-deps --disable-pip-version-check -w dist python/ 2>&1 | grep -v "^$$" || true
 	@rm -rf python/build python/*.egg-info
@@ -83,6 +86,9 @@ wheel: build
 # (its own compiled _fastcall), the same check.
 WHEEL_PYTHONS ?= $(wildcard /root/.pyenv/versions/3.12.*/bin/python3 /root/.pyenv/versions/3.9.*/bin/python3)
 test-wheel: wheel
+	@$(MAKE) -s wheel-check
+
+wheel-check:
 	@rm -rf .build/wheel-venv && $(PYTHON) -m venv --system-site-packages .build/wheel-venv
 	@.build/wheel-venv/bin/python -m pip install -q --no-deps --disable-pip-version-check dist/ferry_ipc-*.whl
 	@cd /tmp && env -u PYTHONPATH -u FERRY_LIBRARY $(CURDIR)/.build/wheel-venv/bin/python $(CURDIR)/tests/wheel_check.py
@@ -125,7 +131,22 @@ demo-redis: build
 # `make build` builds the examples too (one build, one set of flags).
 build-examples: build
 
-test: check-tables build build-examples test-swift test-python test-wheel test-demo fuzz-short
+# The suites that mostly wait on processes they start (Swift tests, pytest: ~0.7 of a core
+# on average) run in front; beside them, at a lower priority so they take only the idle
+# CPU, the checks that only compute: the core-only demo build and run, the wheels, the
+# fuzzers. Their output is printed when both are done; either failing fails `make test`.
+SIDE_LOG := .build/side-checks.log
+test: check-tables build build-examples
+	@rm -f $(SIDE_LOG) $(SIDE_LOG).rc; \
+	 (nice -n 10 $(MAKE) -s side-checks > $(SIDE_LOG) 2>&1; echo $$? > $(SIDE_LOG).rc) & \
+	 $(MAKE) -s test-swift && $(MAKE) -s test-python; rc=$$?; \
+	 wait; echo "---- beside the suites: core-only demo, wheels, fuzzers"; cat $(SIDE_LOG); \
+	 test $$rc -eq 0 || exit $$rc; test "$$(cat $(SIDE_LOG).rc)" = 0 || { echo "side checks failed" >&2; exit 1; }
+
+side-checks: test-demo
+	@$(MAKE) -s wheel-pack
+	@$(MAKE) -s wheel-check
+	@$(MAKE) -s fuzz-short
 
 # Status codes and dtypes come from one table (scripts/gen_tables.py) in every language.
 check-tables:

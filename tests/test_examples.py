@@ -256,14 +256,14 @@ def test_stream_in_every_language(procs, prefix, binaries, name, publisher, subs
     e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=1"
     pub_cmd = binaries["stream"][publisher]
     pub_cmd = pub_cmd if isinstance(pub_cmd, list) else [pub_cmd]
-    pub = procs.start([*pub_cmd, "publish", name, "120", "320", "240"], env=e, stdout=subprocess.PIPE, text=True)
+    pub = procs.start([*pub_cmd, "publish", name, "45", "320", "240"], env=e, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while not os.path.exists(f"/dev/shm/ferry-stream.{os.geteuid()}.{name}") and time.monotonic() < deadline:
         time.sleep(0.01)
-    every = run(binaries["stream"][subscriber], prefix, "subscribe", name, "120", "every")
-    assert "received 120 frames, dropped 0" in every and "0 wrong" in every, every
+    every = run(binaries["stream"][subscriber], prefix, "subscribe", name, "45", "every")
+    assert "received 45 frames, dropped 0" in every and "0 wrong" in every, every
     out, _ = pub.communicate(timeout=60)
-    assert pub.returncode == 0 and "published 120 frames of 320x240" in out
+    assert pub.returncode == 0 and "published 45 frames of 320x240" in out
 
 
 def test_every_column_kind_from_c_to_pandas_and_back(procs, prefix, name, tmp_path):
