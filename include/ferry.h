@@ -13,8 +13,10 @@
  *     the caller's buffer and stay valid until the handle that owns them is freed.
  *   - Strings passed in are NUL-terminated UTF-8 and copied if kept. Names returned are
  *     (pointer, length) pairs and not NUL-terminated.
- *   - Threads: a handle may be used by one thread at a time; different handles may be used
- *     from different threads concurrently. `ferry_last_error` is per thread.
+ *   - Threads: a `ferry_client` may be shared by any number of threads (each call claims its
+ *     own slot; several calls may be in flight). Every other handle (call, job, message,
+ *     writer, encoder, worker, publisher, subscriber, frame) is used by one thread at a time;
+ *     different handles may be used from different threads. `ferry_last_error` is per thread.
  *   - Timeouts are in milliseconds; a negative timeout means the channel's default
  *     (10 s unless the URL says `timeout_ms=`). No call blocks without a bound.
  */
@@ -193,6 +195,13 @@ int ferry_call_error(const ferry_call *call, const char **message, const char **
 int ferry_call_array(ferry_client *client, int64_t timeout_ms, const char *name, int dtype, int ndim, const int64_t *shape,
                      const void *data, size_t nbytes, int64_t wait_ms, ferry_call **out, const ferry_message **reply,
                      ferry_tensor *tensors, size_t cap, size_t *count);
+/**
+ * After copying a reply out of shared memory (ferry_call_wait/poll's `*reply`): FERRY_OK, or
+ * FERRY_ECLOSED when another process truncated the channel's segment while it was read (the
+ * lost pages read as zeros here instead of killing the process with SIGBUS): do not use the
+ * copy. Readers that keep views see such pages turn to zeros.
+ */
+int ferry_call_check(const ferry_call *call);
 /**
  * Frees the call. A call still in flight is given up: withdrawn if no worker took it, else
  * left to its worker, which frees the slot when done. NULL is ignored.

@@ -8,8 +8,8 @@
 //   auto labels = reply.at(0).as<int64_t>();
 //
 // Handles are move-only RAII types; failures throw ferry::Error (or a subclass per status
-// code); tensor views never copy. Thread safety is that of the C API: one handle, one
-// thread at a time.
+// code); tensor views never copy. Thread safety is that of the C API: a Client may be
+// shared by threads; every other object is used by one thread at a time.
 #ifndef FERRY_HPP
 #define FERRY_HPP
 

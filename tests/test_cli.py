@@ -91,7 +91,8 @@ def test_call_with_a_missing_input_file_names_it(name, tmp_path):
 
 
 def test_demo_recognises_digits_end_to_end(tmp_path):
-    out = subprocess.run([FERRY, "demo", "--batches", "300", "--cache", str(tmp_path)],
+    # --client-cpu -1 is the documented "no pinning" (a negative number, not an option).
+    out = subprocess.run([FERRY, "demo", "--batches", "300", "--cache", str(tmp_path), "--client-cpu", "-1"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     line = next(l for l in out.stdout.splitlines() if "accuracy" in l)
@@ -101,7 +102,7 @@ def test_demo_recognises_digits_end_to_end(tmp_path):
 
 
 def test_bench_json_reports_latency_and_throughput():
-    out = subprocess.run([FERRY, "bench", "--count", "500", "--warmup", "100", "--json", "--idle-seconds", "0.5"],
+    out = subprocess.run([FERRY, "bench", "--count", "500", "--warmup", "100", "--json", "--idle-seconds", "0.5", "--client-cpu", "-1"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)

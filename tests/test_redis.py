@@ -531,3 +531,105 @@ def test_stats_show_the_channel_and_its_nodes(cluster):
     assert all(n["last_seen_ms"] < 5000 for n in s["nodes"])
     table = subprocess.run([FERRY, "stats", cluster.url, "--interval", "0.2"], capture_output=True, text=True, timeout=30, env=env())
     assert "backlog 0" in table.stdout and a.id[:20] in table.stdout, table.stdout
+
+
+# ---- failover in seconds (issue 27): a node whose heartbeat lapses for --node-timeout is
+# declared dead by a live node, which takes its entries at once ----------------------------
+
+NODE_TIMEOUT = 2.0
+FAILOVER = ["--node-timeout", str(NODE_TIMEOUT), "--claim-idle", "60"]  # the idle rule alone would take a minute
+
+
+def _holder(nodes, log, timeout=10.0):
+    """The node whose worker is running the logged call (the model writes its pid)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = {int(p) for p in open(log).read().split()} if os.path.exists(log) else set()
+        for n in nodes:
+            if pids & set(n.workers()):
+                return n
+        time.sleep(0.02)
+    raise AssertionError("no node took the call")
+
+
+@pytest.mark.parametrize("fault", ["SIGKILL", "SIGSTOP"])
+def test_a_dead_or_frozen_node_is_taken_over_within_the_node_timeout(cluster, tmp_path, fault):
+    """The node running a call is killed (or frozen: what a stalled VM or a partition looks
+    like): another node answers it within node timeout + 1 s (plus the model's own second
+    run), long before the one-minute idle rule; a frozen node that wakes has lost the entry
+    and its late answer is dropped, so the call is answered exactly once."""
+    nodes = [cluster.node(extra=FAILOVER) for _ in range(2)]
+    wait_served(cluster.url)
+    log = tmp_path / "runs.log"
+    model_seconds = 0.5
+    with ferry.Client(cluster.url + "?cache=0") as c:
+        call = c.send({"sleep": np.array(model_seconds), "id": np.array([42]), "log": np.array(str(log))}, timeout=30)
+        victim = _holder(nodes, str(log))
+        survivor = next(n for n in nodes if n is not victim)
+        t0 = time.monotonic()
+        os.kill(victim.proc.pid, getattr(signal, fault))
+        out = call.result()
+        took = time.monotonic() - t0
+        assert int(out["id"][0]) == 42 and int(out["pid"]) in survivor.workers(), out
+        assert took <= NODE_TIMEOUT + 1.0 + model_seconds + 0.5, f"answered {took:.2f}s after the {fault}"
+        assert "declared dead" in survivor.output(), survivor.output()
+        if fault == "SIGSTOP":
+            os.kill(victim.proc.pid, signal.SIGCONT)  # it wakes and finishes its own run
+            deadline = time.monotonic() + 10
+            while "late answer was dropped" not in victim.output() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "late answer was dropped" in victim.output(), victim.output()
+            assert len(open(log).read().split()) == 2  # it ran twice, and was answered once:
+            keys = cluster.redis.cli("--scan", "--pattern", f"ferry:{{{cluster.name}}}:reply:*").split()
+            assert all(cluster.redis.cli("LLEN", k) == "0" for k in keys), keys
+            for i in range(3):  # and the woken node serves again
+                assert int(c.call({"id": np.array([100 + i]), "pad": np.zeros(1)}, timeout=10)["id"][0]) == 100 + i
+    assert cluster.redis.cli("XPENDING", f"ferry:{{{cluster.name}}}:requests", cluster.name).startswith("0")
+
+
+FAILOVER_RUNS = int(os.environ.get("FERRY_FAILOVER_RUNS", "3"))  # `make soak` runs 50
+
+
+def test_killing_one_of_two_nodes_under_load_fails_no_call(cluster):
+    """Clients keep calls in flight (30 s deadlines) while one of two nodes is SIGKILLed and
+    replaced, FAILOVER_RUNS times: every call is answered, and answered right."""
+    live = [cluster.node(extra=FAILOVER) for _ in range(2)]
+    wait_served(cluster.url)
+    stop = threading.Event()
+    results = {"ok": 0, "wrong": 0, "errors": []}
+    lock = threading.Lock()
+
+    def client(k):
+        rng = np.random.default_rng(100 + k)
+        with ferry.Client(cluster.url + "?cache=0") as c:
+            i = 0
+            while not stop.is_set():
+                payload = rng.integers(0, 255, size=int(rng.integers(1, 5000)), dtype=np.uint8)
+                tag = np.array([k * 1_000_000 + i])
+                i += 1
+                try:
+                    out = c.call({"tag": tag, "payload": payload, "sleep_us": np.array(int(rng.integers(0, 20000)))}, timeout=30)
+                    good = int(out["tag"][0]) == int(tag[0]) and int(out["sum"]) == int(payload.sum(dtype=np.uint64))
+                    with lock:
+                        results["ok" if good else "wrong"] += 1
+                except ferry.FerryError as e:
+                    with lock:
+                        results["errors"].append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(FAILOVER_RUNS):
+            time.sleep(0.5)
+            victim = live.pop(0)
+            victim.stop(signal.SIGKILL)
+            live.append(cluster.node(extra=FAILOVER))
+            time.sleep(NODE_TIMEOUT + 0.5)  # the dead node's calls move before the next kill
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    assert results["errors"] == [] and results["wrong"] == 0, results
+    assert results["ok"] > 20 * FAILOVER_RUNS, results

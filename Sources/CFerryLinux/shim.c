@@ -9,6 +9,9 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -217,3 +220,100 @@ extern void cferry_network_register(void) __attribute__((weak));
 void cferry_register_linked_transports(void) {
     if (cferry_network_register) cferry_network_register();
 }
+
+// ---- SIGBUS guard (see CFerryLinux.h) ------------------------------------------------------
+// The table is read by the signal handler without locks: each entry's range is published
+// with release stores and cleared before the range is unmapped; writers (add/remove) take a
+// mutex among themselves. 1024 entries: channels, streams and their header peeks together.
+#define CFERRY_GUARDS 1024
+static struct { _Atomic(uintptr_t) start; _Atomic(size_t) len; atomic_int broken; } cferry_guards[CFERRY_GUARDS];
+static pthread_mutex_t cferry_guard_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction cferry_guard_previous;
+static atomic_int cferry_guard_installed;
+static atomic_uint cferry_guard_fault_count;
+static size_t cferry_guard_page = 4096;
+
+static void cferry_guard_handler(int sig, siginfo_t *info, void *context) {
+    uintptr_t a = (uintptr_t)info->si_addr;
+    if (info->si_code > 0) {  // raised by the kernel for an access, not by kill()/raise()
+        for (int i = 0; i < CFERRY_GUARDS; i++) {
+            uintptr_t s = atomic_load_explicit(&cferry_guards[i].start, memory_order_acquire);
+            size_t n = atomic_load_explicit(&cferry_guards[i].len, memory_order_acquire);
+            if (s == 0 || a < s || a - s >= n) continue;
+            // Only the page that is gone becomes private zeros (mmap is a system call, safe
+            // here): pages still backed by the file stay shared, and private pages inside the
+            // range (preserved request pages) keep their bytes. The access resumes on zeros;
+            // the library sees the mark before it trusts anything it read.
+            uintptr_t page = a & ~(uintptr_t)(cferry_guard_page - 1);
+            if (mmap((void *)page, cferry_guard_page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
+                atomic_store_explicit(&cferry_guards[i].broken, 1, memory_order_release);
+                atomic_fetch_add_explicit(&cferry_guard_fault_count, 1, memory_order_release);
+                return;
+            }
+            break;
+        }
+    }
+    // Not ours: what was there before.
+    if ((cferry_guard_previous.sa_flags & SA_SIGINFO) && cferry_guard_previous.sa_sigaction) {
+        cferry_guard_previous.sa_sigaction(sig, info, context);
+    } else if (cferry_guard_previous.sa_handler != SIG_DFL && cferry_guard_previous.sa_handler != SIG_IGN) {
+        cferry_guard_previous.sa_handler(sig);
+    } else {
+        // The default action: returning re-executes the access, which now kills the process.
+        signal(SIGBUS, SIG_DFL);
+    }
+}
+
+static void cferry_guard_install(void) {
+    if (atomic_load(&cferry_guard_installed)) return;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page > 0) cferry_guard_page = (size_t)page;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = cferry_guard_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGBUS, &sa, &cferry_guard_previous) == 0) atomic_store(&cferry_guard_installed, 1);
+}
+
+int cferry_guard_add(void *addr, size_t len) {
+    if (!addr || !len) return -1;
+    pthread_mutex_lock(&cferry_guard_lock);
+    cferry_guard_install();
+    int found = -1;
+    for (int i = 0; i < CFERRY_GUARDS; i++) {
+        if (atomic_load_explicit(&cferry_guards[i].start, memory_order_relaxed) == 0) {
+            atomic_store_explicit(&cferry_guards[i].broken, 0, memory_order_relaxed);
+            atomic_store_explicit(&cferry_guards[i].len, len, memory_order_release);
+            atomic_store_explicit(&cferry_guards[i].start, (uintptr_t)addr, memory_order_release);
+            found = i;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cferry_guard_lock);
+    return found < 0 ? -1 : 0;
+}
+
+void cferry_guard_remove_range(void *addr, size_t len) {
+    uintptr_t lo = (uintptr_t)addr;
+    pthread_mutex_lock(&cferry_guard_lock);
+    for (int i = 0; i < CFERRY_GUARDS; i++) {
+        uintptr_t s = atomic_load_explicit(&cferry_guards[i].start, memory_order_relaxed);
+        if (s == 0 || s < lo || s - lo >= len) continue;
+        atomic_store_explicit(&cferry_guards[i].start, 0, memory_order_release);
+        atomic_store_explicit(&cferry_guards[i].len, 0, memory_order_release);
+    }
+    pthread_mutex_unlock(&cferry_guard_lock);
+}
+
+int cferry_guard_broken_range(void *addr, size_t len) {
+    uintptr_t lo = (uintptr_t)addr;
+    for (int i = 0; i < CFERRY_GUARDS; i++) {
+        uintptr_t s = atomic_load_explicit(&cferry_guards[i].start, memory_order_acquire);
+        if (s == 0 || s < lo || s - lo >= len) continue;
+        if (atomic_load_explicit(&cferry_guards[i].broken, memory_order_acquire)) return 1;
+    }
+    return 0;
+}
+
+unsigned cferry_guard_faults(void) { return atomic_load_explicit(&cferry_guard_fault_count, memory_order_acquire); }

@@ -149,6 +149,11 @@ public func ferry_call_array(_ client: OpaquePointer?, _ timeoutMs: Int64, _ nam
     return ferry_call_poll(call, waitMs, reply, tensors, cap, count)
 }
 
+@_cdecl("ferry_call_check")
+public func ferry_call_check(_ call: OpaquePointer?) -> Int32 {
+    status { try borrow(call, CallHandle.self, "call").call.checkReplyIntact() }
+}
+
 @_cdecl("ferry_call_free")
 public func ferry_call_free(_ call: OpaquePointer?) {
     if let c = try? borrow(call, CallHandle.self, "call") { c.reply = nil; c.call.close() }

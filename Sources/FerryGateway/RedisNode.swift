@@ -18,8 +18,12 @@ public struct RedisNodeConfiguration: Sendable {
     public var requestCapacity: Int
     /// Entries handled at once (one Redis connection and thread each).
     public var readers = 8
-    /// A pending entry idle this long on a node is taken over by another (XAUTOCLAIM).
+    /// A pending entry idle this long on a node is taken over by another (XAUTOCLAIM): for
+    /// nodes that are alive but stuck (a node's own long-running entries are kept fresh).
     public var claimIdleNanos: UInt64 = 30_000_000_000
+    /// A node whose heartbeat is older than this is dead: a live node takes its entries at
+    /// once and forgets it. Heartbeats go out every `nodeTimeoutNanos / 8` (at most 250 ms).
+    public var nodeTimeoutNanos: UInt64 = 5_000_000_000
     /// After this many deliveries an entry goes to the dead-letter stream.
     public var maxDeliveries = 3
     /// Result cache: time to live (0: no cache), most entries, largest reply cached.
@@ -42,7 +46,8 @@ public struct RedisNodeConfiguration: Sendable {
         self.requestCapacity = requestCapacity
         var host = [CChar](repeating: 0, count: 256)
         gethostname(&host, 255)
-        nodeID = "\(String(cString: host))-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
+        let hostname = String(decoding: host.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        nodeID = "\(hostname)-\(getpid())-\(UInt32.random(in: 0..<UInt32.max))"
     }
 }
 
@@ -71,7 +76,8 @@ public final class RedisNode: @unchecked Sendable {
     /// Redis's clock minus ours (ms), so deadlines are judged on one clock.
     private let clockOffset = ManagedAtomic<Int64>(0)
     private let sha = (begin: RedisScripts.sha(RedisScripts.begin), finish: RedisScripts.sha(RedisScripts.finish),
-                       bury: RedisScripts.sha(RedisScripts.bury))
+                       bury: RedisScripts.sha(RedisScripts.bury), touch: RedisScripts.sha(RedisScripts.touch),
+                       reapDead: RedisScripts.sha(RedisScripts.reapDead))
 
     /// Joins the group (creating stream and group when missing), announces the model, and
     /// starts reading. Fails at once when Redis is unreachable or refuses the credentials.
@@ -160,7 +166,11 @@ public final class RedisNode: @unchecked Sendable {
         func drain() throws {
             while queued > 0 {
                 queued -= 1
-                do { _ = try c!.reply() } catch let e as FerryError where !c!.isBroken {
+                do {
+                    if try c!.reply().value.integer == 0 {
+                        config.log("info", "a late answer was dropped: its entry had moved to another node (this node was declared dead)")
+                    }
+                } catch let e as FerryError where !c!.isBroken {
                     config.log("warning", "redis refused a reply step: \(e.message)")
                 }
             }
@@ -298,16 +308,13 @@ public final class RedisNode: @unchecked Sendable {
             let status = reply.withUnsafeBytes { (try? MessageView(validating: $0))?.status ?? -1 }
             counters.withLock { if status == 0 { $0.served += 1 } else { $0.failed += 1 } }
             if digest == nil {
-                // No cache, no waiters: push, expire, acknowledge, delete, pipelined. A second
-                // run of the same entry (taken over from a node that stalled) pushes a second
-                // answer; the client drops it (its request id is no longer pending).
+                // No cache, no waiters: push, expire, acknowledge, delete.
+                // One script, pipelined: answered only while the entry is still this node's
+                // (a node frozen past the node timeout has lost it, and its answer is dropped).
                 let element = prefix + reply
-                let ttlText = String(ttl + 10_000)
-                try c.append(["RPUSH", .text(validReplyTo!), .data(element)])
-                try c.append(["PEXPIRE", .text(validReplyTo!), .text(ttlText)])
-                try c.append(["XACK", .text(keys.requests), .text(keys.name), .text(id)])
-                try c.append(["XDEL", .text(keys.requests), .text(id)])
-                return 4
+                try c.append([.text("EVAL"), .text(RedisScripts.answer), "2", .text(keys.requests), .text(validReplyTo!),
+                              .text(keys.name), .text(id), .text(config.nodeID), .data(element), .text(String(ttl + 10_000))])
+                return 1
             }
             try reply.withUnsafeBytes { body in
                 try finish(c, id: id, replyTo: validReplyTo!, element: prefix, body: body, ttl: ttl,
@@ -371,13 +378,16 @@ public final class RedisNode: @unchecked Sendable {
 
     private func maintainLoop() {
         var c: RedisConnection? = nil
-        let tick = min(1_000_000_000, max(20_000_000, config.claimIdleNanos / 4))
+        // Often enough that a live node is never mistaken for a dead one (eight heartbeats per
+        // node timeout) and a dead one is noticed within a tick of its timeout.
+        let tick = min(250_000_000, max(20_000_000, min(config.claimIdleNanos / 4, config.nodeTimeoutNanos / 8)))
         while !stopping.load(ordering: .relaxed) {
             do {
                 if c == nil || c!.isBroken { c = try connect() }
                 try c!.setTimeout(2_000_000_000)
                 try heartbeat(c!)
                 try touchInProgress(c!)
+                try reapDeadNodes(c!)
                 try takeOver(c!)
             } catch {
                 c = nil
@@ -386,12 +396,51 @@ public final class RedisNode: @unchecked Sendable {
         }
     }
 
+    /// Takes over, at once, the entries of nodes whose heartbeat is older than the node
+    /// timeout (killed, or frozen: a frozen node that wakes finds them gone and its late
+    /// answers are dropped by the `answer` script).
+    private func reapDeadNodes(_ c: RedisConnection) throws {
+        guard reclaimed.withLock({ $0.isEmpty }) else { return }
+        let cutoff = redisNowMillis - Int64(config.nodeTimeoutNanos / 1_000_000)
+        let dead = try c.command(["ZRANGEBYSCORE", .text(keys.nodes), "-inf", .text("(\(cutoff)")]).value.elements.map { $0.text }
+        for node in dead where node != config.nodeID {
+            let r = try eval(c, sha.reapDead, RedisScripts.reapDead, keyCount: 3,
+                             [.text(keys.nodes), .text(keys.requests), .text(keys.node(node)),
+                              .text(keys.name), .text(node), .text(config.nodeID), .text(String(cutoff)), "64"])
+            let taken = r.value.elements.filter { $0.elements.count == 2 && $0.elements[1].type == .array }
+            if !taken.isEmpty {
+                config.log("warning", "node \(node) missed its heartbeat for \(config.nodeTimeoutNanos / 1_000_000) ms: declared dead, took over \(taken.count) entries")
+            }
+            for entry in taken { adopt(entry, owner: r, connection: c) }
+        }
+    }
+
+    /// An entry taken over (from a dead node, or idle too long): run it here, or bury it
+    /// when it was delivered too often.
+    private func adopt(_ entry: RedisValue, owner r: RedisReply, connection c: RedisConnection) {
+        let id = entry.elements[0].text
+        if inProgress.withLock({ $0.contains(id) }) { return }
+        let p = (try? c.command(["XPENDING", .text(keys.requests), .text(keys.name), .text(id), .text(id), "1"]))?.value.elements ?? []
+        let deliveries = p.first.map { Int($0.elements.count == 4 ? $0.elements[3].integer : 1) } ?? 1
+        counters.withLock { $0.reclaimed += 1 }
+        if deliveries > config.maxDeliveries {
+            buryStale(c, id: id, entry: entry, deliveries: deliveries)
+        } else {
+            config.log("info", "took over entry \(id) (delivery \(deliveries))")
+            // In progress from now on: touched (so not taken over again, by this node or
+            // another) while a reader is still blocked in XREADGROUP.
+            inProgress.withLock { _ = $0.insert(id) }
+            reclaimed.withLock { $0.insert((r, entry), at: 0) }
+        }
+    }
+
     /// Resets the idle time of entries this node works on, so a slow model is not mistaken
     /// for a dead node (XCLAIM … JUSTID does not count a delivery).
     private func touchInProgress(_ c: RedisConnection) throws {
         let ids = inProgress.withLock { Array($0) }
         guard !ids.isEmpty else { return }
-        _ = try c.command(["XCLAIM", .text(keys.requests), .text(keys.name), .text(config.nodeID), "0"] + ids.map { .text($0) } + ["JUSTID"])
+        _ = try eval(c, sha.touch, RedisScripts.touch, keyCount: 1,
+                     [.text(keys.requests), .text(keys.name), .text(config.nodeID)] + ids.map { .text($0) })
     }
 
     /// Takes over entries idle longer than the claim time on any node; buries those
@@ -405,22 +454,9 @@ public final class RedisNode: @unchecked Sendable {
         for entry in parts[1].elements {
             let e = entry.elements
             guard e.count == 2, e[1].type == .array else { continue }
-            let id = e[0].text
             // Ours already (running, or taken over and waiting for a reader): its touch came
             // after its idle time ran out. Running it again would be a needless second run.
-            if inProgress.withLock({ $0.contains(id) }) { continue }
-            let p = try c.command(["XPENDING", .text(keys.requests), .text(keys.name), .text(id), .text(id), "1"]).value.elements
-            let deliveries = p.first.map { Int($0.elements.count == 4 ? $0.elements[3].integer : 1) } ?? 1
-            counters.withLock { $0.reclaimed += 1 }
-            if deliveries > config.maxDeliveries {
-                buryStale(c, id: id, entry: entry, deliveries: deliveries)
-            } else {
-                config.log("info", "took over entry \(id) (delivery \(deliveries))")
-                // In progress from now on: touched (so not taken over again, by this node or
-                // another) while a reader is still blocked in XREADGROUP.
-                inProgress.withLock { _ = $0.insert(id) }
-                reclaimed.withLock { $0.insert((r, entry), at: 0) }
-            }
+            adopt(entry, owner: r, connection: c)
         }
     }
 

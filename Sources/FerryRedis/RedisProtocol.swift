@@ -153,6 +153,59 @@ public enum RedisScripts {
     return 1
     """
 
+    /// Node: answers an entry (no cache) only while it is still this node's: a node that was
+    /// frozen (SIGSTOP, a stalled VM) and declared dead finds its entries moved to another node
+    /// when it wakes, and its late answer is dropped here, so each call is answered once.
+    /// KEYS: requests, reply list. ARGV: group, entry id, this node, element, reply ttl ms.
+    /// Returns 1 when answered, 0 when the entry was no longer this node's.
+    public static let answer = """
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+    if #p == 0 or p[1][2] ~= ARGV[3] then return 0 end
+    redis.call('RPUSH', KEYS[2], ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+    redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+    redis.call('XDEL', KEYS[1], ARGV[2])
+    return 1
+    """
+
+    /// Node: keeps the entries it works on from looking idle (XCLAIM … JUSTID, which does
+    /// not count a delivery), but only those still its own: a node that woke after being
+    /// declared dead must not take back what another node already runs.
+    /// KEYS: requests. ARGV: group, this node, entry ids…
+    public static let touch = """
+    local n = 0
+    for i = 3, #ARGV do
+      local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+      if #p == 1 and p[1][2] == ARGV[2] then
+        redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+        n = n + 1
+      end
+    end
+    return n
+    """
+
+    /// Node: takes over what a dead node held, at once. A node is dead when its heartbeat
+    /// (its score in the nodes set) is older than the cutoff; checked here again, so of the
+    /// live nodes that noticed, only the first takes its entries (they move to this node,
+    /// counting a delivery), and once it holds none it is forgotten (consumer and stats).
+    /// KEYS: nodes set, requests, the dead node's stats hash. ARGV: group, dead node, this
+    /// node, cutoff (Redis ms), most entries. Returns the entries taken (XCLAIM's answer).
+    public static let reapDead = """
+    local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+    if not score or tonumber(score) >= tonumber(ARGV[4]) then return {} end
+    local pending = redis.call('XPENDING', KEYS[2], ARGV[1], '-', '+', tonumber(ARGV[5]), ARGV[2])
+    local ids = {}
+    for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
+    local taken = {}
+    if #ids > 0 then taken = redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[3], 0, unpack(ids)) end
+    if #ids < tonumber(ARGV[5]) then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[2], ARGV[1], ARGV[2])
+      redis.call('ZREM', KEYS[1], ARGV[2])
+      redis.call('DEL', KEYS[3])
+    end
+    return taken
+    """
+
     /// Node: moves an entry to the dead-letter stream with the reason (and its fields),
     /// answers its client with an error when it can, acknowledges and deletes it.
     /// KEYS: requests, dead, reply list (or the none key), done key.

@@ -63,7 +63,7 @@ struct Bench: ParsableCommand {
     var workers: Int = 1
     @Option(help: "Requests in flight per client.")
     var inflight: Int = 1
-    @Option(name: .customLong("client-cpu"), help: "CPU for client threads (-1: no pinning).")
+    @Option(name: .customLong("client-cpu"), parsing: .unconditional, help: "CPU for client threads (-1: no pinning).")
     var clientCPU: Int = 0
     @Option(name: .customLong("worker-cpus"), help: "CPUs for workers, comma-separated (none: no pinning).")
     var workerCPUs: String = "1"

@@ -21,7 +21,7 @@ struct Demo: ParsableCommand {
     var workers: Int = 1
     @Option(help: "Model cache folder (default ~/.cache/ferry).")
     var cache: String?
-    @Option(name: .customLong("client-cpu"), help: "CPU for the client (-1: no pinning).")
+    @Option(name: .customLong("client-cpu"), parsing: .unconditional, help: "CPU for the client (-1: no pinning).")
     var clientCPU: Int = 0
     @Option(name: .customLong("worker-cpus"), help: "CPUs for workers, comma-separated (none: no pinning).")
     var workerCPUs: String = "1"

@@ -88,8 +88,10 @@ struct Serve: ParsableCommand {
     var redis: String?
     @Option(name: .customLong("model-version"), help: "With --redis: the model's version, part of every result-cache key (default: a hash of the model file).")
     var modelVersion: String?
-    @Option(name: .customLong("claim-idle"), help: "With --redis: seconds an entry may sit unacknowledged on a node before another node takes it over.")
+    @Option(name: .customLong("claim-idle"), help: "With --redis: seconds an entry may sit unacknowledged on a live node that stopped working on it before another node takes it over.")
     var claimIdle: Double = 30
+    @Option(name: .customLong("node-timeout"), help: "With --redis: seconds without a heartbeat after which a node is dead; a live node takes its entries at once (heartbeats every timeout/8, at most 250 ms).")
+    var nodeTimeout: Double = 5
     @Option(name: .customLong("max-deliveries"), help: "With --redis: deliveries after which an entry goes to the dead-letter stream ferry:{NAME}:dead.")
     var maxDeliveries: Int = 3
     @Option(name: .customLong("cache-ttl"), help: "With --redis: keep replies in a result cache for this many seconds (0: no cache). Only for deterministic models.")
@@ -224,6 +226,7 @@ struct Serve: ParsableCommand {
 #if Network
     func startNode(_ endpoint: Endpoint, url: String, capacity: Int, readers: Int, logger: Logger) throws -> RedisNode {
         guard claimIdle > 0 && claimIdle <= 86_400 else { throw ValidationError("--claim-idle must be in (0, 86400] seconds") }
+        guard nodeTimeout >= 0.2 && nodeTimeout <= 3600 else { throw ValidationError("--node-timeout must be in [0.2, 3600] seconds") }
         guard (1...1000).contains(maxDeliveries) else { throw ValidationError("--max-deliveries must be in 1...1000") }
         guard cacheTTL >= 0 && cacheTTL <= 30 * 86_400 else { throw ValidationError("--cache-ttl must be in 0...2592000 seconds") }
         guard (1...100_000_000).contains(cacheMaxEntries) else { throw ValidationError("--cache-max-entries must be in 1...100000000") }
@@ -234,6 +237,7 @@ struct Serve: ParsableCommand {
         var config = RedisNodeConfiguration(endpoint: endpoint, channelURL: url, model: modelName, version: version, requestCapacity: capacity)
         config.readers = readers
         config.claimIdleNanos = UInt64(claimIdle * 1e9)
+        config.nodeTimeoutNanos = UInt64(nodeTimeout * 1e9)
         config.maxDeliveries = maxDeliveries
         config.cacheTTLMillis = UInt64(cacheTTL * 1000)
         config.cacheMaxEntries = cacheMaxEntries

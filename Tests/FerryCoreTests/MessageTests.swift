@@ -5,7 +5,7 @@ final class MessageTests: XCTestCase {
     func testEveryDTypeAndShapeRoundTrips() throws {
         let shapes: [[Int]] = [[], [0], [3], [2, 3], [0, 5], [1, 1, 1, 1, 1, 1, 1, 2]]
         for dtype in DType.allCases where dtype != .string && dtype != .bytes {
-            for shape in shapes where !(dtype.isFixedWidthString && shape.isEmpty) {
+            for shape in shapes where !dtype.isFixedWidthString || (shape.last ?? 0) >= 1 {
                 let n = shape.reduce(1, *) * dtype.itemSize!
                 // UTF-32 code units below U+8000 (no surrogates): what writers accept.
                 let mask: (Int) -> UInt8 = { dtype == .bool ? 1 : dtype == .utf32 ? [0xFF, 0x7F, 0, 0][$0 % 4] : 0xFF }
@@ -52,8 +52,9 @@ final class MessageTests: XCTestCase {
         let at = try XCTUnwrap(good.indices.first { i in i + 4 <= good.count && good[i..<i + 4].elementsEqual([0x00, 0xF6, 0x01, 0x00]) })
         good[at + 1] = 0xD8; good[at + 2] = 0; good[at + 3] = 0  // U+1F600 → U+D800
         XCTAssertThrowsError(try Message.decode(good)) { XCTAssertEqual(($0 as? FerryError)?.code, .malformed) }
-        // A fixed-width string tensor needs its width dimension.
+        // A fixed-width string tensor needs its width dimension, at least 1.
         XCTAssertThrowsError(try Message([("u", try Tensor(dtype: .utf32, shape: [], bytes: [0x41, 0, 0, 0]))]).encoded())
+        XCTAssertThrowsError(try Message([("u", try Tensor(dtype: .fixedBytes, shape: [3, 0], bytes: []))]).encoded())
     }
 
     func testWriterRejectsWhatDoesNotFit() throws {

@@ -13,6 +13,7 @@
 
 #include <ferry.h>
 
+/* Capture timestamps are CLOCK_MONOTONIC nanoseconds: the clock subscribers measure age on. */
 static uint64_t now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

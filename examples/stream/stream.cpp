@@ -13,6 +13,8 @@
 
 #include <ferry.hpp>
 
+// Capture timestamps are CLOCK_MONOTONIC nanoseconds (steady_clock on Linux): the clock
+// subscribers measure age on.
 static uint64_t now_ns() {
     return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
         std::chrono::steady_clock::now().time_since_epoch()).count());

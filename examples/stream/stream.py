@@ -29,6 +29,7 @@ def publish(name, frames=300, width=1920, height=1080, fps=30.0):
         next_at = time.monotonic()
         for n in range(frames):
             image[...] = (n + rows) % 256  # "capture"
+            # CLOCK_MONOTONIC ns: the clock subscribers measure age on (time.time_ns() would not be).
             pub.publish(image, timestamp_ns=time.monotonic_ns(), metadata={"n": str(n)})
             next_at += period
             time.sleep(max(0.0, next_at - time.monotonic()))

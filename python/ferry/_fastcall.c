@@ -26,12 +26,14 @@ typedef int (*poll_fn)(ferry_call *, int64_t, const ferry_message **, ferry_tens
 typedef void (*free_fn)(ferry_call *);
 typedef int (*next_fn)(ferry_worker *, int64_t, ferry_job **, ferry_tensor *, size_t, size_t *);
 typedef int (*reply_tensor_fn)(ferry_job *, const char *, int, int, const int64_t *, const void *, size_t);
+typedef int (*check_fn)(const ferry_call *);
 
 static call_array_fn fc_call_array;
 static poll_fn fc_poll;
 static free_fn fc_free;
 static next_fn fc_next;
 static reply_tensor_fn fc_reply_tensor;
+static check_fn fc_check;
 /* numpy dtype per FERRY_DTYPE_* code (None where a reply needs the general reader). */
 static PyObject *fc_dtypes;
 
@@ -39,10 +41,11 @@ static PyObject *fc_dtypes;
  * to use (addresses from ctypes) and the numpy dtype per FERRY_DTYPE_* code. */
 static PyObject *fc_bind(PyObject *self, PyObject *args) {
     (void)self;
-    unsigned long long a, p, f, n, r;
+    unsigned long long a, p, f, n, r, c;
     PyObject *dtypes;
-    if (!PyArg_ParseTuple(args, "KKKKKO!", &a, &p, &f, &n, &r, &PyTuple_Type, &dtypes)) return NULL;
-    if (!a || !p || !f || !n || !r) { PyErr_SetString(PyExc_ValueError, "NULL function address"); return NULL; }
+    if (!PyArg_ParseTuple(args, "KKKKKKO!", &a, &p, &f, &n, &r, &c, &PyTuple_Type, &dtypes)) return NULL;
+    if (!a || !p || !f || !n || !r || !c) { PyErr_SetString(PyExc_ValueError, "NULL function address"); return NULL; }
+    fc_check = (check_fn)(uintptr_t)c;
     fc_call_array = (call_array_fn)(uintptr_t)a;
     fc_poll = (poll_fn)(uintptr_t)p;
     fc_free = (free_fn)(uintptr_t)f;
@@ -122,6 +125,10 @@ static PyObject *fc_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
             return PyLong_FromLong(rc);
         }
         if (t->nbytes) memcpy(PyArray_DATA((PyArrayObject *)out), t->data, t->nbytes);
+        /* Copied: usable unless the segment lost its file meanwhile (then the call stays for
+         * client.py to raise the library's error). */
+        int intact = fc_check(*call_out);
+        if (intact != FERRY_OK) { Py_DECREF(out); return PyLong_FromLong(intact); }
     }
     fc_free(*call_out);
     *call_out = NULL;
@@ -424,7 +431,7 @@ static PyObject *fc_unpack_str(PyObject *Py_UNUSED(self), PyObject *args) {
 }
 
 static PyMethodDef fc_methods[] = {
-    {"bind", fc_bind, METH_VARARGS, "bind(call_array, poll, free, worker_next, job_reply_tensor, dtypes): what to call."},
+    {"bind", fc_bind, METH_VARARGS, "bind(call_array, poll, free, worker_next, job_reply_tensor, call_check, dtypes): what to call."},
     {"call", (PyCFunction)(void (*)(void))fc_call, METH_FASTCALL, "One-array call; see _fastcall.c."},
     {"next", (PyCFunction)(void (*)(void))fc_next_request, METH_FASTCALL, "The next request, as a view when it is one array."},
     {"reply", (PyCFunction)(void (*)(void))fc_reply, METH_FASTCALL, "Reply with one plain array; None when it is not one."},

@@ -88,6 +88,7 @@ _SIGNATURES = {
     "ferry_call_wait": (c_int, [c_void_p, c_int64, _pp]),
     "ferry_call_finish": (c_int, [c_void_p, c_int64, _pp, _P(FerryTensor), c_size_t, _P(c_size_t)]),
     "ferry_call_free": (None, [c_void_p]),
+    "ferry_call_check": (c_int, [c_void_p]),
     "ferry_call_poll": (c_int, [c_void_p, c_int64, _pp, _P(FerryTensor), c_size_t, _P(c_size_t)]),
     "ferry_call_error": (c_int, [c_void_p, _P(c_char_p), _P(c_char_p), _P(c_char_p)]),
     "ferry_client_error": (c_int, [c_void_p, _P(c_char_p)]),

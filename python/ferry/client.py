@@ -165,7 +165,9 @@ class Client(Handle):
                 _raise_call_error(call, rc)
             n = count.value
             tensors = reader.convert(n) if n <= reader._cap else reader.read(reply.value)
-            return tensors, (read_metadata(reply.value) if with_metadata else {})
+            meta = read_metadata(reply.value) if with_metadata else {}
+            check(lib.ferry_call_check(call))  # copied out intact (not from a lost segment)
+            return tensors, meta
         finally:
             lib.ferry_call_free(call)
 
@@ -213,6 +215,7 @@ class Client(Handle):
                 _raise_call_error(call, rc)
             n = sc.count.value
             tensors = reader.convert(n) if n <= reader._cap else reader.read(sc.reply.value)
+            check(lib.ferry_call_check(sc.call))
             return _result(tensors)
         finally:
             if call:
@@ -269,6 +272,7 @@ class Call(Handle):
             if rc:
                 _raise_call_error(h, rc)
             tensors = MessageReader().read(reply.value)
+            check(lib.ferry_call_check(h))
         finally:
             self.close()
         return _result(tensors)

@@ -65,7 +65,7 @@ def _load_fastcall():
         return None
     addr = lambda f: ctypes.cast(f, c_void_p).value  # noqa: E731
     _fastcall.bind(addr(lib.ferry_call_array), addr(lib.ferry_call_poll), addr(lib.ferry_call_free),
-                   addr(lib.ferry_worker_next), addr(lib.ferry_job_reply_tensor),
+                   addr(lib.ferry_worker_next), addr(lib.ferry_job_reply_tensor), addr(lib.ferry_call_check),
                    tuple(NUMPY_DTYPES.get(code) for code in range(max(NUMPY_DTYPES) + 1)))
     return _fastcall
 

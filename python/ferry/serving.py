@@ -212,6 +212,11 @@ class Worker(Handle):
             if rc == _TIMEOUT:
                 continue
             if rc == _CLOSED:
+                # Closed by its server: done. Broken (another process truncated the
+                # segment under us): an error the worker must not swallow.
+                text = (lib.ferry_last_error() or b"").decode("utf-8", "replace")
+                if "broken" in text:
+                    raise ChannelClosed(text)
                 break
             job_ptr = job.value
             if rc != 0 and not job_ptr:

@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     url = args.url or f"shm://{args.name}"
     try:
         serve(url, fn, inputs=args.inputs, max_batch=args.max_batch, max_delay_us=args.max_delay_us if args.max_batch > 1 else 0)
-    except ChannelClosed:
-        pass
+    except ChannelClosed as e:
+        if "broken" in str(e):  # another process truncated the segment: say so, fail
+            print(f"ferry.worker: {e}", file=sys.stderr, flush=True)
+            return 1
     return 0
 
 

@@ -44,6 +44,7 @@ int main(int argc, char **argv) {
         }
         if (ok) ferry_job_reply(job); else ferry_job_fail(job, FERRY_EREMOTE, "only uint8 and float32 tensors");
     }
+    if (rc != FERRY_OK && rc != FERRY_ETIMEDOUT) fprintf(stderr, "worker stops: %s\n", ferry_last_error());
     ferry_worker_free(worker);
     return rc == FERRY_OK || rc == FERRY_ECLOSED || rc == FERRY_ETIMEDOUT ? 0 : 1;
 }

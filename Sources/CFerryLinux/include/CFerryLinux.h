@@ -94,6 +94,23 @@ long cferry_recv(int fd, void *buf, size_t len);
 
 
 /// Registers the client transports linked into this image beside the core: FerryNetwork
+/// Shared-memory mappings guarded against SIGBUS. A file that another process of the same
+/// user truncates (a bug, a cleanup script) makes every access past its new end raise SIGBUS,
+/// which would kill every client and worker of the channel. A guarded range is instead
+/// replaced, on its first fault, by zero-filled private pages (as Wayland compositors do for
+/// client pools) and marked broken; the library checks the mark wherever it waits or hands
+/// data over and reports the channel broken. A fault outside every guarded range goes to the
+/// handler that was installed before (the default one: the process dies as it would have).
+/// Returns 0, or -1 when the table is full (the range is then unguarded).
+int cferry_guard_add(void *addr, size_t len);
+/// Stops guarding the ranges that start inside [addr, addr+len) (before unmapping them).
+void cferry_guard_remove_range(void *addr, size_t len);
+/// 1 when a guarded range starting inside [addr, addr+len) took a fault (its memory is now
+/// private zeros).
+int cferry_guard_broken_range(void *addr, size_t len);
+/// How many faults the guard has taken in this process (0: nothing is broken; one load).
+unsigned cferry_guard_faults(void);
+
 /// defines `cferry_network_register` (tcp://, redis://); the core refers to it weakly, so a
 /// program or library built from the core alone (the shared-memory demo, libferry-shm.so)
 /// links without it, and one that links FerryNetwork gets its schemes with no call to

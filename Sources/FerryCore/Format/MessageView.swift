@@ -169,7 +169,10 @@ public struct MessageView {
                     try TensorCodec.checkEncodable(encoding, dtype: dtype, shape: shape, ndim: ndim, where: where_)
                 } else if let item = dtype.itemSize {
                     if dtype == .bytes && ndim != 1 { throw bad("\(where_): a bytes tensor must have 1 dimension") }
-                    if dtype.isFixedWidthString && ndim == 0 { throw bad("\(where_): a \(dtype.name) tensor needs at least 1 dimension") }
+                    if dtype.isFixedWidthString {
+                        let width = ndim == 0 ? 0 : withUnsafeBytes(of: shape) { $0.load(fromByteOffset: 8 * (ndim - 1), as: Int64.self) }
+                        if width < 1 { throw bad("\(where_): a \(dtype.name) tensor needs a last dimension (the string width) of at least 1") }
+                    }
                     guard dataLen == elements * UInt64(item) else {
                         throw bad("\(where_): \(dataLen) data bytes for \(elements) elements of \(dtype.name)")
                     }

@@ -58,8 +58,8 @@ public struct MessageWriter {
             throw FerryError(.invalidArgument, "use addStrings for string tensors")
         }
         if dtype == .bytes && shape.count != 1 { throw FerryError(.invalidArgument, "a bytes tensor must have 1 dimension") }
-        if dtype.isFixedWidthString && shape.isEmpty {
-            throw FerryError(.invalidArgument, "tensor \"\(name)\": a \(dtype.name) tensor needs at least 1 dimension (the last is the string width)")
+        if dtype.isFixedWidthString && (shape.last ?? 0) < 1 {
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": a \(dtype.name) tensor needs a last dimension, the string width, of at least 1 (numpy's <U and S have no width 0)")
         }
         var count = 1
         for d in shape {

@@ -127,12 +127,22 @@ public enum System {
         return UInt64(st.st_ino)
     }
 
-    /// mmap(2) a shared read-write mapping of `size` bytes of `fd`.
+    /// mmap(2) a shared read-write mapping of `size` bytes of `fd`, guarded against SIGBUS:
+    /// if another process shrinks the file, the range turns into private zeros and
+    /// `isBroken` says so, instead of the process dying (cferry_guard_add).
     static func mapShared(fd: Int32, size: Int, offset: Int = 0) throws -> UnsafeMutableRawPointer {
         guard let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(offset)), p != MAP_FAILED else {
             throw error("mmap", "\(size) bytes")
         }
+        _ = cferry_guard_add(p, size)
         return p
+    }
+
+    /// True when a mapping starting inside [p, p+size) lost its file under it (a fault was
+    /// taken there). One atomic load while nothing in the process ever faulted.
+    @inline(__always)
+    static func isBroken(_ p: UnsafeRawPointer, size: Int) -> Bool {
+        cferry_guard_faults() != 0 && cferry_guard_broken_range(UnsafeMutableRawPointer(mutating: p), size) != 0
     }
 
     /// Gives back the memory of [p, p+size) but keeps the addresses reserved (PROT_NONE), so
@@ -141,8 +151,9 @@ public enum System {
         _ = mmap(p, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0)
     }
 
-    /// munmap(2).
+    /// munmap(2), after unguarding the mappings inside the range.
     static func unmap(_ p: UnsafeMutableRawPointer, size: Int) {
+        cferry_guard_remove_range(p, size)
         _ = munmap(p, size)
     }
 

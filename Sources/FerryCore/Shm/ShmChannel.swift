@@ -126,6 +126,7 @@ final class ShmChannel: @unchecked Sendable {
         let me = self.me
         var swept = false
         let found: (Int, UInt32)? = try freeWaitPoint.wait(strategy: strategy, deadline: deadline, poll: {
+            if segment.isBroken { throw segment.brokenError() }
             if segment.isClosed { throw closedError() }
             let start = cursor.load(ordering: .relaxed)
             for k in 0..<slots {
@@ -158,6 +159,7 @@ final class ShmChannel: @unchecked Sendable {
         let me = self.me
         let t = transition(slot) { w in (SlotMachine.publish(w, gen: gen, client: me), ()) }
         guard t.installed else {
+            if segment.isBroken { throw segment.brokenError() }  // the slot word read as zeros
             throw FerryError(.invalidArgument, "the call's slot is not claimed by this client any more")
         }
         segment.atomic(SegmentLayout.oRequestSeq).wrappingIncrement(ordering: .sequentiallyConsistent)
@@ -183,7 +185,10 @@ final class ShmChannel: @unchecked Sendable {
         guard !segment.isStale else { throw staleError() }
         let me = self.me
         let got: Bool? = try slotWaitPoint(slot).wait(strategy: strategy, deadline: min(until, deadline), advisor: replyAdvisor, poll: {
-            switch SlotMachine.progress(load(slot), gen: gen, client: me) {
+            let word = load(slot)
+            // Zeros where the slot word was: the segment lost its file, not a state change.
+            if segment.isBroken { throw segment.brokenError() }
+            switch SlotMachine.progress(word, gen: gen, client: me) {
             case .replied: return true
             case .waiting: return nil
             case .lost: throw lostError()
@@ -265,6 +270,7 @@ final class ShmChannel: @unchecked Sendable {
                     return (i, t.word.gen, field64(i, SegmentLayout.sRequestLength))
                 }
             }
+            if segment.isBroken { throw segment.brokenError() }
             if segment.isClosed { throw closedError() }
             return nil
         }, check: {
@@ -277,7 +283,7 @@ final class ShmChannel: @unchecked Sendable {
     /// meanwhile, frees the slot instead.
     @discardableResult
     func complete(slot: Int, gen: UInt32, failed: Bool = false) -> SlotMachine.Completion {
-        guard !segment.isStale else { return .lost }
+        guard !segment.isStale, !segment.isBroken else { return .lost }
         let me = self.me
         recordService(slot: slot, failed: failed)
         let t = transition(slot) { w in SlotMachine.complete(w, gen: gen, worker: me) }

@@ -16,11 +16,17 @@ final class ShmClientTransport: ClientTransport {
     /// fork()ed child of the one that attached (the child needs liveness of its own).
     func attached() throws -> ShmChannel {
         try state.withLock { channel in
-            if let c = channel, !c.segment.isClosed, !c.segment.isStale { return c }
+            if let c = channel, !c.segment.isClosed, !c.segment.isStale, !c.segment.isBroken { return c }
+            let broken = channel.flatMap { $0.segment.isBroken ? $0.segment.brokenError() : nil }
             channel = nil
-            let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared))
-            channel = c
-            return c
+            do {
+                let c = ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared))
+                channel = c
+                return c
+            } catch let e as FerryError where broken != nil && e.code != .noServer {
+                // What is there now is the broken segment (or worse): say what happened.
+                throw FerryError(.closed, "\(broken!.message) (attaching again: \(e.message))")
+            }
         }
     }
 
@@ -86,9 +92,14 @@ final class ShmLoan: CallLoan {
             }
             replied = true
         }
+        if channel.segment.isBroken { throw channel.segment.brokenError() }
         let offset = channel.replyOffset(requestLength: requestLength)
         return UnsafeRawBufferPointer(start: channel.data(slot) + offset, count: channel.slotSize - offset)
     }
+
+    /// The segment lost its file under this process: what was read from the slot (a reply
+    /// copied out after `awaitReply`) cannot be trusted.
+    var isLost: Bool { channel.segment.isBroken }
 
     func close() {
         guard owned else { return }

@@ -372,6 +372,10 @@ final class ShmSegment {
             guard System.isLocked(fd: fd, byte: livenessByte) else {
                 throw FerryError(.noServer, "channel shm://\(channel) exists but no process serves it (being created, or its server died)")
             }
+            guard st.size >= SegmentLayout.headerSize else {
+                throw FerryError(.closed, "channel shm://\(channel): its segment is \(st.size) bytes, smaller than a Ferry header: "
+                    + "another process truncated it; the channel is broken (restart its server to make a new one)")
+            }
             let header = try System.mapShared(fd: fd, size: SegmentLayout.headerSize)
             let g: SegmentLayout.Geometry
             do {
@@ -428,6 +432,18 @@ final class ShmSegment {
 
     /// True when the segment was closed or reclaimed.
     var isClosed: Bool { state == SegmentLayout.stateClosed }
+
+    /// True when another process shrank the segment's file under this one: the pages it
+    /// lost read as private zeros here (System.mapShared), so nothing read from the segment
+    /// since can be trusted and nothing written reaches anyone. One atomic load while no
+    /// fault was ever taken in this process.
+    var isBroken: Bool { System.isBroken(base, size: geometry.totalSize) }
+
+    /// What a client, worker or observer of a broken segment is told.
+    func brokenError() -> FerryError {
+        FerryError(.closed, "the shared memory of shm://\(channel) was truncated or replaced by another process while this one used it "
+            + "(\(path)); the channel is broken: nothing read from it is trusted; restart its server to make a new one")
+    }
 
     /// True while some process serves the segment.
     var hasServer: Bool { fd >= 0 && System.isLocked(fd: fd, byte: ShmSegment.livenessByte) }

@@ -131,7 +131,9 @@ public final class Job {
         guard requestLength >= 0 else {
             throw FerryError(.malformed, "malformed message: the request length is past the \(channel.slotSize)-byte slot")
         }
-        return try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot), count: requestLength), owner: self)
+        let view = try MessageView(validating: UnsafeRawBufferPointer(start: channel.data(slot), count: requestLength), owner: self)
+        if channel.segment.isBroken { throw channel.segment.brokenError() }
+        return view
     }
 
     /// The slot this job's request is in.
@@ -154,6 +156,8 @@ public final class Job {
         guard !finished else { throw FerryError(.invalidArgument, "job already answered") }
         _ = try writer.finish()
         finished = true
+        // A reply written into pages the segment lost reaches nobody: say so.
+        if channel.segment.isBroken { throw channel.segment.brokenError() }
         channel.complete(slot: slot, gen: gen)
     }
 

@@ -72,8 +72,12 @@ public final class Publisher {
         guard !segment.isStale else { throw FerryError(.invalidArgument, "a publisher cannot be used in a forked child") }
         guard loaned == nil else { throw FerryError(.invalidArgument, "a frame is already loaned: publish or cancel it first") }
         let deadline = deadline(after: timeout?.clampedNanoseconds ?? endpoint.timeoutNanos)
-        let slot = try segment.released.wait(strategy: endpoint.wait, deadline: deadline, poll: { claim() }, check: { reapDead() })
-        guard let slot else { throw stuck() }
+        if segment.isBroken { throw segment.brokenError() }
+        let slot = try segment.released.wait(strategy: endpoint.wait, deadline: deadline, poll: { claim() }, check: {
+            if segment.isBroken { throw segment.brokenError() }
+            reapDead()
+        })
+        guard let slot else { throw segment.isBroken ? segment.brokenError() : stuck() }
         loaned = slot
         return segment.data(slot)
     }
@@ -92,6 +96,8 @@ public final class Publisher {
             throw FerryError(.invalidArgument, "frame length \(length) outside \(MessageLayout.headerSize)...\(segment.geometry.slotSize)")
         }
         loaned = nil
+        // Written into pages the segment lost, the frame reaches nobody: say so.
+        if segment.isBroken { throw segment.brokenError() }
         let seq = lastSeq + 1
         let now = System.nowNanos()
         segment.slotField(s, StreamLayout.sSeq).store(seq, ordering: .relaxed)

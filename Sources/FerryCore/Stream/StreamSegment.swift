@@ -41,6 +41,16 @@ final class StreamSegment {
 
     var isStale: Bool { forkGeneration != System.forkGeneration }
 
+    /// True when another process shrank the segment's file under this one (its lost pages
+    /// read as private zeros here: see System.mapShared).
+    var isBroken: Bool { System.isBroken(base, size: geometry.totalSize) }
+
+    /// What a publisher or subscriber of a broken segment is told.
+    func brokenError() -> FerryError {
+        FerryError(.closed, "the shared memory of stream \"\(name)\" was truncated or replaced by another process while this one used it "
+            + "(\(StreamSegment.path(name))); the stream is broken: nothing read from it is trusted; restart its publisher")
+    }
+
     static func shmName(_ name: String) -> String { "/ferry-stream.\(System.euid).\(name)" }
     static func path(_ name: String) -> String { "/dev/shm" + shmName(name) }
 

@@ -201,6 +201,7 @@ final class SubscriberCore {
     }
 
     private func checkPublisher() throws {
+        if segment.isBroken { throw segment.brokenError() }
         if segment.state == StreamLayout.stateClosed {
             if segment.latest.seq > cursor { return }  // frames left: the wait polls again
             throw FerryError(.closed, "stream \"\(segment.name)\" has ended: its publisher closed it")
@@ -213,6 +214,7 @@ final class SubscriberCore {
 
     /// One attempt to take the next frame: nil when there is none yet.
     private func take() throws -> StreamFrame? {
+        if segment.isBroken { throw segment.brokenError() }
         let slots = segment.geometry.slots
         for _ in 0..<64 {
             let latest = segment.latest
@@ -249,6 +251,7 @@ final class SubscriberCore {
                 throw FerryError(.malformed, "frame \(seq) of stream \"\(segment.name)\" claims \(length64) bytes in a slot of \(segment.geometry.slotSize)")
             }
             view = try MessageView(validating: UnsafeRawBufferPointer(start: segment.data(slot), count: Int(length64)))
+            if segment.isBroken { throw segment.brokenError() }
         } catch {
             unpin(slot)
             throw error

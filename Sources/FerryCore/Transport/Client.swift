@@ -104,6 +104,12 @@ public final class PendingCall {
 
     /// True once the request was handed to the transport.
     public var isSent: Bool { sent }
+    /// Throws when the memory the reply was read from was lost under this process (another
+    /// process truncated the shared-memory segment): call after copying a reply out, before
+    /// using the copy. Zero-copy readers see the pages turn to zeros instead of crashing.
+    public func checkReplyIntact() throws {
+        if loan.isLost { throw FerryError(.closed, "the reply's shared memory was truncated or replaced by another process while it was read; the channel is broken, the reply is not used") }
+    }
     /// True until the call is closed or has failed.
     public var isOpen: Bool { owned }
 
@@ -194,7 +200,14 @@ public final class PendingCall {
                 throw e
             }
         }
-        let view = try MessageView(validating: reply!, owner: self)
+        let view: MessageView
+        do {
+            view = try MessageView(validating: reply!, owner: self)
+            try checkReplyIntact()  // read whole, not partly from pages lost meanwhile
+        } catch let e as FerryError where e.code != .closed {
+            try checkReplyIntact()  // zeros where the reply was: say why
+            throw e
+        }
         if view.status != 0 {
             let code = FerryError.Code(rawValue: view.status) ?? .remote
             var e = FerryError(code, view.metadata("error") ?? "the worker failed with status \(view.status)")

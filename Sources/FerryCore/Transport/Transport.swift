@@ -36,6 +36,13 @@ public protocol CallLoan: AnyObject {
     func awaitReply(until: UInt64, deadline: UInt64) throws -> UnsafeRawBufferPointer?
     /// Gives the loan back. A call still in flight is given up (its late reply is dropped).
     func close()
+    /// True when the loaned memory was lost under this process (a shared-memory segment
+    /// another process truncated): a reply read from it must not be used.
+    var isLost: Bool { get }
+}
+
+extension CallLoan {
+    public var isLost: Bool { false }
 }
 
 /// The URL-scheme registry: each scheme parses its own options (`Endpoint`) and makes its
