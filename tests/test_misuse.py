@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import urllib.parse
 import subprocess
 import sys
 from ctypes import byref, c_char_p, c_int64, c_size_t, c_void_p
@@ -97,12 +98,14 @@ def test_invalid_utf8_in_names_and_metadata_is_an_error(writer):
 
 def test_a_second_worker_asking_for_another_geometry_is_refused_naming_both(procs, name):
     procs.worker(f"shm://{name}?slots=4&slot_size=64K")
+    # The same model (one model per channel), asking for other slots.
+    same = "model=" + urllib.parse.quote(ferry.model_identity(os.path.join(MODELS, "testmodel.py")), safe="")
     with pytest.raises(ferry.InvalidArgument, match=r"slots=4 slot_size=65536.*asked for slots=8 slot_size=65536"):
-        ferry.Worker(f"shm://{name}?slots=8&slot_size=64K")
+        ferry.Worker(f"shm://{name}?slots=8&slot_size=64K&{same}")
     with pytest.raises(ferry.InvalidArgument, match=r"slot_size=65536.*slot_size=1048576"):
-        ferry.Worker(f"shm://{name}?slot_size=1M")
+        ferry.Worker(f"shm://{name}?slot_size=1M&{same}")
     # Without explicit values a worker joins as the channel is; clients ignore geometry.
-    with ferry.Worker(f"shm://{name}"):
+    with ferry.Worker(f"shm://{name}?{same}"):
         pass
     with ferry.Client(f"shm://{name}?slots=99") as c:
         assert c.call(np.ones(2)).sum() == 2

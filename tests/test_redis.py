@@ -24,15 +24,16 @@ MODEL = os.path.join(MODELS, "testmodel.py")
 class Node:
     """One `ferry serve --redis` node (its own local shm channel and workers)."""
 
-    def __init__(self, url: str, tmp_path, workers: int = 1, extra=()):
+    def __init__(self, url: str, tmp_path, workers: int = 1, extra=(), model: str = MODEL):
         self.log = open(tmp_path / f"node-{time.monotonic_ns()}.log", "w+")
-        self.proc = subprocess.Popen([FERRY, "serve", MODEL, "--redis", url, "--workers", str(workers), "--slot-size", "1M",
+        self.proc = subprocess.Popen([FERRY, "serve", model, "--redis", url, "--workers", str(workers), "--slot-size", "1M",
                                       "--hang-timeout", "0", *extra], env=env(), stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while "node joined" not in self.output():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                out = self.output()
                 self.stop()
-                raise RuntimeError("node did not join: " + self.output())
+                raise RuntimeError("node did not join: " + out)
             time.sleep(0.05)
         self.id = self.output().split("node=")[1].split()[0]
 
@@ -570,6 +571,7 @@ def test_a_dead_or_frozen_node_is_taken_over_within_the_node_timeout(cluster, tm
         os.kill(victim.proc.pid, getattr(signal, fault))
         out = call.result()
         took = time.monotonic() - t0
+        print(f"{fault}: answered by the other node {took:.2f} s after the {fault} (node timeout {NODE_TIMEOUT} s, model {model_seconds} s)")
         assert int(out["id"][0]) == 42 and int(out["pid"]) in survivor.workers(), out
         assert took <= NODE_TIMEOUT + 1.0 + model_seconds + 0.5, f"answered {took:.2f}s after the {fault}"
         assert "declared dead" in survivor.output(), survivor.output()
@@ -633,3 +635,19 @@ def test_killing_one_of_two_nodes_under_load_fails_no_call(cluster):
     assert not any(t.is_alive() for t in threads)
     assert results["errors"] == [] and results["wrong"] == 0, results
     assert results["ok"] > 20 * FAILOVER_RUNS, results
+
+
+def test_nodes_of_another_model_are_refused(cluster, tmp_path):
+    """One model per channel over redis:// too: a node of another model (another file, or
+    the same file edited: its hash is part of the version) is refused while the first serves;
+    once no node of the first model is alive, the channel may change model."""
+    a = cluster.node()
+    wait_served(cluster.url)
+    other = os.path.join(MODELS, "exact_echo.py")
+    with pytest.raises(RuntimeError, match="one model per channel"):
+        cluster.node(model=other)
+    with ferry.Client(cluster.url) as c:
+        assert int(c.call({"id": np.array([3]), "pad": np.zeros(1)}, timeout=10)["id"][0]) == 3
+    a.stop(signal.SIGKILL)
+    time.sleep(5.5)  # past the node timeout: nobody serves the first model any more
+    cluster.node(model=other)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import MODELS, ROOT, env, seg_path
+from conftest import seg_path
 
 SIGBUS_EXIT = -signal.SIGBUS
 
@@ -91,20 +91,6 @@ def test_a_new_server_makes_the_channel_anew(procs, name):
         np.testing.assert_array_equal(c.call(np.arange(3), timeout=10), np.arange(3))
 
 
-@pytest.fixture(scope="module")
-def native(tmp_path_factory):
-    """The C client loop and the C echo worker, built against the library in this tree."""
-    out = tmp_path_factory.mktemp("native")
-    inc, lib = os.path.join(ROOT, "include"), os.path.join(ROOT, ".build", "release")
-    built = {}
-    for prog in ("call_loop", "echo_worker"):
-        exe = out / prog
-        subprocess.run(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{inc}", "-o", str(exe),
-                        os.path.join(ROOT, "tests", "native", f"{prog}.c"), f"-L{lib}", f"-Wl,-rpath,{lib}", "-lferry"], check=True)
-        built[prog] = str(exe)
-    return built
-
-
 @pytest.mark.parametrize("when", ["at rest", "mid-call"])
 def test_c_client_and_c_worker_get_errors_not_sigbus(procs, native, name, when):
     url = f"shm://{name}"
@@ -170,3 +156,21 @@ def test_publisher_and_subscriber_get_errors_not_sigbus(procs, name):
         line = p.stdout.readline()
         assert rc == 1, f"{role} exited with {rc} (SIGBUS is {SIGBUS_EXIT}): {line}"
         assert "broken" in line, (role, line)
+
+
+def test_c_publisher_and_subscriber_get_errors_not_sigbus(procs, native, name):
+    """The C stream example (examples/stream/stream.c), both roles, with its segment
+    truncated mid-stream: each stops with the library's reason and exit status 1."""
+    pub = procs.start([native["stream"], "publish", name, "100000", "64", "48"], stderr=subprocess.PIPE, text=True)
+    path = f"/dev/shm/ferry-stream.{os.geteuid()}.{name}"
+    deadline = time.monotonic() + 20
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sub = procs.start([native["stream"], "subscribe", name, "100000", "every"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # frames flowing
+    truncate(path)
+    for role, p in (("subscriber", sub), ("publisher", pub)):
+        rc = wait_exit(p)
+        err = p.stderr.read()
+        assert rc == 1, f"C {role} exited with {rc} (SIGBUS is {SIGBUS_EXIT}): {err}"
+        assert "broken" in err, (role, err)

@@ -87,6 +87,14 @@ public final class RedisNode: @unchecked Sendable {
         local = try Client(config.channelURL)
         let c = try connect()
         try ensureGroup(c)
+        // One model per channel: refused when the live nodes serve another model.
+        let identity = "\(config.model) version \(config.version)"
+        let joined = try c.command([.text("EVAL"), .text(RedisScripts.join), "2", .text(keys.nodes), .text(keys.info),
+                                    .text(identity), .text(config.nodeID), .text(String(config.nodeTimeoutNanos / 1_000_000))])
+        if joined.value.type == .string {
+            throw FerryError(.invalidArgument, "redis channel \(keys.name) is served by model \"\(joined.value.text)\"; this node is model "
+                + "\"\(identity)\": one model per channel (give this model another channel name, or stop the other nodes first)")
+        }
         try heartbeat(c)
         for i in 0..<max(1, config.readers) {
             threads.append(NativeThread { [self] in readLoop(i) })

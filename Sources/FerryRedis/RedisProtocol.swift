@@ -184,6 +184,21 @@ public enum RedisScripts {
     return n
     """
 
+    /// Node: joins the channel's set of nodes if the live nodes serve the same model (one
+    /// model per channel), atomically, so two nodes of different models starting together
+    /// cannot both join. KEYS: nodes set, info hash. ARGV: this node's model identity, this
+    /// node, the node timeout (ms). Returns nil when joined, else the identity being served.
+    public static let join = """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local live = redis.call('ZCOUNT', KEYS[1], now - tonumber(ARGV[3]), '+inf')
+    local current = redis.call('HGET', KEYS[2], 'identity')
+    if live > 0 and current and current ~= ARGV[1] then return current end
+    redis.call('HSET', KEYS[2], 'identity', ARGV[1])
+    redis.call('ZADD', KEYS[1], now, ARGV[2])
+    return false
+    """
+
     /// Node: takes over what a dead node held, at once. A node is dead when its heartbeat
     /// (its score in the nodes set) is older than the cutoff; checked here again, so of the
     /// live nodes that noticed, only the first takes its entries (they move to this node,

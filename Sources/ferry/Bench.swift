@@ -111,7 +111,9 @@ struct Bench: ParsableCommand {
             ch.slots = max(ch.slots, clients * inflight)
             target = try ch.url(name: "bench-\(getpid())")
             setenv("FERRY_BENCH_REPLY", String(replyBytes), 1)
-            holder = try Worker(target)
+            // One model per channel: Python workers and the holder carry the model's identity.
+            let served = swiftWorker ? (url: target, workerArgs: []) : try Python.served(url: target, model: model)
+            holder = try Worker(served.url)
             if swiftWorker {
                 for i in 0..<workers {
                     let cpu = cpus.isEmpty ? nil : cpus[i % cpus.count]
@@ -137,7 +139,7 @@ struct Bench: ParsableCommand {
                     }
                 }
             } else {
-                let batching = maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []
+                let batching = (maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []) + served.workerArgs
                 let s = Supervisor(model: model, url: target, count: workers, cpus: cpus, extra: batching, logger: makeLogger("ferry.bench"))
                 try s.start()
                 sup = s

@@ -65,11 +65,12 @@ struct Demo: ParsableCommand {
             cluster = try LocalCluster(nodes: nodes, model: "ferry.models.digits", name: "digits", workers: workers)
             url = cluster!.url
         } else {
-            holder = try Worker(url)
+            let served = try Python.served(url: url, model: "ferry.models.digits")
+            holder = try Worker(served.url)
             let cpus = workerCPUs.split(separator: ",").compactMap { Int($0) }
             var logger = makeLogger("ferry.demo")
             logger.logLevel = .warning  // the demo prints its own story
-            sup = Supervisor(model: "ferry.models.digits", url: url, count: workers, cpus: cpus, logger: logger)
+            sup = Supervisor(model: "ferry.models.digits", url: url, count: workers, cpus: cpus, extra: served.workerArgs, logger: logger)
             try sup!.start()
         }
         if clientCPU >= 0 { try System.pin(cpu: clientCPU) }

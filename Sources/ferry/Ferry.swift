@@ -86,7 +86,7 @@ struct Serve: ParsableCommand {
     var maxRequest: String?
     @Option(help: "Join redis://[USER:PASSWORD@]HOST:PORT/NAME as a node: take requests from the stream ferry:{NAME}:requests (consumer group NAME) and run them here. Clients call the same URL.")
     var redis: String?
-    @Option(name: .customLong("model-version"), help: "With --redis: the model's version, part of every result-cache key (default: a hash of the model file).")
+    @Option(name: .customLong("model-version"), help: "The model's version: part of its identity (one model per channel) and, with --redis, of every result-cache key (default: a hash of the model file).")
     var modelVersion: String?
     @Option(name: .customLong("claim-idle"), help: "With --redis: seconds an entry may sit unacknowledged on a live node that stopped working on it before another node takes it over.")
     var claimIdle: Double = 30
@@ -122,9 +122,12 @@ struct Serve: ParsableCommand {
         if self.name == nil { removeStaleNodeChannels(logger: logger) }
         // This process holds the channel open for its whole life, so restarting a worker
         // never removes it, and clients keep their mapping.
-        let holder = try Worker(url)
+        // One model per channel: the holder carries the model's identity, so a server of
+        // another model on this name is refused (here, or when it starts).
+        let served = try Python.served(url: url, model: model, version: modelVersion)
+        let holder = try Worker(served.url)
         defer { holder.close() }
-        let batching = maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []
+        let batching = (maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []) + served.workerArgs
 #if Network
         var metricsServer: (group: MultiThreadedEventLoopGroup, channel: Channel)? = nil
         if let metrics {

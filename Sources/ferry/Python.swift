@@ -55,6 +55,25 @@ enum Python {
         return p.terminationStatus == 0
     }
 
+    /// The identity of `model` (one model per channel): asked of Python, which computes it
+    /// the same way for every worker (`python -m ferry.worker MODEL --identity`). A model that
+    /// cannot be found fails here, before anything is served.
+    static func identity(model: String, version: String? = nil) throws -> String {
+        var args = ["-m", "ferry.worker", model, "--identity"]
+        if let version { args += ["--model-version", version] }
+        let id = try run(args).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !id.isEmpty else { throw FerryError(.remote, "python -m ferry.worker \(model) --identity printed nothing") }
+        return id
+    }
+
+    /// `url` with the model identity added (`model=`), for the process that holds a channel
+    /// its Python workers serve; and the arguments that give the workers the same identity.
+    static func served(url: String, model: String, version: String? = nil) throws -> (url: String, workerArgs: [String]) {
+        let id = try identity(model: model, version: version)
+        let encoded = id.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? id
+        return (url + (url.contains("?") ? "&" : "?") + "model=" + encoded, ["--model-id", id])
+    }
+
     /// Starts `python -m ferry.worker MODEL --url URL` (optionally pinned to a CPU).
     static func startWorker(model: String, url: String, cpu: Int? = nil, extra: [String] = []) throws -> Process {
         let p = Process()

@@ -149,7 +149,21 @@ struct Stats: ParsableCommand {
     }
 #endif
 
-    static let header = "channel                      workers  clients  slots  in-flight  req/s      p50        p99        errors  timeouts  restarts"
+    static let header = "channel                      workers  clients  slots  in-flight  req/s      p50        p99        errors  timeouts  restarts  model"
+
+    /// `s` as a JSON string literal.
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
+            default: out.unicodeScalars.append(u)
+            }
+        }
+        return out + "\""
+    }
 
     struct Row {
         var text: String
@@ -180,12 +194,13 @@ struct Stats: ParsableCommand {
             + fmt(p99).padding(toLength: 11, withPad: " ", startingAt: 0)
             + String(now.failed).padding(toLength: 8, withPad: " ", startingAt: 0)
             + String(now.timedOut).padding(toLength: 10, withPad: " ", startingAt: 0)
-            + String(now.restarts)
+            + String(now.restarts).padding(toLength: 10, withPad: " ", startingAt: 0)
+            + (now.model.isEmpty ? "–" : now.model)
         let json = """
         {"url":"\(url)","workers":\(now.workers),"clients":\(now.clients),"slots":\(now.slots),"in_flight":\(now.inFlight),\
         "answered":\(now.answered),"failed":\(now.failed),"timed_out":\(now.timedOut),"restarts":\(now.restarts),\
         "requests_per_s":\(rate),"p50_ns":\(p50.map(String.init) ?? "null"),"p99_ns":\(p99.map(String.init) ?? "null"),\
-        "window_answered":\(answered),"window_failed":\(failed)}
+        "window_answered":\(answered),"window_failed":\(failed),"model":\(jsonString(now.model))}
         """
         return Row(text: text, json: json)
     }

@@ -67,7 +67,7 @@ static int subscribe(const char *name, long frames, int every) {
     ferry_subscriber *sub = NULL;
     int rc = ferry_subscriber_new(name, every ? FERRY_STREAM_EVERY : FERRY_STREAM_LATEST, &sub);
     if (rc != FERRY_OK) return fail(rc);
-    long got = 0, bad = 0;
+    long got = 0, bad = 0, last = -1;
     uint64_t age_sum = 0;
     for (;;) {
         ferry_frame *frame = NULL;
@@ -75,7 +75,9 @@ static int subscribe(const char *name, long frames, int every) {
         ferry_tensor t;
         size_t count = 0;
         rc = ferry_subscriber_recv(sub, 10000, &frame, &msg, &t, 1, &count);
-        if (rc == FERRY_ECLOSED) { rc = FERRY_OK; break; }
+        /* Closed: the publisher ended the stream (after its last frame), or the stream broke
+         * (its shared memory was truncated): an error unless the last frame came. */
+        if (rc == FERRY_ECLOSED && last == frames - 1) { rc = FERRY_OK; break; }
         if (rc != FERRY_OK) break;
         ferry_frame_info info;
         ferry_frame_describe(frame, &info);
@@ -93,6 +95,7 @@ static int subscribe(const char *name, long frames, int every) {
         }
         bad += !ok;
         got++;
+        last = n;
         age_sum += info.age_ns;
         ferry_frame_free(frame); /* the slot goes back to the publisher */
         if (n == frames - 1) break;

@@ -9,13 +9,13 @@ from .errors import (
     PermissionDenied, ProtocolError, RemoteError, Timeout, VersionMismatch, WorkerDied,
 )
 from .message import decode, encode
-from .serving import Worker, census, load_model, reclaim, serve
+from .serving import Worker, census, load_model, model_identity, reclaim, serve
 from .stream import Frame, Publisher, Subscriber
 
 __version__ = _lib.ferry_version().decode()
 
 __all__ = [
-    "Client", "Call", "Worker", "Publisher", "Subscriber", "Frame", "serve", "load_model", "reclaim", "census", "encode", "decode", "FerryError", "InvalidArgument",
+    "Client", "Call", "Worker", "Publisher", "Subscriber", "Frame", "serve", "load_model", "model_identity", "reclaim", "census", "encode", "decode", "FerryError", "InvalidArgument",
     "MalformedMessage", "PayloadTooLarge", "Timeout", "WorkerDied", "NoServer", "Busy", "ChannelClosed",
     "RemoteError", "PermissionDenied", "VersionMismatch", "Disconnected", "ProtocolError", "__version__",
 ]

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import signal
 import sys
 import traceback
+import urllib.parse
 import weakref
 from ctypes import byref, c_size_t, c_void_p
 from typing import Any, Callable, Mapping
@@ -303,13 +306,19 @@ class Worker(Handle):
 
 
 def serve(url: str, fn: Callable[[Any], Any], inputs: str = "auto", max_requests: int | None = None,
-          max_batch: int = 1, max_delay_us: int = 0) -> int:
+          max_batch: int = 1, max_delay_us: int = 0, model: str | None = None) -> int:
     """Serves `fn` on `url` until SIGINT/SIGTERM or the channel closes; returns the count.
     `max_batch`/`max_delay_us` turn on dynamic batching (see `Worker.serve`).
+
+    A channel is served by one model: `model` is this one's identity (by default the source
+    file of `fn`, its name and a hash of the file's bytes; see `model_identity`), and a worker
+    of another model is refused (`InvalidArgument` naming both) instead of answering some of
+    the calls with its own results.
 
     >>> ferry.serve("shm://digits", lambda images: model.predict(images))
     >>> ferry.serve("shm://digits", model.predict, max_batch=32, max_delay_us=500)
     """
+    url = with_model(url, model if model is not None else identity_of(fn))
     with Worker(url) as worker:
         previous = {}
 
@@ -344,6 +353,46 @@ def census(url: str, recover: bool = False) -> dict:
     counts = (c_size_t * len(SLOT_STATES))()
     check(lib.ferry_channel_census(url.encode(), int(recover), counts))
     return dict(zip(SLOT_STATES, counts))
+
+
+def model_path(target: str) -> str:
+    """The file a model target (a path, or a module name) names, as load_model finds it."""
+    if target.endswith(".py") or os.path.sep in target:
+        return os.path.abspath(target)
+    spec = importlib.util.find_spec(target)
+    if spec is None or not spec.origin:
+        raise ModuleNotFoundError(f"no module named {target!r}")
+    return os.path.abspath(spec.origin)
+
+
+def model_identity(target: str, function: str = "predict", version: str | None = None) -> str:
+    """Who serves a channel (one model per channel): the model file's path and function, a
+    SHA-256 of the file's bytes (so an edited model is another model), and the version
+    given (`--model-version`). `ferry serve` and every worker of one model agree on it."""
+    path = model_path(target)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()[:16]
+    return f"{path}:{function} sha256={digest}" + (f" version={version}" if version else "")
+
+
+def identity_of(fn: Callable[[Any], Any]) -> str | None:
+    """`model_identity` of a function served directly (`ferry.serve(url, fn)`): its source
+    file and name; None when it has no source file (a builtin)."""
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:
+        path = None
+    if not path or not os.path.exists(path):
+        return None
+    return model_identity(path, getattr(fn, "__name__", type(fn).__name__))
+
+
+def with_model(url: str, identity: str | None) -> str:
+    """`url` with `model=identity` added (shm:// servers; kept when the URL names one)."""
+    query = url.split("?", 1)[1] if "?" in url else ""
+    if not identity or not url.startswith("shm://") or any(p.split("=", 1)[0] == "model" for p in query.split("&")):
+        return url
+    return url + ("&" if "?" in url else "?") + "model=" + urllib.parse.quote(identity, safe="")
 
 
 def load_model(target: str, function: str = "predict") -> Callable[[Any], Any]:

@@ -14,7 +14,7 @@ import signal
 import sys
 
 from .errors import ChannelClosed
-from .serving import load_model, serve
+from .serving import load_model, model_identity, serve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu", type=int, default=None, help="pin this worker to one CPU")
     p.add_argument("--max-batch", type=int, default=1, help="merge up to this many requests into one model call")
     p.add_argument("--max-delay-us", type=int, default=500, help="how long to wait for more requests to batch (µs)")
+    p.add_argument("--model-version", default=None, help="a version, part of the model's identity (one model per channel)")
+    p.add_argument("--model-id", default=None, help="the model's identity as `ferry serve` computed it (default: computed here)")
+    p.add_argument("--identity", action="store_true", help="print the model's identity and exit (what `ferry serve` asks)")
     args = p.parse_args(argv)
+    if args.identity:
+        print(model_identity(args.model, args.function, args.model_version))
+        return 0
     if args.exit_with_parent:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
@@ -40,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     fn = load_model(args.model, args.function)
     url = args.url or f"shm://{args.name}"
     try:
-        serve(url, fn, inputs=args.inputs, max_batch=args.max_batch, max_delay_us=args.max_delay_us if args.max_batch > 1 else 0)
+        identity = args.model_id or model_identity(args.model, args.function, args.model_version)
+        serve(url, fn, inputs=args.inputs, max_batch=args.max_batch, max_delay_us=args.max_delay_us if args.max_batch > 1 else 0,
+              model=identity)
     except ChannelClosed as e:
         if "broken" in str(e):  # another process truncated the segment: say so, fail
             print(f"ferry.worker: {e}", file=sys.stderr, flush=True)

@@ -61,8 +61,10 @@ public struct MessageWriter {
         if dtype.isFixedWidthString && (shape.last ?? 0) < 1 {
             throw FerryError(.invalidArgument, "tensor \"\(name)\": a \(dtype.name) tensor needs a last dimension, the string width, of at least 1 (numpy's <U and S have no width 0)")
         }
-        var count = 1
-        for d in shape {
+        // A 0 anywhere: no elements, however large the other dimensions (the decoder takes
+        // such shapes, so a decoded message re-encodes).
+        var count = shape.contains(0) ? 0 : 1
+        for d in shape where count != 0 {
             let (m, o) = count.multipliedReportingOverflow(by: max(d, 0))
             guard !o else { throw FerryError(.invalidArgument, "tensor \"\(name)\" shape \(shape) overflows") }
             count = m

@@ -15,6 +15,8 @@ public struct ChannelStats: Sendable {
     public var restarts: UInt64
     /// Service times (worker took → answered): bucket k counts [2^k, 2^(k+1)) ns.
     public var serviceHistogram: [UInt64]
+    /// The identity of the model that serves the channel ("" when its server gave none).
+    public var model: String = ""
 
     /// Requests in flight now (published or being answered).
     public var inFlight: Int { (census[.ready] ?? 0) + (census[.busy] ?? 0) }

@@ -320,7 +320,7 @@ final class ShmChannel: @unchecked Sendable {
             failed: segment.atomic64(SegmentLayout.oFailed).load(ordering: .relaxed),
             timedOut: segment.atomic64(SegmentLayout.oTimedOut).load(ordering: .relaxed),
             restarts: segment.atomic64(SegmentLayout.oRestarts).load(ordering: .relaxed),
-            serviceHistogram: hist)
+            serviceHistogram: hist, model: segment.model)
     }
 
     // MARK: recovery

@@ -39,6 +39,11 @@ public enum SegmentLayout {
     // `ferry status`, never for liveness), the request length, when the worker took it.
     static let sWord = 0, sClientWaiting = 8, sWorkerPid = 12, sRequestLength = 16, sBusySince = 24
 
+    /// Who serves the channel: the model identity its first server gave (u32 length, then
+    /// up to `maxModelLength` UTF-8 bytes; length 0: none given). Written once, when the
+    /// segment is created; every later server must give the same one (one model per channel).
+    static let oModel = 3072, maxModelLength = 1020
+
     /// File byte whose OFD lock is peer `id`'s liveness token is `peerLockBase + id`.
     static let peerLockBase: Int64 = 1024
 
@@ -213,8 +218,11 @@ final class ShmSegment {
 
     /// Creates the segment, or joins it when live servers already serve it, or reclaims it
     /// when its servers died. Bounded: gives up after 100 races.
-    static func serve(channel: String, shared: Bool = false, slots: Int, slotSize: Int) throws -> ShmSegment {
+    static func serve(channel: String, shared: Bool = false, slots: Int, slotSize: Int, model: String = "") throws -> ShmSegment {
         try validateName(channel)
+        guard model.utf8.count <= SegmentLayout.maxModelLength else {
+            throw FerryError(.invalidArgument, "model identity longer than \(SegmentLayout.maxModelLength) bytes")
+        }
         guard slots >= 1 && slots <= SegmentLayout.maxSlots else {
             throw FerryError(.invalidArgument, "slots must be in 1...\(SegmentLayout.maxSlots), got \(slots)")
         }
@@ -248,6 +256,9 @@ final class ShmSegment {
                     base.put(UInt64(total), at: SegmentLayout.oTotal)
                     base.put(System.pid, at: SegmentLayout.oCreator)
                     base.put(UInt32(truncatingIfNeeded: System.nowNanos()), at: SegmentLayout.oInstance)
+                    let identity = Array(model.utf8)
+                    base.put(UInt32(identity.count), at: SegmentLayout.oModel)
+                    identity.withUnsafeBytes { if !$0.isEmpty { (base + SegmentLayout.oModel + 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
                     let geometry = SegmentLayout.Geometry(slots: slots, slotSize: slotSize, slotsOffset: offset, totalSize: total)
                     seg = ShmSegment(channel: channel, shared: shared, fd: fd, lockFd: lfd, base: base, geometry: geometry, isServer: true)
                 } catch {
@@ -300,6 +311,14 @@ final class ShmSegment {
                 owned = true
                 seg.isOpen = false  // until it is fully joined
                 guard seg.atomic(SegmentLayout.oState).load(ordering: .acquiring) == SegmentLayout.stateReady else { continue }
+                // One model per channel: a server of another model would answer some of the
+                // calls with the wrong model's results.
+                let serving = seg.model
+                guard serving == model else {
+                    throw FerryError(.invalidArgument, "channel shm://\(channel) is served by model \(ShmSegment.describe(serving)); "
+                        + "this worker is model \(ShmSegment.describe(model)): one model per channel "
+                        + "(serve this one under another name, or stop the other's workers first)")
+                }
                 try seg.acquirePeer()
                 try System.lock(fd: lfd, byte: livenessByte, exclusive: false, wait: true)
                 seg.isOpen = true
@@ -426,6 +445,15 @@ final class ShmSegment {
     func atomic64(_ offset: Int) -> UnsafeAtomic<UInt64> {
         UnsafeAtomic(at: (base + offset).assumingMemoryBound(to: UInt64.AtomicRepresentation.self))
     }
+
+    /// The model identity the channel's first server gave ("" when none was given).
+    var model: String {
+        let n = min(Int(base.load(fromByteOffset: SegmentLayout.oModel, as: UInt32.self)), SegmentLayout.maxModelLength)
+        return String(decoding: UnsafeRawBufferPointer(start: base + SegmentLayout.oModel + 4, count: n), as: UTF8.self)
+    }
+
+    /// An identity for an error message.
+    static func describe(_ model: String) -> String { model.isEmpty ? "(none given)" : "\"\(model)\"" }
 
     /// Segment state (init, ready, closed).
     var state: UInt32 { atomic(SegmentLayout.oState).load(ordering: .acquiring) }

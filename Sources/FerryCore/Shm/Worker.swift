@@ -17,7 +17,8 @@ public final class Worker {
         guard endpoint.scheme == "shm" else {
             throw FerryError(.invalidArgument, "a worker serves a shm:// channel on its own host; remote clients reach it through a gateway (ferry serve MODEL --name NAME --listen tcp://HOST:PORT)")
         }
-        channel = ShmChannel(try ShmSegment.serve(channel: endpoint.name, shared: endpoint.shared, slots: endpoint.slots, slotSize: endpoint.slotSize))
+        channel = ShmChannel(try ShmSegment.serve(channel: endpoint.name, shared: endpoint.shared, slots: endpoint.slots,
+                                                  slotSize: endpoint.slotSize, model: endpoint.model ?? ""))
         // A worker that joins a running channel gets its geometry; asking for another one
         // explicitly is an error, not a silent surprise.
         let g = channel.segment.geometry

@@ -29,6 +29,9 @@ public struct Endpoint: Sendable, Equatable {
     /// tcp://: a file holding the gateway's shared secret (`ferry serve --auth-token-file`);
     /// the secret proves itself by HMAC over the gateway's challenge and never crosses the wire.
     public var tokenFile: String?
+    /// shm:// servers: the identity of the model they run (`model=`); a channel is served by
+    /// one model only (docs/reliability.md).
+    public var model: String?
     /// tcp:// and redis://: TLS to the gateway or Redis (`tls=1`, or `rediss://`; `ca_file=PATH`
     /// names the authorities to trust and implies it). The certificate must name the URL's host.
     public var tls: TLSOptions?
@@ -126,6 +129,12 @@ public struct Endpoint: Sendable, Equatable {
                 }
                 slots = v
             case "slot_size" where scheme == "shm": slotSize = try Endpoint.parseSize(kv[1])
+            case "model" where scheme == "shm":
+                let m = Endpoint.percentDecoded(kv[1])
+                guard !m.isEmpty, m.utf8.count <= SegmentLayout.maxModelLength else {
+                    throw FerryError(.invalidArgument, "model= takes a model identity of 1 to \(SegmentLayout.maxModelLength) bytes")
+                }
+                model = m
             case "wait": waitName = kv[1]
             case "spin_us":
                 guard let v = UInt64(kv[1]), v <= Endpoint.maxSpinMicros else {
@@ -179,7 +188,7 @@ public struct Endpoint: Sendable, Equatable {
             default:
                 let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file, tls, ca_file, compress, jpeg_quality, zstd_level"
                     : scheme == "redis" ? "wait, spin_us, timeout_ms, connect_timeout_ms, cache, max_request, tls, ca_file"
-                    : "slots, slot_size, wait, spin_us, timeout_ms, scope"
+                    : "slots, slot_size, wait, spin_us, timeout_ms, scope, model"
                 throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" for \(scheme):// (known: \(known))")
             }
         }
