@@ -79,8 +79,28 @@ def test_call_without_server_fails_clearly(name, tmp_path):
     np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
     out = subprocess.run([FERRY, "call", f"shm://{name}", "--input", str(tmp_path / "x.npy")],
                          capture_output=True, text=True, timeout=30)
-    assert out.returncode != 0
+    assert out.returncode == 69, (out.returncode, out.stderr)  # EX_UNAVAILABLE: documented in `ferry --help`
     assert "nothing serves it" in out.stderr, out.stderr
+
+
+def test_exit_status_tells_usage_no_server_model_error_and_timeout_apart(procs, name, tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros(3, np.float32))
+    np.save(tmp_path / "boom.npy", np.array([7]))
+    np.save(tmp_path / "slow.npy", np.array(2.0))
+    assert "Exit status" in subprocess.run([FERRY, "--help"], capture_output=True, text=True, timeout=30).stdout
+    usage = subprocess.run([FERRY, "call", f"shm://{name}", "--timeout", "soon"], capture_output=True, text=True, timeout=30)
+    assert usage.returncode == 64, usage.stderr
+    url = f"shm://{name}"
+    procs.worker(url)
+    x = str(tmp_path / "x.npy")
+    ok = subprocess.run([FERRY, "call", url, "--input", x], capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0, ok.stderr
+    model_error = subprocess.run([FERRY, "call", url, "--input", f"raise={tmp_path / 'boom.npy'}", "--input", f"pad={x}"],
+                                 capture_output=True, text=True, timeout=30)
+    assert model_error.returncode == 70 and "7" in model_error.stderr, (model_error.returncode, model_error.stderr)
+    late = subprocess.run([FERRY, "call", url, "--input", f"sleep={tmp_path / 'slow.npy'}", "--input", f"pad={x}", "--timeout", "200"],
+                          capture_output=True, text=True, timeout=30)
+    assert late.returncode == 75, (late.returncode, late.stderr)
 
 
 def test_call_with_a_missing_input_file_names_it(name, tmp_path):

@@ -24,10 +24,10 @@ MODEL = os.path.join(MODELS, "testmodel.py")
 class Node:
     """One `ferry serve --redis` node (its own local shm channel and workers)."""
 
-    def __init__(self, url: str, tmp_path, workers: int = 1, extra=(), model: str = MODEL):
+    def __init__(self, url: str, tmp_path, workers: int = 1, extra=(), model: str = MODEL, environ: dict | None = None):
         self.log = open(tmp_path / f"node-{time.monotonic_ns()}.log", "w+")
         self.proc = subprocess.Popen([FERRY, "serve", model, "--redis", url, "--workers", str(workers), "--slot-size", "1M",
-                                      "--hang-timeout", "0", *extra], env=env(), stdout=self.log, stderr=subprocess.STDOUT)
+                                      "--hang-timeout", "0", *extra], env=environ or env(), stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while "node joined" not in self.output():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -354,6 +354,36 @@ def test_password_and_acl_user(tmp_path, name):
     finally:
         for n in nodes:
             n.stop()
+        r.stop()
+
+
+def test_password_out_of_the_url_from_a_file_or_the_environment(tmp_path, name):
+    """The Redis password need not be in the URL (visible in `ps`): `password_file=` (a file
+    of mode 0600) for clients and nodes, or REDISCLI_AUTH in the environment as redis-cli
+    takes it."""
+    r = RedisServer(tmp_path, extra=["--requirepass", "s3cret-pw"])
+    secret = tmp_path / "redis.pw"
+    secret.write_text("s3cret-pw\n")
+    secret.chmod(0o600)
+    node = None
+    try:
+        e = env()
+        e["REDISCLI_AUTH"] = "s3cret-pw"
+        plain = f"redis://127.0.0.1:{r.port}/{name}"
+        node = Node(plain, tmp_path, environ=e)
+        assert "s3cret" not in open(f"/proc/{node.proc.pid}/cmdline").read()
+        url = f"{plain}?password_file={secret}"
+        wait_served(url)
+        with ferry.Client(url) as c:
+            np.testing.assert_array_equal(c.call(np.arange(4)), np.arange(4))
+        secret.chmod(0o644)
+        with pytest.raises(ferry.PermissionDenied, match="chmod 600"):
+            ferry.Client(url)
+        with pytest.raises(ferry.InvalidArgument, match="not both"):
+            ferry.Client(f"redis://:x@127.0.0.1:{r.port}/{name}?password_file={secret}")
+    finally:
+        if node:
+            node.stop()
         r.stop()
 
 

@@ -350,7 +350,8 @@ def test_tls_round_trip_and_refusals(name, tmp_path):
         # An untrusted certificate, and plain TCP to a TLS port, are clear errors.
         with pytest.raises(ferry.PermissionDenied, match="not trusted"):
             ferry.Client(f"{s.url}?ca_file={other}")
-        with pytest.raises((ferry.ProtocolError, ferry.Disconnected, ferry.Timeout)):
+        # A plain client is told the gateway speaks TLS (not just "connection reset").
+        with pytest.raises((ferry.ProtocolError, ferry.Disconnected), match="tls=1"):
             ferry.Client(f"{s.url}?connect_timeout_ms=1000")
         # On the wire: no plaintext of the request.
         sk = raw(s)
@@ -364,6 +365,14 @@ def test_tls_round_trip_and_refusals(name, tmp_path):
         assert_still_serves_tls.close()
     finally:
         s.stop()
+    # A TLS client against a plain gateway is told it does not speak TLS (not "certificate
+    # is not trusted").
+    plain = Served("tcp", name + "-plain", tmp_path)
+    try:
+        with pytest.raises(ferry.ProtocolError, match="does not speak TLS"):
+            ferry.Client(f"{plain.url}?tls=1&ca_file={cert}&connect_timeout_ms=2000")
+    finally:
+        plain.stop()
 
 
 class CountingProxy:

@@ -81,12 +81,20 @@ final class TLSSession: @unchecked Sendable {
                 }
                 continue
             }
+            // "Invalid call": no certificate was checked yet, so the failure is not about trust.
             let verify = SSL_get_verify_result(ssl)
-            if verify != X509_V_OK {
+            if verify != X509_V_OK && verify != X509_V_ERR_INVALID_CALL {
                 let why = String(cString: X509_verify_cert_error_string(Int(verify)))
                 throw FerryError(.permission, "the gateway's TLS certificate is not trusted: \(why) (give its authority with ca_file=PATH)")
             }
-            throw TLSSession.error("TLS handshake with \(host) failed")
+            let failure = TLSSession.error("TLS handshake with \(host) failed")
+            // What a plain tcp:// gateway's frame looks like to a TLS client: not a TLS record.
+            if ["WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_TOO_LARGE", "UNEXPECTED_RECORD", "HTTP_REQUEST"]
+                .contains(where: { failure.message.contains($0) }) || e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN {
+                throw FerryError(.protocolViolation, "the gateway at \(host) does not speak TLS (\(failure.message)): drop tls=1 from the URL, "
+                    + "or start the gateway with --tls-cert and --tls-key")
+            }
+            throw failure
         }
     }
 

@@ -156,6 +156,11 @@ final class TCPConnection: @unchecked Sendable {
                 guard r.kind == .ready else { throw FerryError(.protocolViolation, "expected READY from the gateway, got \(r.kind)") }
             }
             maxReply = Int(min(welcome.requestCapacity, UInt64(Int.max / 2))) + 2 * 4096
+        } catch let error as FerryError where e.tls == nil && (error.code == .disconnected || error.code == .protocolViolation) {
+            System.close(fd)
+            stage.deallocate()
+            // A TLS gateway answers a plain HELLO with a TLS alert, or hangs up.
+            throw FerryError(error.code, "\(error.message) — if the gateway serves TLS (ferry serve … --tls-cert), add tls=1 to the URL")
         } catch {
             System.close(fd)
             stage.deallocate()
@@ -198,6 +203,10 @@ final class TCPConnection: @unchecked Sendable {
     static func readControl(_ stream: SocketStream, until: UInt64) throws -> (Frame.Header, [UInt8]) {
         var hb = [UInt8](repeating: 0, count: Frame.headerSize)
         try hb.withUnsafeMutableBytes { try stream.receiveExactly(into: $0.baseAddress!, count: Frame.headerSize, until: until) }
+        // 0x15/0x16 0x03: a TLS alert or handshake record where a frame should be.
+        if (hb[0] == 0x15 || hb[0] == 0x16) && hb[1] == 0x03 {
+            throw FerryError(.protocolViolation, "the gateway speaks TLS and this client does not")
+        }
         let h = try hb.withUnsafeBytes { try Frame.Header(reading: $0.baseAddress!) }
         guard h.length <= UInt64(Frame.maxControlPayload) else { throw FerryError(.protocolViolation, "handshake frame of \(h.length) bytes is too long") }
         var body = [UInt8](repeating: 0, count: Int(h.length))

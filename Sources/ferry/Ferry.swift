@@ -14,9 +14,37 @@ struct Ferry: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ferry",
         abstract: "Hand tensors from native code to a Python model in another process.",
+        discussion: """
+        Exit status: 0 success; 1 any other error; 64 a usage error (a bad option or value);
+        69 nothing serves the channel (FERRY_ENOSERVER); 70 the model raised an error
+        (FERRY_EREMOTE); 75 a deadline passed (FERRY_ETIMEDOUT).
+        """,
         version: "0.1.0",
         subcommands: [Serve.self, Call.self, Stats.self, Demo.self, Bench.self]
     )
+
+    /// The exit status for an error (sysexits.h values, so scripts can tell them apart).
+    static func exitStatus(for error: FerryError) -> Int32 {
+        switch error.code {
+        case .noServer: return 69  // EX_UNAVAILABLE
+        case .remote: return 70  // EX_SOFTWARE
+        case .timedOut: return 75  // EX_TEMPFAIL
+        default: return 1
+        }
+    }
+
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let e as FerryError {
+            // The same text ArgumentParser prints for an error, with a status that says which.
+            FileHandle.standardError.write(Data("Error: \(fullMessage(for: e))\n".utf8))
+            Foundation.exit(exitStatus(for: e))
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Settings shared by the commands that create a channel.

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A parsed channel URL. Each scheme parses its own options:
 ///
 /// * `shm://NAME?slots=8&slot_size=4M&wait=hybrid&spin_us=100&timeout_ms=10000&scope=user`
@@ -182,12 +186,16 @@ public struct Endpoint: Sendable, Equatable {
             case "zstd_level" where scheme == "tcp":
                 guard let v = Int(kv[1]), (1...19).contains(v) else { throw FerryError(.invalidArgument, "zstd_level=\(kv[1]): use 1...19") }
                 zstdLevel = v
+            case "password_file" where scheme == "redis":
+                // The password out of the URL (and out of `ps`): a private file, like token_file.
+                guard password == nil else { throw FerryError(.invalidArgument, "give the Redis password in the URL or in password_file=, not both") }
+                password = try Endpoint.readPasswordFile(Endpoint.percentDecoded(kv[1]))
             case "token_file" where scheme == "tcp":
                 guard !kv[1].isEmpty else { throw FerryError(.invalidArgument, "token_file is empty") }
                 tokenFile = Endpoint.percentDecoded(kv[1])
             default:
                 let known = scheme == "tcp" ? "wait, spin_us, timeout_ms, connect_timeout_ms, token_file, tls, ca_file, compress, jpeg_quality, zstd_level"
-                    : scheme == "redis" ? "wait, spin_us, timeout_ms, connect_timeout_ms, cache, max_request, tls, ca_file"
+                    : scheme == "redis" ? "wait, spin_us, timeout_ms, connect_timeout_ms, cache, max_request, tls, ca_file, password_file"
                     : "slots, slot_size, wait, spin_us, timeout_ms, scope, model"
                 throw FerryError(.invalidArgument, "unknown URL parameter \"\(kv[0])\" for \(scheme):// (known: \(known))")
             }
@@ -196,6 +204,11 @@ public struct Endpoint: Sendable, Equatable {
             guard compression != nil else { throw FerryError(.invalidArgument, "jpeg_quality and zstd_level need compress=…") }
             if let q = jpegQuality { compression!.jpegQuality = q }
             if let l = zstdLevel { compression!.zstdLevel = l }
+        }
+        // As redis-cli does: a password from the environment when neither the URL nor
+        // password_file= gives one (keeps it out of the command line).
+        if scheme == "redis", password == nil, let env = getenv("REDISCLI_AUTH"), env.pointee != 0 {
+            password = String(cString: env)
         }
         if let w = waitName { wait = try WaitStrategy(name: w, spinMicros: spinMicros) }
         else if let s = spinMicros { wait = .spinThenFutex(spinNanos: s * 1000) }
@@ -211,6 +224,28 @@ public struct Endpoint: Sendable, Equatable {
         guard ok else {
             throw FerryError(.invalidArgument, "invalid channel name \"\(name)\": use 1-200 characters of A-Z a-z 0-9 . _ - (no '/', not starting with '.')")
         }
+    }
+
+    /// A Redis password from a file of mode 0600 (a trailing newline is not part of it).
+    static func readPasswordFile(_ path: String) throws -> String {
+        guard !path.isEmpty else { throw FerryError(.invalidArgument, "password_file is empty") }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw System.error("open", path) }
+        defer { close(fd) }
+        var st = Glibc.stat()
+        guard fstat(fd, &st) == 0 else { throw System.error("fstat", path) }
+        guard st.st_mode & 0o077 == 0 else {
+            throw FerryError(.permission, "\(path) may be read by other users (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it")
+        }
+        guard st.st_size > 0, st.st_size <= 4096 else { throw FerryError(.invalidArgument, "\(path): a password file holds 1 to 4096 bytes") }
+        var bytes = [UInt8](repeating: 0, count: Int(st.st_size))
+        let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        guard n == bytes.count else { throw System.error("read", path) }
+        while let last = bytes.last, last == 0x0A || last == 0x0D { bytes.removeLast() }
+        guard !bytes.isEmpty, let text = String(validating: bytes, as: UTF8.self) else {
+            throw FerryError(.invalidArgument, "\(path): the password is empty or not UTF-8")
+        }
+        return text
     }
 
     /// `url` with the password of a redis:// URL hidden (for messages and logs).
