@@ -67,6 +67,35 @@ func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
     return true
 }
 
+/// 1 for a UTF-32 code unit that is not a Unicode scalar value (a surrogate, or past
+/// U+10FFFF), else 0: without branches, so a loop that ORs it vectorises.
+@inline(__always)
+func nonScalarBit(_ c: UInt32) -> UInt32 { (c &- 0xD800 < 0x800 ? 1 : 0) | (c > 0x10FFFF ? 1 : 0) }
+
+/// The first UTF-32 code unit in `bytes` that is not a Unicode scalar value, with its index;
+/// with `dst`, the units are copied there in the same pass (a writer checking what it copies
+/// in). One branch-free pass (it vectorises), then a search only when something is wrong.
+func firstNonScalar(_ bytes: UnsafeRawBufferPointer, copyingTo dst: UnsafeMutableRawBufferPointer? = nil) -> (index: Int, value: UInt32)? {
+    let units = bytes.count / 4
+    guard units > 0, let p = bytes.baseAddress else { return nil }
+    var bad: UInt32 = 0
+    if let d = dst?.baseAddress {
+        for k in 0..<units {
+            let c = p.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)
+            bad |= nonScalarBit(c)
+            d.storeBytes(of: c, toByteOffset: 4 * k, as: UInt32.self)
+        }
+    } else {
+        for k in 0..<units { bad |= nonScalarBit(p.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)) }
+    }
+    guard bad != 0 else { return nil }
+    for k in 0..<units {
+        let c = p.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)
+        if nonScalarBit(c) != 0 { return (k, c) }
+    }
+    return nil
+}
+
 /// Checks packed strings — `count + 1` offsets (read by `offset(i)`) into `text` — in two
 /// passes instead of one validation per string: the offsets ascend from 0 to the end, the
 /// whole text is valid UTF-8, and no offset falls inside a character (the byte there is not a

@@ -178,7 +178,7 @@ public struct MessageView {
                     }
                     // Any bits are a number, but not every UTF-32 code unit is text: checked
                     // so that every reader can decode what it is handed.
-                    if dtype == .utf32, let u = MessageWriter.firstNonScalar(UnsafeRawBufferPointer(start: p + Int(dataOff), count: Int(dataLen))) {
+                    if dtype == .utf32, let u = firstNonScalar(UnsafeRawBufferPointer(start: p + Int(dataOff), count: Int(dataLen))) {
                         throw bad("\(where_): code unit \(u.index) (U+\(String(u.value, radix: 16, uppercase: true))) is not a Unicode scalar value")
                     }
                 } else {

@@ -89,24 +89,16 @@ public struct MessageWriter {
             return
         }
         // Copied and checked in one pass over the caller's memory.
-        if let bad = Self.copyScalars(from: bytes, to: dst) {
-            let width = max(shape.last ?? 1, 1)
+        if let bad = firstNonScalar(bytes, copyingTo: dst) {
             cursor = entries.removeLast().offset
-            throw FerryError(.invalidArgument, "tensor \"\(name)\": string \(bad.index / width) holds U+\(String(bad.value, radix: 16, uppercase: true)), which is not a Unicode scalar value (a lone surrogate or past U+10FFFF)")
+            throw Self.nonScalarError(tensor: name, shape: shape, bad)
         }
     }
 
-    /// Copies UTF-32 code units and reports the first that is not a Unicode scalar value.
-    static func copyScalars(from src: UnsafeRawBufferPointer, to dst: UnsafeMutableRawBufferPointer) -> (index: Int, value: UInt32)? {
-        let units = src.count / 4
-        guard units > 0, let s = src.baseAddress, let d = dst.baseAddress else { return nil }
-        var bad: UInt32 = 0
-        for k in 0..<units {
-            let c = s.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)
-            bad |= (c &- 0xD800 < 0x800 ? 1 : 0) | (c > 0x10FFFF ? 1 : 0)
-            d.storeBytes(of: c, toByteOffset: 4 * k, as: UInt32.self)
-        }
-        return bad == 0 ? nil : firstNonScalar(src)
+    /// The error for UTF-32 text holding a code unit that is not a Unicode scalar value.
+    static func nonScalarError(tensor name: String, shape: [Int], _ bad: (index: Int, value: UInt32)) -> FerryError {
+        FerryError(.invalidArgument, "tensor \"\(name)\": string \(bad.index / max(shape.last ?? 1, 1)) holds U+\(String(bad.value, radix: 16, uppercase: true)), "
+            + "which is not a Unicode scalar value (a lone surrogate or past U+10FFFF)")
     }
 
     /// Adds a `string` tensor of `shape` holding `strings` in row-major order.
@@ -146,25 +138,6 @@ public struct MessageWriter {
         for (i, o) in offsets.enumerated() { dst.baseAddress!.put(o, at: 8 * i) }
         #endif
         if text.count > 0 { (dst.baseAddress! + table).copyMemory(from: text.baseAddress!, byteCount: text.count) }
-    }
-
-    /// The first UTF-32 code unit in `bytes` that is not a Unicode scalar value (a surrogate
-    /// or past U+10FFFF), with its index. One branch-free pass (it vectorises), then a search
-    /// only when something is wrong.
-    static func firstNonScalar(_ bytes: UnsafeRawBufferPointer) -> (index: Int, value: UInt32)? {
-        let units = bytes.count / 4
-        guard units > 0, let p = bytes.baseAddress else { return nil }
-        var bad: UInt32 = 0
-        for k in 0..<units {
-            let c = p.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)
-            bad |= (c &- 0xD800 < 0x800 ? 1 : 0) | (c > 0x10FFFF ? 1 : 0)
-        }
-        guard bad != 0 else { return nil }
-        for k in 0..<units {
-            let c = p.loadUnaligned(fromByteOffset: 4 * k, as: UInt32.self)
-            if c &- 0xD800 < 0x800 || c > 0x10FFFF { return (k, c) }
-        }
-        return nil
     }
 
     /// Adds an owned tensor by copying it.
@@ -207,9 +180,8 @@ public struct MessageWriter {
         // before anything is sent, so every reader can turn them into text.
         for i in uncheckedText where entries[i].encoding == 0 {
             let e = entries[i]
-            if let bad = Self.firstNonScalar(UnsafeRawBufferPointer(start: base + e.offset, count: e.length)) {
-                let width = max(e.shape.last ?? 1, 1)
-                throw FerryError(.invalidArgument, "tensor \"\(String(decoding: e.name, as: UTF8.self))\": string \(bad.index / width) holds U+\(String(bad.value, radix: 16, uppercase: true)), which is not a Unicode scalar value (a lone surrogate or past U+10FFFF)")
+            if let bad = firstNonScalar(UnsafeRawBufferPointer(start: base + e.offset, count: e.length)) {
+                throw Self.nonScalarError(tensor: String(decoding: e.name, as: UTF8.self), shape: e.shape, bad)
             }
         }
         let table = L.align(cursor, 8)
