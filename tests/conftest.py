@@ -225,12 +225,13 @@ def redis_server(tmp_path):
 @pytest.fixture(scope="session")
 def native(tmp_path_factory):
     """Small C programs built against the library in this tree: a client that calls until a
-    call fails (tests/native/call_loop.c), the C echo worker, the C stream example."""
+    call fails (tests/native/call_loop.c), the C echo worker, the C stream example, a client
+    that prints a reply's outputs by index (tests/native/outputs.c)."""
     out = tmp_path_factory.mktemp("native")
     inc, lib = os.path.join(ROOT, "include"), os.path.join(ROOT, ".build", "release")
     built = {}
     for prog, src in (("call_loop", "tests/native/call_loop.c"), ("echo_worker", "tests/native/echo_worker.c"),
-                      ("stream", "examples/stream/stream.c")):
+                      ("stream", "examples/stream/stream.c"), ("outputs", "tests/native/outputs.c")):
         exe = out / prog
         subprocess.run(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{inc}", "-o", str(exe),
                         os.path.join(ROOT, src), f"-L{lib}", f"-Wl,-rpath,{lib}", "-lferry"], check=True)

@@ -1,6 +1,6 @@
-"""Makes the same one-array calls through whichever client path this process has (the
-compiled one, or ctypes under FERRY_PURE_PYTHON=1) and prints one line per call: what came
-back, or which error. tests/test_fastcall.py compares the two transcripts."""
+"""Makes the same plain calls (one array, dicts of arrays) through whichever client path this
+process has (the compiled one, or ctypes under FERRY_PURE_PYTHON=1) and prints one line per
+call: what came back, or which error. tests/test_fastcall.py compares the two transcripts."""
 import hashlib
 import sys
 
@@ -16,7 +16,9 @@ def show(r):
         digest = hashlib.sha1(r.tobytes() if r.dtype.kind != "U" else "|".join(r.reshape(-1).tolist()).encode()).hexdigest()[:12]
         return f"ndarray {r.dtype.str} {r.shape} {digest} writeable={r.flags.writeable} owndata={r.base is None or r.flags.owndata}"
     if isinstance(r, dict):
-        return "dict " + ", ".join(f"{k}: {show(v)}" for k, v in sorted(r.items()))
+        return "dict " + ", ".join(f"{k}: {show(v)}" for k, v in r.items())
+    if isinstance(r, tuple):
+        return "tuple " + ", ".join(show(v) for v in r)
     return f"{type(r).__name__} {r!r}"
 
 
@@ -45,15 +47,53 @@ def cases():
         yield f"kept {i}", np.array([-8, i], np.int64), None
     yield "strided reply", np.array([-9], np.int8), None
     yield "large", rng.integers(0, 255, (1080, 1920, 3), dtype=np.uint8), None
+    for i in (10, 12, 13):
+        yield f"view {i}", np.array([-i, 3, 4, 5], np.int64), None
+    for i in range(3):
+        yield f"kept view {i}", np.array([-11, i], np.int64), None
+    # dicts: x steers the model (tests/models/arraycases.py), y is data
+    y = np.arange(6, dtype=np.float32).reshape(2, 3)
+    yield "dict echo", {"x": np.array([-20]), "y": y, "z": np.array(True)}, None
+    yield "dict of 16", {"x": np.array([0]), **{f"t{i}": np.full(i + 1, i, dtype=DTS[i % len(DTS)]) for i in range(15)}}, None
+    yield "dict of 17", {"x": np.array([0]), **{f"t{i}": np.full(i + 1, i, dtype=DTS[i % len(DTS)]) for i in range(16)}}, None
+    yield "dict empty arrays", {"x": np.array([0]), "e": np.zeros((0, 3)), "s": np.float32(2)}, None
+    yield "tuple back", {"x": np.array([-21]), "y": y}, None
+    yield "list with strings back", {"x": np.array([-22]), "y": y}, None
+    for i in range(3):
+        yield f"dict kept {i}", {"x": np.array([-23, i]), "y": np.array([i, 7], np.int16)}, None
+    yield "namedtuple back", {"x": np.array([-24]), "y": y}, None
+    yield "list of numbers back", {"x": np.array([-25]), "y": y}, None
+    yield "dict with a str back", {"x": np.array([-26]), "y": y}, None
+    yield "empty tuple back", {"x": np.array([-27]), "y": y}, None
+    yield "dict strided", {"x": np.array([0]), "y": np.arange(10)[::3]}, None
+    yield "dict big-endian", {"x": np.array([0]), "y": np.arange(3, dtype=">i4")}, None
+    yield "dict with strings", {"x": np.array([0]), "s": np.array(["a", "b"])}, None
+    yield "dict with an int key", {"x": np.array([0]), 7: y}, None
+    yield "dict name with NUL", {"x": np.array([0]), "a\x00b": y}, None
+    yield "dict name not unicode", {"x": np.array([0]), "a\ud800": y}, None
+    yield "dict 9 dims", {"x": np.array([0]), "y": np.zeros((1,) * 9)}, None
+    yield "dict model error", {"x": np.array([-1.0]), "y": y}, None
+    yield "empty dict", {}, None
 
 
-NOT_ECHOED = ("empty back", "strings back", "the worker's view", "strided reply")
+DICT_ECHOED = ("dict echo", "dict of 16", "dict of 17", "dict empty arrays", "dict strided", "dict big-endian", "dict with an int key")
+DTS = ("bool", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8")
+
+
+NOT_ECHOED = ("empty back", "strings back", "the worker's view", "strided reply", "view", "kept view")
 
 with ferry.Client(url) as c:
     for label, arr, timeout in cases():
         try:
             r = c.call(arr, timeout=timeout)
-            if isinstance(r, np.ndarray) and label not in NOT_ECHOED and not label.startswith("kept"):
+            if isinstance(arr, dict) and label in DICT_ECHOED:
+                assert isinstance(r, dict) and list(r) == [str(k) for k in arr], (label, r)
+                for k, v in arr.items():
+                    want, got = np.asarray(v), r[str(k)]
+                    want = want.astype(want.dtype.newbyteorder("<"), order="C")
+                    assert got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes(), (label, k, got)
+                    assert got.flags.writeable and got.base is None, (label, k)
+            if isinstance(arr, np.ndarray) and isinstance(r, np.ndarray) and not label.startswith(NOT_ECHOED) and not label.startswith("kept"):
                 want = arr.astype(arr.dtype.newbyteorder("<"), order="C")
                 assert r.dtype == want.dtype and r.shape == want.shape and (r.tobytes() == want.tobytes()), (label, arr, r)
             print(label, "->", show(r), flush=True)

@@ -102,6 +102,19 @@ def test_requests_that_do_not_fit_the_batch_run_alone(procs, name):
     assert list(out[3]) == ["a", "b"]
 
 
+def test_a_batched_model_with_several_outputs_gives_each_caller_its_own_tuple(procs, name):
+    url = f"shm://{name}?slots=16"
+    procs.worker(url, model=MODEL, extra=["--max-batch", "16", "--max-delay-us", "5000"])
+    with ferry.Client(url) as c:
+        pending = [(t, c.send({"x": np.full((t + 1, 3), t, np.float64), "pair": np.zeros(t + 1)})) for t in range(6)]
+        outs = [(t, p.result(timeout=10)) for t, p in pending]
+    for t, out in outs:
+        assert type(out) is tuple and len(out) == 2, out
+        assert out[0].tolist() == np.full((t + 1, 3), 2.0 * t).tolist()
+        assert out[1].shape == (t + 1,)
+    assert any(int(out[1][0]) > t + 1 for t, out in outs), "no request was batched with another"
+
+
 def test_batching_options_are_checked():
     with pytest.raises(ValueError, match="max_batch"):
         ferry.Worker.serve(None, lambda x: x, max_batch=0)

@@ -119,6 +119,21 @@ def test_named_tensors_strings_and_metadata(served):
         np.testing.assert_array_equal(tensors["x"], np.ones(2))
 
 
+def test_several_outputs_come_back_as_a_tuple_in_order(served):
+    """A model returning a tuple (one output a view of its input) or a list holding arrays
+    replies with several tensors; the client gets a tuple, also from send()."""
+    a = np.arange(5, dtype=np.float32)
+    with ferry.Client(served.url) as c:
+        for out in (c.call({"outputs": a}), c.send({"outputs": a}).result()):
+            assert type(out) is tuple and len(out) == 3, out
+            for got, want in zip(out, (a, a[:1] * 2, a[1:])):
+                assert got.dtype == want.dtype and got.tolist() == want.tolist() and got.flags.writeable
+        out = c.call({"outputs": a, "strings": np.zeros(1)})
+        assert type(out) is tuple and out[0].tolist() == a.tolist() and out[1].tolist() == ["é", "x"]
+        tensors, meta = c.call_message({"outputs": a})
+        assert list(tensors) == ["output_0", "output_1", "output_2"] and meta["ferry.outputs"] == "tuple"
+
+
 def test_large_message_round_trips(served):
     x = np.random.default_rng(2).integers(0, 255, size=(400, 600), dtype=np.uint8)  # 240 KB each way
     with ferry.Client(served.url) as c:

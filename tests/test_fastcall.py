@@ -116,3 +116,35 @@ def test_ctrl_c_interrupts_a_long_one_array_call_and_the_client_goes_on(procs, n
     assert float(lines[0].split()[2]) < 0.8, out
     # the single slot was given up: the next call is answered once the worker is done
     assert lines[1] == "[0.0, 1.0, 2.0, 3.0]", out
+
+
+TUPLE_MODEL = """
+import collections
+import numpy as np
+
+Pair = collections.namedtuple("Pair", "boxes scores")
+
+
+def predict(x):
+    if float(x[0]) == 1:
+        return Pair(x[1:3], x[:1] * 10)
+    return (x * 2, x[:2])
+"""
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "ctypes"])
+def test_a_c_client_reads_several_outputs_by_index(procs, name, tmp_path, native, pure):
+    """A Python model's tuple reaches a C client as tensors in order, with ferry.outputs=tuple;
+    a namedtuple's outputs carry its field names. Both worker paths."""
+    model = tmp_path / "tuples.py"
+    model.write_text(TUPLE_MODEL)
+    url = f"shm://{name}"
+    procs.worker(url, str(model), env=worker_env(pure))
+    r = subprocess.run([native["outputs"], url], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == ["outputs tuple", "0 output_0 dtype=11 shape=6 first=0", "1 output_1 dtype=11 shape=2 first=0"]
+    with ferry.Client(url) as c:
+        boxes, scores = c.call(np.array([1, 2, 3], np.float32))
+        assert boxes.tolist() == [2, 3] and scores.tolist() == [10]
+        tensors, meta = c.call_message(np.array([1, 2, 3], np.float32))
+        assert list(tensors) == ["boxes", "scores"] and meta["ferry.outputs"] == "tuple"

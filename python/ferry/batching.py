@@ -57,8 +57,8 @@ def _fail(job: int, e: BaseException) -> None:
 def _reply(job: int, result: Any) -> None:
     try:
         if result is None:
-            raise TypeError("the model returned None; return an array, a scalar, str, bytes, or a dict of those")
-        write_message(lib.ferry_job_writer(job), result, DEFAULT_OUTPUT)
+            raise TypeError("the model returned None; return an array, a scalar, str, bytes, a dict or a tuple of those")
+        write_message(lib.ferry_job_writer(job), result, DEFAULT_OUTPUT, several=True)
     except BaseException as e:  # noqa: BLE001 - the caller is told
         _fail(job, e)
         return
@@ -80,6 +80,12 @@ def _split(result: Any, counts: list[int]) -> list[Any]:
     if isinstance(result, dict):
         parts = {k: rows_of(k, v) for k, v in result.items()}
         return [{k: parts[k][i] for k in result} for i in range(len(counts))]
+    if isinstance(result, (tuple, list)) and result and any(isinstance(v, np.ndarray) for v in result):
+        # several outputs (message.write_message): each cut, each request gets its tuple
+        names = getattr(result, "_fields", None)
+        outs = [rows_of(names[k] if names else f"output_{k}", v) for k, v in enumerate(result)]
+        make = (lambda vs: type(result)(*vs)) if names else tuple
+        return [make([o[i] for o in outs]) for i in range(len(counts))]
     return rows_of(DEFAULT_OUTPUT, result)
 
 

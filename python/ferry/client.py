@@ -13,13 +13,14 @@ from numpy import ndarray
 from ._lib import lib, raw
 from .errors import Again, InvalidArgument, RemoteError
 from .table import TABLE, from_tensors
-from .message import _CODES_BY_DTYPE, _address, DEFAULT_INPUT, MAX_DIMS, MessageReader, fastcall as _fastcall, read_metadata, write_message
+from .message import _CODES_BY_DTYPE, _address, DEFAULT_INPUT, MAX_DIMS, OUTPUTS_KEY, OUTPUTS_TUPLE, MessageReader, fastcall as _fastcall, read_metadata, write_message
 
 _INPUT = DEFAULT_INPUT.encode()
 
-# The one-array call in C when the compiled module is built (message.fastcall); the ctypes
-# path below does the same otherwise.
+# Calls of plain messages in C when the compiled module is built (message.fastcall): one
+# array, or a dict of arrays; the ctypes path below does the same otherwise.
 _fast = _fastcall.call if _fastcall is not None else None
+_fast_many = _fastcall.call_many if _fastcall is not None else None
 
 
 # Hot-path entry points called with prebuilt ctypes arguments (see _lib.raw).
@@ -173,13 +174,20 @@ class Client(Handle):
 
     def call(self, inputs: Any, timeout: float | None = None, **metadata: str) -> Any:
         """Sends `inputs` and returns the reply: the array itself when the model returned
-        one tensor, else a dict of arrays."""
-        if type(inputs) is ndarray and not metadata:
-            code = _CODES_BY_DTYPE.get(inputs.dtype)
-            if code is not None and inputs.flags.c_contiguous and inputs.ndim <= MAX_DIMS:
-                return self._call_array(inputs, code, _DEFAULT_MS if timeout is None else _timeout_ms(timeout))
-        tensors, _ = self.call_message(inputs, metadata or None, timeout, with_metadata=False)
-        return _result(tensors)
+        one tensor, a tuple when it returned a tuple (or list) of arrays, a DataFrame for a
+        table, else a dict of arrays by name."""
+        if not metadata:
+            kind = type(inputs)
+            if kind is ndarray:
+                code = _CODES_BY_DTYPE.get(inputs.dtype)
+                if code is not None and inputs.flags.c_contiguous and inputs.ndim <= MAX_DIMS:
+                    return self._call_array(inputs, code, _DEFAULT_MS if timeout is None else _timeout_ms(timeout))
+            elif kind is dict and _fast_many is not None:
+                out = self._call_many(inputs, _DEFAULT_MS if timeout is None else _timeout_ms(timeout))
+                if out is not _GENERAL:
+                    return out
+        tensors, meta = self.call_message(inputs, metadata or None, timeout)
+        return _result(tensors, meta)
 
     def _call_array(self, arr: ndarray, code: int, ms) -> Any:
         """One plain array in: begin, copy in, send and first wait in one C call."""
@@ -205,6 +213,32 @@ class Client(Handle):
                     return rc  # the reply array; the call is freed
         finally:
             self._give_back()
+        return self._end_call(sc, rc)
+
+    def _call_many(self, inputs: dict, ms) -> Any:
+        """A dict of plain arrays in one C call (_fastcall.call_many); _GENERAL when the dict
+        is not plain (nothing was sent)."""
+        sc = self._tls.__dict__.get("s")
+        if sc is None:
+            sc = self._tls.s = _CallScratch()
+        reader = sc.reader
+        if reader._tensors is not sc.tensors:
+            sc.tensors, sc.tensors_at = reader._tensors, addressof(reader._tensors)
+        h = self._borrow()
+        try:
+            rc = _fast_many(h.value, ms.value, inputs, 100, sc.call_at, sc.reply_at, sc.tensors_at, reader._cap, sc.count_at)
+        finally:
+            self._give_back()
+        if rc is None:
+            return _GENERAL
+        if type(rc) is not int:
+            return rc  # the reply's outputs; the call is freed
+        return self._end_call(sc, rc)
+
+    def _end_call(self, sc: _CallScratch, rc: int) -> Any:
+        """The rest of a call the C path began (sc.call) but did not finish: wait, raise its
+        error, or read a reply that is not plain; frees the call."""
+        reader = sc.reader
         call = sc.call.value
         try:
             while rc == _AGAIN:  # sc.call, not the int: an int would cross as a 32-bit C int
@@ -215,8 +249,9 @@ class Client(Handle):
                 _raise_call_error(call, rc)
             n = sc.count.value
             tensors = reader.convert(n) if n <= reader._cap else reader.read(sc.reply.value)
+            meta = read_metadata(sc.reply.value)
             check(lib.ferry_call_check(sc.call))
-            return _result(tensors)
+            return _result(tensors, meta)
         finally:
             if call:
                 _free(c_void_p(call))
@@ -241,9 +276,16 @@ class Client(Handle):
         return call
 
 
-def _result(tensors: dict) -> Any:
-    """What a call returns: the array of a one-tensor reply, a DataFrame for a table, else
-    the dict of arrays."""
+#: _call_many's "not a plain dict: take the general path"
+_GENERAL = object()
+
+
+def _result(tensors: dict, meta: Mapping[str, str] | None = None) -> Any:
+    """What a call returns: a tuple when the model returned one (metadata ferry.outputs=tuple;
+    the tensors in order), the array of a one-tensor reply, a DataFrame for a table, else the
+    dict of arrays."""
+    if meta and meta.get(OUTPUTS_KEY) == OUTPUTS_TUPLE:
+        return tuple(tensors.values())
     if TABLE in tensors:  # first: a table without columns is one tensor, its schema
         return from_tensors(tensors)
     if len(tensors) == 1:
@@ -272,10 +314,11 @@ class Call(Handle):
             if rc:
                 _raise_call_error(h, rc)
             tensors = MessageReader().read(reply.value)
+            meta = read_metadata(reply.value)
             check(lib.ferry_call_check(h))
         finally:
             self.close()
-        return _result(tensors)
+        return _result(tensors, meta)
 
 
 __all__ = ["Client", "Call"]

@@ -53,9 +53,9 @@ _CODES_BY_DTYPE = {dt: code for code, dt in NUMPY_DTYPES.items()}
 
 
 def _load_fastcall():
-    """The compiled calls (_fastcall.c, built by `make build`): the client's one-array call
-    and the worker's one-array request and reply, bound to the libferry functions ctypes
-    loaded and to the dtype table above. None where it is absent or FERRY_PURE_PYTHON=1 asks
+    """The compiled calls (_fastcall.c, built by `make build`): the client's call and the
+    worker's request and reply of plain messages (arrays, dicts and tuples of them), bound to
+    the libferry functions ctypes loaded and to the dtype table above. None where it is absent or FERRY_PURE_PYTHON=1 asks
     for the ctypes paths (client.py and serving.py have both; tests run both)."""
     if os.environ.get("FERRY_PURE_PYTHON"):
         return None
@@ -63,9 +63,10 @@ def _load_fastcall():
         from . import _fastcall
     except ImportError:
         return None
-    addr = lambda f: ctypes.cast(f, c_void_p).value  # noqa: E731
-    _fastcall.bind(addr(lib.ferry_call_array), addr(lib.ferry_call_poll), addr(lib.ferry_call_free),
-                   addr(lib.ferry_worker_next), addr(lib.ferry_job_reply_tensor), addr(lib.ferry_call_check),
+    names = ("ferry_call_array", "ferry_call_begin", "ferry_call_writer", "ferry_writer_put_tensor", "ferry_writer_set_meta",
+             "ferry_call_poll", "ferry_call_check", "ferry_call_free", "ferry_message_meta_count", "ferry_message_meta",
+             "ferry_worker_next", "ferry_job_writer", "ferry_job_reply")
+    _fastcall.bind({n: ctypes.cast(getattr(lib, n), c_void_p).value for n in names},
                    tuple(NUMPY_DTYPES.get(code) for code in range(max(NUMPY_DTYPES) + 1)))
     return _fastcall
 
@@ -294,9 +295,23 @@ def reply_array(job: int, name: bytes, arr: np.ndarray, sc: "_Scratch | None" = 
     return lib.ferry_job_reply_tensor(job, name, code, arr.ndim, shape, _address(arr), arr.nbytes)
 
 
-def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[str, str] | None = None) -> None:
+#: Reply metadata of a model that returned a tuple or list of outputs: the client gets a
+#: tuple of the tensors in order (docs/protocol.md).
+OUTPUTS_KEY, OUTPUTS_TUPLE = "ferry.outputs", "tuple"
+
+
+def write_message(writer: int, value: Any, default_name: str, metadata: Mapping[str, str] | None = None,
+                  several: bool = False) -> None:
     """Writes a single value under `default_name`, a mapping of named values, or a pandas
-    DataFrame as a table (ferry.table)."""
+    DataFrame as a table (ferry.table). With `several` (a model's reply), a tuple or list
+    holding arrays is several outputs: `output_0`, `output_1`, ... (a namedtuple's field
+    names), in order, with metadata ferry.outputs=tuple."""
+    if several and isinstance(value, (tuple, list)) and value and any(isinstance(v, np.ndarray) for v in value):
+        names = value._fields if isinstance(value, tuple) and hasattr(value, "_fields") else None
+        for i, v in enumerate(value):
+            write_value(writer, names[i] if names else f"output_{i}", v)
+        check(lib.ferry_writer_set_meta(writer, OUTPUTS_KEY.encode(), OUTPUTS_TUPLE.encode()))
+        value = None
     if type(value) is not dict and is_arrow_table(value):
         value = arrow_to_tensors(value)
     if type(value) is not dict and is_dataframe(value):

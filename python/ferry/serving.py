@@ -22,9 +22,10 @@ from ._handle import Handle, check
 from ._lib import lib, raw
 from .errors import ChannelClosed, FerryError, MalformedMessage, PayloadTooLarge, RemoteError, Timeout
 from .table import TABLE, from_tensors
-# The request and reply of a one-array model are made in C when the compiled module is built
-# (message.fastcall: _fastcall.next, .reply); the ctypes path below does the same otherwise.
-from .message import _CODES_BY_DTYPE, DEFAULT_OUTPUT, MessageReader, _scratch, fastcall as _fastcall, reply_array, write_message
+# The request and reply of plain messages (arrays, dicts and tuples of arrays) are made in C
+# when the compiled module is built (message.fastcall: _fastcall.next, .reply); the ctypes
+# path below does the same otherwise.
+from .message import DEFAULT_OUTPUT, MessageReader, _scratch, fastcall as _fastcall, reply_array, write_message
 
 _TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
 _malloc_tuned = False
@@ -191,25 +192,27 @@ class Worker(Handle):
         scratch = _scratch()  # this thread's reusable ctypes out-parameters
         output = DEFAULT_OUTPUT.encode()
         ndarray = np.ndarray
-        codes = _CODES_BY_DTYPE
         refcount = sys.getrefcount
-        fast_next = _fastcall.next if (_fastcall is not None and single) else None
+        fast_next = _fastcall.next if _fastcall is not None else None
         fast_reply = _fastcall.reply if _fastcall is not None else None
         w_at, wait_ms, job_at, count_at = w.value, wait_c.value, ctypes.addressof(job), ctypes.addressof(count)
         tensors_obj = tensors_at = None
         served = 0
         while not self._stop and (max_requests is None or served < max_requests):
             # recv + validate + tensor descriptors in one C call, arguments prebuilt; in C
-            # (_fastcall), that call also makes the view of a one-array request.
-            arg = None
+            # (_fastcall), that call also makes the views of a plain request (one array, or
+            # a dict of them).
+            arg = tensors = None
             if fast_next is not None:
                 if reader._tensors is not tensors_obj:  # the reader grows its array for big requests
                     tensors_obj, tensors_at = reader._tensors, ctypes.addressof(reader._tensors)
                 bases, owners = self._fast_slots
-                rc = fast_next(w_at, wait_ms, job_at, tensors_at, reader._cap, count_at, origin, size, bases, owners)
+                rc = fast_next(w_at, wait_ms, job_at, tensors_at, reader._cap, count_at, origin, size, bases, owners, single)
                 if type(rc) is tuple:
                     slot, arg = rc
                     rc = 0
+                    if type(arg) is dict:
+                        tensors = arg
             else:
                 rc = nxt(w, wait_c, job_ref, reader._tensors, reader._cap_c, count_ref)
             if rc == _TIMEOUT:
@@ -224,14 +227,14 @@ class Worker(Handle):
             job_ptr = job.value
             if rc != 0 and not job_ptr:
                 check(rc)
-            error = None
-            tensors = result = None
+            error = general = None
+            result = None
             if arg is None:
                 slot = -1
             try:
                 if rc != 0:
                     check(rc)  # a malformed request: the client gets the error
-                if arg is None:  # not the C path's view of a one-array request
+                if arg is None:  # not the C path's views of a plain request
                     n = count.value
                     if n > reader._cap:  # the descriptors did not fit: fetch them all
                         check(request(job_ptr, msg_ref))
@@ -263,42 +266,52 @@ class Worker(Handle):
                 if os.environ.get("FERRY_TRACEBACK"):
                     traceback.print_exc()
             # Did the model keep its input? Our own references are: `arg` (+1 when `tensors`
-            # holds it too), the dict, and the slot's baseline. Anything more is the model's.
+            # holds it too, +1 when the result is it or a view of it), the dict, and the
+            # slot's baseline. Anything more is the model's.
             kept = False
             if slot >= 0:
-                if tensors is None:  # `result is arg`: an echo holds one more reference
-                    kept = refcount(arg) > 2 + (result is arg) or refcount(slot_obj[slot]) > slot_rc[slot] + 1
+                if tensors is None:
+                    of_arg = result is arg or (type(result) is ndarray and result.base is arg)
+                    kept = refcount(arg) > 2 + of_arg or refcount(slot_obj[slot]) > slot_rc[slot] + 1 or \
+                        (of_arg and result is not arg and refcount(result) > 2)
                 else:
                     arrays = [v for v in tensors.values() if type(v) is ndarray]
                     kept = refcount(slot_obj[slot]) > slot_rc[slot] + len(arrays) or refcount(tensors) > 2 + (arg is tensors) or \
                         any(refcount(v) > 3 + (v is arg) for v in arrays)
+            if error is None:
+                # The reply is written after the request in the slot (never over it), so a
+                # result that is a view of the input is copied intact. Not kept: written and
+                # sent in one C call. Kept, or not plain: written, then the request preserved
+                # if the model still holds it, then sent.
+                rc = None
+                try:
+                    if result is None:
+                        raise TypeError("the model returned None; return an array, a scalar, str, bytes, a dict or a tuple of those")
+                    if fast_reply is not None:
+                        rc = fast_reply(job_ptr, result, not kept)
+                        if rc:
+                            check(rc)  # not written (e.g. too large for the slot): the job is still open
+                    elif not kept and type(result) is ndarray:
+                        rc = reply_array(job_ptr, output, result, scratch)  # written and sent, or None
+                    if rc is None:
+                        general = True
+                        write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT, several=True)
+                    elif not kept:
+                        served += 1
+                        continue  # sent
+                except BaseException as e:  # e.g. the reply does not fit: the client is told why
+                    error = failure(e)
+                    stop = None
+            if slot >= 0 and (kept or general or error is not None):
+                arg = tensors = result = arrays = None  # only the model can hold the input now
+                if refcount(slot_obj[slot]) > slot_rc[slot]:
+                    self._preserve(job_ptr, slot)
             if error is not None:
-                if kept:
-                    arg = tensors = arrays = None  # only the model can hold the input now
-                    if refcount(slot_obj[slot]) > slot_rc[slot]:
-                        self._preserve(job_ptr, slot)
                 lib.ferry_job_fail_ex(job_ptr, *error)
                 if stop is not None:
                     raise stop()
                 continue
-            try:
-                if result is None:
-                    raise TypeError("the model returned None; return an array, a scalar, str, bytes, or a dict of those")
-                rc = None
-                if not kept and type(result) is ndarray and (result.base is None or result is arg):
-                    # None: not a plain array (e.g. str)
-                    rc = fast_reply(job_ptr, output, result, codes) if fast_reply is not None else reply_array(job_ptr, output, result, scratch)
-                if rc is None:
-                    write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT)
-                    if slot >= 0:
-                        arg = tensors = result = arrays = None  # the reply is written: only the model can hold the input now
-                        if refcount(slot_obj[slot]) > slot_rc[slot]:
-                            self._preserve(job_ptr, slot)
-            except BaseException as e:  # e.g. the reply does not fit: the client is told why
-                lib.ferry_job_fail_ex(job_ptr, *failure(e))
-                continue
-            if rc is None:
-                rc = reply(job_ptr)
+            reply(job_ptr)
             # The job is answered and freed either way; a failed reply already reached the
             # client as an error (e.g. too large for the slot), so the worker goes on.
             served += 1

@@ -38,4 +38,7 @@ def predict(x):
             return {"writeable": np.bool_(a.flags.writeable), "mapping": np.array(where)}
         if "ping" in x:
             return {"pong": np.int64(os.getpid())}
+        if "outputs" in x:  # several outputs: a tuple (the last a view of the input), or a list with strings
+            a = x["outputs"]
+            return (a, a[:1] * 2, a[1:]) if "strings" not in x else [a, np.array(["é", "x"])]
     return x
