@@ -28,7 +28,7 @@ PYDEST := $(PREFIX)/share/ferry/python
 EXAMPLES := example-digits example-frames example-table example-stream
 CC ?= cc
 
-.PHONY: all check-tables setup setup-demo build build-demo test-demo wheel wheel-pack wheel-check side-checks test-wheel python-ext build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-setup install uninstall clean help
+.PHONY: all check-tables setup setup-demo build build-demo test-demo wheel wheel-pack wheel-check side-checks test-wheel python-ext build-examples demo demo-redis test test-swift test-python fuzz fuzz-short sanitize soak bench bench-tcp bench-redis bench-streams bench-tables bench-shapes bench-setup install uninstall clean help
 
 all: build
 
@@ -190,10 +190,15 @@ bench: build bench-setup
 	$(PYTHON) bench/streams.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/tables.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/strings.py > /dev/null
+	$(PYTHON) bench/shapes.py > /dev/null
 	$(PYTHON) bench/batching.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/render.py
 
 # Only the table rows (bench/tables.py), then the page again.
+bench-shapes: build bench-setup
+	$(PYTHON) bench/shapes.py > /dev/null
+	$(PYTHON) bench/render.py
+
 bench-tables: build bench-setup
 	$(PYTHON) bench/tables.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/render.py

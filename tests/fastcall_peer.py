@@ -59,7 +59,7 @@ def cases():
     yield "dict empty arrays", {"x": np.array([0]), "e": np.zeros((0, 3)), "s": np.float32(2)}, None
     yield "tuple back", {"x": np.array([-21]), "y": y}, None
     yield "list with strings back", {"x": np.array([-22]), "y": y}, None
-    for i in range(3):
+    for i in range(4):
         yield f"dict kept {i}", {"x": np.array([-23, i]), "y": np.array([i, 7], np.int16)}, None
     yield "namedtuple back", {"x": np.array([-24]), "y": y}, None
     yield "list of numbers back", {"x": np.array([-25]), "y": y}, None

@@ -514,6 +514,30 @@ static PyObject *fc_reply(PyObject *self, PyObject *const *args, Py_ssize_t narg
     fc_plan_release(&plan);
     return PyLong_FromLong(rc);
 }
+/* held(tensors, arg, result, slot_obj, slot_baseline) -> bool: whether anything besides the
+ * worker's loop still holds a request's arrays after the model returned — a value of the dict
+ * held elsewhere (beyond the dict, `arg` and `result` themselves or as the result's base), or
+ * the slot object held by more views than the dict's. serving.py's check for a dict request
+ * (the one-array check is two refcounts in Python); `slot_baseline` is the slot object's
+ * count with no request array alive plus one (Worker._map_slot). */
+static PyObject *fc_held(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5 || !PyDict_Check(args[0])) { PyErr_SetString(PyExc_TypeError, "held(dict, arg, result, slot_obj, baseline)"); return NULL; }
+    PyObject *tensors = args[0], *arg = args[1], *result = args[2], *slot_obj = args[3];
+    Py_ssize_t baseline = PyLong_AsSsize_t(args[4]);
+    if (baseline < 0 && PyErr_Occurred()) return NULL;
+    PyObject *result_base = PyArray_Check(result) ? PyArray_BASE((PyArrayObject *)result) : NULL;
+    Py_ssize_t pos = 0, direct = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(tensors, &pos, &k, &v)) {
+        Py_ssize_t expected = 1 + (v == arg) + (v == result) + (v == result_base);
+        if (Py_REFCNT(v) > expected) Py_RETURN_TRUE;
+        if (PyArray_Check(v) && PyArray_BASE((PyArrayObject *)v) == slot_obj) direct++;
+    }
+    if (Py_REFCNT(slot_obj) > baseline - 1 + direct) Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
 
 /* ---- strings: numpy <U arrays <-> the wire's (u64 offsets, UTF-8 text) ------------------
  *
@@ -712,6 +736,7 @@ static PyMethodDef fc_methods[] = {
     {"call_many", (PyCFunction)(void (*)(void))fc_call_many, METH_FASTCALL, "A call with a dict of plain arrays; None when it is not one."},
     {"next", (PyCFunction)(void (*)(void))fc_next_request, METH_FASTCALL, "The next request, as views when it is plain."},
     {"reply", (PyCFunction)(void (*)(void))fc_reply, METH_FASTCALL, "Writes (and sends) a plain result; None when it is not one."},
+    {"held", (PyCFunction)(void (*)(void))fc_held, METH_FASTCALL, "Whether a dict request's arrays are held beyond the worker's loop."},
     {"pack_str", fc_pack_str, METH_O, "pack_str(arr) -> (offsets, text) of a <U array, or None."},
     {"unpack_str", fc_unpack_str, METH_VARARGS, "unpack_str(offsets_addr, text_addr, text_len, count) -> <U array, or None."},
     {NULL, NULL, 0, NULL},

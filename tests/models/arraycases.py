@@ -23,7 +23,7 @@ def several(d):
     if first == -22:
         return [y, np.array(["a", "bé"])]  # a list with strings: the general path
     if first == -23:  # keeps one input past the call, then checks every kept one is intact
-        kept_dict.append((y, int(d["x"][1])))
+        kept_dict.append((y if int(d["x"][1]) % 2 else y[:1], int(d["x"][1])))  # the array, or a view of it
         if not all(int(k.reshape(-1)[0]) == v for k, v in kept_dict):
             raise AssertionError("a kept input changed")
         return {"n": np.array([int(d["x"][1])], np.int64)}

@@ -221,7 +221,21 @@ public struct MessageView {
             }
         }
         // Names must be unique so lookup by name is unambiguous.
-        if count > 1 {
+        // Few tensors (the common case): compared pairwise in place, no allocation.
+        if count > 1 && count <= 16 {
+            for i in 1..<count {
+                let a = table.entries[i]
+                for j in 0..<i {
+                    let b = table.entries[j]
+                    if a.nameLength == b.nameLength,
+                       UnsafeRawBufferPointer(start: text + a.nameStart, count: a.nameLength)
+                        .elementsEqual(UnsafeRawBufferPointer(start: text + b.nameStart, count: b.nameLength)) {
+                        let name = String(decoding: UnsafeRawBufferPointer(start: text + a.nameStart, count: a.nameLength), as: UTF8.self)
+                        throw bad("duplicate tensor name \"\(name)\"")
+                    }
+                }
+            }
+        } else if count > 16 {
             var seen = Set<[UInt8]>()
             for i in 0..<count {
                 let e = table.entries[i]
