@@ -74,6 +74,7 @@ extern "C" {
 #define FERRY_DTYPE_STRING 14
 #define FERRY_DTYPE_UTF32 15
 #define FERRY_DTYPE_FIXED_BYTES 16
+#define FERRY_DTYPE_BFLOAT16 17
 /* END GENERATED */
 
 /** Most dimensions of a tensor. */
@@ -155,6 +156,12 @@ int ferry_client_error(const ferry_client *client, const char **message);
  * whose writer places the request directly in shared memory. Free with ferry_call_free.
  */
 int ferry_call_begin(ferry_client *client, int64_t timeout_ms, ferry_call **out);
+/**
+ * ferry_call_begin that never waits (for event loops): FERRY_EAGAIN at once, with `*out`
+ * NULL, when every request buffer is in use; otherwise as ferry_call_begin, the call's
+ * deadline `timeout_ms` from now. Since 0.1.0 (FERRY_VERSION_NUMBER 100).
+ */
+int ferry_call_try_begin(ferry_client *client, int64_t timeout_ms, ferry_call **out);
 /** The call's request writer (borrowed; valid until ferry_call_send). */
 ferry_writer *ferry_call_writer(ferry_call *call);
 /** Finishes the request and hands it to a worker. */

@@ -57,6 +57,9 @@ DTYPES = [
     # Fixed-width strings, numpy's own layouts (`<U` and `S` arrays), so they cross as views
     # like numbers: the last dimension is the width, each string is padded with NULs.
     (15, "UTF32", "utf32", None, None, 4), (16, "FIXED_BYTES", "fixedBytes", None, None, 1),
+    # Brain floating point (the upper half of a float32): raw 2-byte values in C and Swift;
+    # numpy has no such dtype, Python maps it to ml_dtypes.bfloat16 when that is installed.
+    (17, "BFLOAT16", "bfloat16", None, None, 2),
 ]
 
 

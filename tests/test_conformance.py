@@ -124,13 +124,13 @@ def test_several_outputs_come_back_as_a_tuple_in_order(served):
     replies with several tensors; the client gets a tuple, also from send()."""
     a = np.arange(5, dtype=np.float32)
     with ferry.Client(served.url) as c:
-        for out in (c.call({"outputs": a}), c.send({"outputs": a}).result()):
+        for out in (c.call({"outputs": a, "x": a}), c.send({"outputs": a, "x": a}).result()):
             assert type(out) is tuple and len(out) == 3, out
             for got, want in zip(out, (a, a[:1] * 2, a[1:])):
                 assert got.dtype == want.dtype and got.tolist() == want.tolist() and got.flags.writeable
-        out = c.call({"outputs": a, "strings": np.zeros(1)})
+        out = c.call({"outputs": a, "strings": np.zeros(1)})  # two tensors: the model gets a dict
         assert type(out) is tuple and out[0].tolist() == a.tolist() and out[1].tolist() == ["é", "x"]
-        tensors, meta = c.call_message({"outputs": a})
+        tensors, meta = c.call_message({"outputs": a, "x": a})
         assert list(tensors) == ["output_0", "output_1", "output_2"] and meta["ferry.outputs"] == "tuple"
 
 

@@ -72,6 +72,20 @@ public func ferry_call_begin(_ client: OpaquePointer?, _ timeoutMs: Int64, _ out
     }
 }
 
+@_cdecl("ferry_call_try_begin")
+public func ferry_call_try_begin(_ client: OpaquePointer?, _ timeoutMs: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    let c = try? borrow(client, ClientHandle.self, "client")
+    return status(on: c) {
+        guard let out else { throw invalid("out is NULL") }
+        out.pointee = nil
+        guard let c else { throw invalid("client is NULL") }
+        guard let call = try c.client.tryBegin(timeout: try timeout(timeoutMs)) else {
+            throw FerryError(.again, "every request buffer is in use right now: try again (no call was begun)")
+        }
+        out.pointee = retain(CallHandle(call))
+    }
+}
+
 @_cdecl("ferry_call_writer")
 public func ferry_call_writer(_ call: OpaquePointer?) -> OpaquePointer? {
     guard let c = try? borrow(call, CallHandle.self, "call") else { return nil }

@@ -380,5 +380,8 @@ func preview(_ t: Tensor, limit: Int = 10) -> String {
     case .bytes: return "\(t.bytes.count) bytes"
     case .string, .utf32: return ((try? t.strings()) ?? []).prefix(limit).description
     case .fixedBytes: return "\(t.shape.dropLast().reduce(1, *)) byte strings of width \(t.shape.last ?? 0)"
+    case .bfloat16:  // the upper half of a float32's bits
+        let v = stride(from: 0, to: t.bytes.count - 1, by: 2).map { Float(bitPattern: UInt32(t.bytes[$0]) << 16 | UInt32(t.bytes[$0 + 1]) << 24) }
+        return "[" + v.prefix(limit).map { "\($0)" }.joined(separator: ", ") + (v.count > limit ? ", …" : "") + "]"
     }
 }

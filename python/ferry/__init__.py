@@ -3,10 +3,11 @@
 A thin ctypes binding of libferry (the Swift core); see README.md and docs/.
 """
 from ._lib import lib as _lib
+from .aio import AsyncCall, AsyncClient
 from .client import Call, Client
 from .errors import (
-    Busy, ChannelClosed, Disconnected, FerryError, InvalidArgument, MalformedMessage, NoServer, PayloadTooLarge,
-    PermissionDenied, ProtocolError, RemoteError, Timeout, VersionMismatch, WorkerDied,
+    Again, Busy, ChannelClosed, Disconnected, FerryError, InvalidArgument, MalformedMessage, NoServer, PayloadTooLarge,
+    PermissionDenied, ProtocolError, RemoteError, SystemCallError, SystemError_, Timeout, VersionMismatch, WorkerDied,
 )
 from .message import decode, encode
 from .serving import Worker, census, load_model, model_identity, reclaim, serve
@@ -15,7 +16,8 @@ from .stream import Frame, Publisher, Subscriber
 __version__ = _lib.ferry_version().decode()
 
 __all__ = [
-    "Client", "Call", "Worker", "Publisher", "Subscriber", "Frame", "serve", "load_model", "model_identity", "reclaim", "census", "encode", "decode", "FerryError", "InvalidArgument",
+    "Client", "Call", "AsyncClient", "AsyncCall", "Worker", "Publisher", "Subscriber", "Frame", "serve", "load_model", "model_identity", "reclaim", "census", "encode", "decode", "FerryError", "InvalidArgument",
     "MalformedMessage", "PayloadTooLarge", "Timeout", "WorkerDied", "NoServer", "Busy", "ChannelClosed",
-    "RemoteError", "PermissionDenied", "VersionMismatch", "Disconnected", "ProtocolError", "__version__",
+    "RemoteError", "PermissionDenied", "VersionMismatch", "Disconnected", "ProtocolError", "SystemError_",
+    "SystemCallError", "Again", "__version__",
 ]

@@ -30,6 +30,12 @@ _AGAIN, _REMOTE = Again.code, RemoteError.code
 _STEP_MS = c_int64(100)
 
 
+def _check_inputs(inputs: Any) -> None:
+    """None is not a message (it would reach the model as an empty dict): a TypeError."""
+    if inputs is None:
+        raise TypeError("call(None): send an array, a dict of named arrays, a DataFrame, a scalar, str or bytes")
+
+
 def _raise_call_error(call, rc: int) -> None:
     """Raises the exception for a failed call: a model's error with its type and traceback."""
     if rc != _REMOTE:
@@ -146,6 +152,7 @@ class Client(Handle):
                      timeout: float | None = None, with_metadata: bool = True) -> tuple[dict, dict]:
         """Sends `inputs` (an array, or a dict of named arrays) and returns the reply as
         (tensors by name, metadata). Arrays are copied out of shared memory."""
+        _check_inputs(inputs)
         ms = _DEFAULT_MS if timeout is None else _timeout_ms(timeout)
         sc = self._tls.__dict__.get("s")
         if sc is None:
@@ -261,6 +268,7 @@ class Client(Handle):
         """Sends `inputs` without waiting: returns a `Call` whose `result()` waits for the
         reply. Several calls may be in flight at once (one slot each); `timeout` is the
         call's deadline, counted from now."""
+        _check_inputs(inputs)
         ms = _DEFAULT_MS if timeout is None else _timeout_ms(timeout)
         ptr = c_void_p()
         rc = self._begin(ms, byref(ptr))

@@ -106,6 +106,9 @@ class ProtocolError(FerryError):
     code = 15
 # END GENERATED
 
+#: A readable name for SystemError_ (FERRY_ESYSTEM: a system call failed, e.g. /dev/shm full).
+SystemCallError = SystemError_
+
 # The model's error type and traceback, when the worker sent them (ferry_call_error).
 RemoteError.type = None
 RemoteError.traceback = None
@@ -122,5 +125,5 @@ def error_for(code: int, message: str) -> FerryError:
 __all__ = [
     "FerryError", "InvalidArgument", "MalformedMessage", "PayloadTooLarge", "Timeout", "WorkerDied",
     "NoServer", "Busy", "ChannelClosed", "SystemError_", "RemoteError", "PermissionDenied",
-    "VersionMismatch", "Again", "Disconnected", "ProtocolError", "error_for",
+    "VersionMismatch", "Again", "Disconnected", "ProtocolError", "SystemCallError", "error_for",
 ]

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ._handle import Handle, check
+from .errors import InvalidArgument
 from ._lib import MAX_DIMS, FerryTensor, lib
 from .table import TABLE, PackedStrings, arrow_to_tensors, is_arrow_table, is_dataframe, to_tensors
 
@@ -31,6 +32,7 @@ BYTES = 13
 STRING = 14
 UTF32 = 15
 FIXED_BYTES = 16
+BFLOAT16 = 17
 #: numpy dtype for each fixed-size wire code (little-endian).
 NUMPY_DTYPES = {
     BOOL: np.dtype('bool'),
@@ -50,6 +52,31 @@ NUMPY_DTYPES = {
 _CODES = {(dt.kind, dt.itemsize): code for code, dt in NUMPY_DTYPES.items()}
 #: the same table keyed by (little-endian) dtype objects: one dict lookup per array
 _CODES_BY_DTYPE = {dt: code for code, dt in NUMPY_DTYPES.items()}
+
+
+def _bfloat16() -> np.dtype | None:
+    """ml_dtypes' bfloat16, the numpy dtype of BFLOAT16 tensors, when ml_dtypes is installed
+    (imported on first use; also added to the tables above then)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return None
+    dt = np.dtype(ml_dtypes.bfloat16)
+    NUMPY_DTYPES[BFLOAT16] = dt
+    _CODES_BY_DTYPE[dt] = BFLOAT16
+    return dt
+
+
+def _numpy_dtype(code: int, name: str) -> np.dtype:
+    """The numpy dtype of a fixed-size wire code, or a clear error (bfloat16 without ml_dtypes)."""
+    dt = NUMPY_DTYPES.get(code)
+    if dt is None and code == BFLOAT16:
+        dt = _bfloat16()
+        if dt is None:
+            raise TypeError(f"tensor {name!r} is bfloat16, which numpy has no dtype for: install ml_dtypes (pip install ml_dtypes) to read it")
+    if dt is None:
+        raise TypeError(f"tensor {name!r} has wire dtype {code}, which this version of Ferry does not know")
+    return dt
 
 
 def _load_fastcall():
@@ -82,15 +109,17 @@ DEFAULT_OUTPUT = "output"
 def dtype_code(dt: np.dtype) -> int:
     """Wire code of a numpy dtype; raises InvalidArgument-like ValueError for others."""
     code = _CODES.get((dt.kind, dt.itemsize))
+    if code is None and dt.name == "bfloat16" and _bfloat16() == dt:
+        return BFLOAT16
     if code is None:
-        raise TypeError(f"numpy dtype {dt} has no Ferry equivalent (supported: bool, int8-64, uint8-64, float16/32/64, str, bytes)")
+        raise TypeError(f"numpy dtype {dt} has no Ferry equivalent (supported: bool, int8-64, uint8-64, float16/32/64, bfloat16 (ml_dtypes), str, bytes)")
     return code
 
 
 def _address(arr: np.ndarray) -> int:
     """Data address of a contiguous array. `from_buffer` is ~3× cheaper than
     `__array_interface__` but needs a writable buffer."""
-    if arr.flags.writeable and arr.nbytes:
+    if arr.flags.writeable and arr.nbytes and arr.dtype.kind != "V":  # (ml_dtypes' have no buffer format)
         return ctypes.addressof(ctypes.c_char.from_buffer(arr))
     return arr.__array_interface__["data"][0]
 
@@ -147,12 +176,36 @@ def _scratch() -> _Scratch:
     return s
 
 
+#: DLPack device types (dlpack.h DLDeviceType) by code, for errors that name the device.
+_DL_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi", 10: "rocm",
+               11: "rocm_host", 13: "cuda_managed", 14: "oneapi", 15: "webgpu", 16: "hexagon", 17: "maia"}
+
+
+def from_dlpack(name: str, value: Any) -> np.ndarray:
+    """An object with `__dlpack__` (a torch, JAX or CuPy-on-host tensor, ...) as a numpy array
+    of the same memory (no copy), or a clear error: a tensor on another device than the CPU
+    names it (Ferry moves host memory). A torch tensor that requires grad is detached first."""
+    device = value.__dlpack_device__() if hasattr(value, "__dlpack_device__") else (1, 0)
+    kind, index = int(device[0]), int(device[1])
+    if kind != 1:
+        raise InvalidArgument(f"tensor {name!r} is on device {_DL_DEVICES.get(kind, f'type {kind}')}:{index}; Ferry sends host "
+                              "memory (GPU transport is later work): copy it to the CPU first (e.g. t.cpu())")
+    if getattr(value, "requires_grad", False) and hasattr(value, "detach"):
+        value = value.detach()  # torch refuses to export a tensor that requires grad
+    try:
+        return np.from_dlpack(value)
+    except (BufferError, TypeError, RuntimeError, ValueError) as e:
+        raise TypeError(f"tensor {name!r}: its DLPack export failed ({type(e).__name__}: {e})") from None
+
+
 def write_value(writer: int, name: str, value: Any, text: bool = False) -> None:
     """Writes one value (array, scalar, str, bytes) as a tensor through a C writer. numpy
     `<U`/`S` arrays cross in their own fixed-width layout (UTF32, FIXED_BYTES: a copy, read
     back as a view) unless `text` asks for the packed UTF-8 `string` layout (tables)."""
     key = _c_text(name, "tensor name")
     arr = value if type(value) is np.ndarray else None
+    if arr is None and hasattr(value, "__dlpack__") and not isinstance(value, (np.ndarray, np.generic)):
+        arr = from_dlpack(name, value)
     if arr is None and type(value) is PackedStrings:
         offsets, text = value.offsets, value.text
         if offsets.dtype != np.dtype("<u8") or not offsets.flags.c_contiguous:
@@ -389,7 +442,7 @@ class MessageReader:
                 else:
                     out[name] = _read_strings(addr, nbytes, shape)
                 continue
-            dt = NUMPY_DTYPES[code]
+            dt = NUMPY_DTYPES.get(code) or _numpy_dtype(code, name)
             if mapping is not None and base is not None:
                 # One ndarray over the read-only segment view: no copy, not writable.
                 arr = np.ndarray(shape, dtype=dt, buffer=mapping, offset=addr - base)

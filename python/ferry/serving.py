@@ -170,6 +170,7 @@ class Worker(Handle):
         merged along axis 0 and `fn` runs once for them (ferry.batching).
         Returns the number of requests answered."""
         tune_malloc()
+        fn = _synchronous(fn)
         if not isinstance(max_batch, int) or not 1 <= max_batch <= 4096:
             raise ValueError(f"max_batch={max_batch!r}: use an integer in 1...4096")
         if not isinstance(max_delay_us, int) or not 0 <= max_delay_us <= 10_000_000:
@@ -322,8 +323,67 @@ class Worker(Handle):
         return served
 
 
+def _synchronous(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An `async def` model as a plain function: each call runs to completion on one event
+    loop that the worker keeps (so the model's own tasks, clients and connections made with
+    it live across calls)."""
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else getattr(fn, "__call__", fn)
+    if not inspect.iscoroutinefunction(target):
+        return fn
+    import asyncio
+    loop = asyncio.new_event_loop()
+
+    def run(x):
+        return loop.run_until_complete(fn(x))
+
+    run.__wrapped__ = fn  # type: ignore[attr-defined]
+    return run
+
+
+def with_tensors(fn: Callable[[Any], Any], tensors: str) -> Callable[[Any], Any]:
+    """`fn` served with `tensors="torch"`: it receives torch tensors made zero-copy from the
+    request's slot views (`torch.from_numpy`; read-only memory: do not modify them in place)
+    and may return torch tensors (CPU; sent from their memory through DLPack, detached if
+    they require grad), alone, in a dict or a tuple. "numpy" returns `fn` as it is."""
+    if tensors == "numpy":
+        return fn
+    if tensors != "torch":
+        raise ValueError(f"tensors={tensors!r}: use 'numpy' or 'torch'")
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("tensors='torch' needs PyTorch (pip install torch)") from None
+    import warnings
+
+    from .message import from_dlpack
+
+    def to_torch(v):
+        if type(v) is np.ndarray:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "not writable": the slot view is read-only by contract
+                return torch.from_numpy(v)
+        if type(v) is dict:
+            return {k: to_torch(x) for k, x in v.items()}
+        return v
+
+    def to_numpy(v):
+        if isinstance(v, torch.Tensor):
+            return from_dlpack("output", v)
+        if type(v) is dict:
+            return {k: to_numpy(x) for k, x in v.items()}
+        if type(v) in (tuple, list):
+            return type(v)(to_numpy(x) for x in v)
+        return v
+
+    def run(x):
+        return to_numpy(fn(to_torch(x)))
+
+    run.__wrapped__ = fn  # type: ignore[attr-defined]
+    return run
+
+
 def serve(url: str, fn: Callable[[Any], Any], inputs: str = "auto", max_requests: int | None = None,
-          max_batch: int = 1, max_delay_us: int = 0, model: str | None = None) -> int:
+          max_batch: int = 1, max_delay_us: int = 0, model: str | None = None, tensors: str = "numpy") -> int:
     """Serves `fn` on `url` until SIGINT/SIGTERM or the channel closes; returns the count.
     `max_batch`/`max_delay_us` turn on dynamic batching (see `Worker.serve`).
 
@@ -332,10 +392,14 @@ def serve(url: str, fn: Callable[[Any], Any], inputs: str = "auto", max_requests
     of another model is refused (`InvalidArgument` naming both) instead of answering some of
     the calls with its own results.
 
+    `fn` may be an `async def` function (run on one event loop the worker keeps); with
+    `tensors="torch"` it gets and may return torch tensors (see `with_tensors`).
+
     >>> ferry.serve("shm://digits", lambda images: model.predict(images))
     >>> ferry.serve("shm://digits", model.predict, max_batch=32, max_delay_us=500)
     """
     url = with_model(url, model if model is not None else identity_of(fn))
+    fn = with_tensors(fn, tensors)
     with Worker(url) as worker:
         previous = {}
 
@@ -434,7 +498,8 @@ def load_model(target: str, function: str = "predict") -> Callable[[Any], Any]:
         fn = getattr(module, function, None)
     if not callable(fn):
         raise AttributeError(f"{target} defines no callable `{function}` (or setup() returning one)")
-    return fn
+    # A model file may ask for torch tensors: TENSORS = "torch" (see with_tensors).
+    return with_tensors(fn, getattr(module, "TENSORS", "numpy"))
 
 
 

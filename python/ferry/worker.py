@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", default="ferry", help="channel name when --url is not given")
     p.add_argument("--function", default="predict", help="function to serve (default: predict)")
     p.add_argument("--inputs", choices=["auto", "dict"], default="auto")
+    p.add_argument("--tensors", choices=["numpy", "torch"], default=None,
+                   help="what the model gets and returns: numpy arrays (default) or torch tensors (zero-copy)")
     p.add_argument("--exit-with-parent", action="store_true", help="exit when the supervising process dies")
     p.add_argument("--cpu", type=int, default=None, help="pin this worker to one CPU")
     p.add_argument("--max-batch", type=int, default=1, help="merge up to this many requests into one model call")
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         identity = args.model_id or model_identity(args.model, args.function, args.model_version)
         serve(url, fn, inputs=args.inputs, max_batch=args.max_batch, max_delay_us=args.max_delay_us if args.max_batch > 1 else 0,
-              model=identity)
+              model=identity, tensors=args.tensors or "numpy")
     except ChannelClosed as e:
         if "broken" in str(e):  # another process truncated the segment: say so, fail
             print(f"ferry.worker: {e}", file=sys.stderr, flush=True)

@@ -2,6 +2,7 @@
  * and prints the reply's tensors by index — name, dtype, shape, first value — and the
  * `ferry.outputs` metadata (docs/protocol.md: "tuple" when the model returned a tuple or list
  * of arrays). tests/test_fastcall.py checks what it prints. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,6 +43,8 @@ int main(int argc, char **argv) {
         printf("%zu %.*s dtype=%d shape=", i, (int)t.name_len, t.name, t.dtype);
         for (int d = 0; d < t.ndim; d++) printf(d ? "x%lld" : "%lld", (long long)t.shape[d]);
         if (t.dtype == FERRY_DTYPE_FLOAT32 && t.nbytes >= 4) printf(" first=%g", (double)((const float *)t.data)[0]);
+        /* bfloat16: raw 2-byte values, the upper half of a float32's bits (1.0 is 0x3f80) */
+        if (t.dtype == FERRY_DTYPE_BFLOAT16 && t.nbytes >= 4) printf(" raw1=0x%04x", ((const uint16_t *)t.data)[1]);
         printf("\n");
     }
     ferry_call_free(call);

@@ -24,12 +24,16 @@ public enum DType: UInt8, Sendable, CaseIterable {
     /// Fixed-width byte strings, numpy's `S{w}`: the last dimension is the width `w`; a
     /// string shorter than `w` is padded with NULs.
     case fixedBytes = 16
+    /// Brain floating point: the upper 16 bits of an IEEE float32 (sign, 8-bit exponent,
+    /// 7-bit fraction), little-endian. Swift has no such type: read and write the raw
+    /// `UInt16` values (a float32's bits shifted right by 16).
+    case bfloat16 = 17
 
     /// Bytes per element (for fixed-width strings: per code unit), or nil for variable-length `string`.
     public var itemSize: Int? {
         switch self {
         case .bool, .int8, .uint8, .bytes, .fixedBytes: return 1
-        case .int16, .uint16, .float16: return 2
+        case .int16, .uint16, .float16, .bfloat16: return 2
         case .int32, .uint32, .float32, .utf32: return 4
         case .int64, .uint64, .float64: return 8
         case .string: return nil
@@ -55,6 +59,7 @@ public enum DType: UInt8, Sendable, CaseIterable {
         case .string: return "string"
         case .utf32: return "utf32"
         case .fixedBytes: return "fixed_bytes"
+        case .bfloat16: return "bfloat16"
         }
     }
 
