@@ -46,12 +46,12 @@ def test_serve_supervises_restarts_and_stops_workers(procs, name):
         assert len(after & first) == 1
         served = {int(c.call({"id": np.arange(2), "x": np.zeros(1)}, timeout=10)["pid"]) for _ in range(300)}
         assert served <= after
-        # ferry stats counts the restart (and the workers: two, plus the supervisor holding the
-        # channel, once the replacement has loaded its model and attached).
+        # ferry stats counts the restart and the Python workers (two, once the replacement
+        # has loaded its model and attached; the supervisor holding the channel is not one).
         def stats():
             out = subprocess.run([FERRY, "stats", name, "--json", "--interval", "0.1"], capture_output=True, text=True, timeout=30)
             row = json.loads(out.stdout)
-            return row if row["workers"] == 3 else None
+            return row if row["workers"] == 2 else None
         row = wait_for(stats, timeout=20)
         assert row["restarts"] == 1 and row["answered"] >= 301, row
     sup.send_signal(signal.SIGTERM)
@@ -208,7 +208,7 @@ def test_serve_exposes_prometheus_metrics_that_a_scrape_reads(procs, name):
     label = f'{{channel="{name}"}}'
     assert metrics[f"ferry_requests_answered_total{label}"] >= 51  # the pings too
     assert metrics[f"ferry_requests_failed_total{label}"] == 1
-    assert metrics[f"ferry_workers{label}"] == 2  # the worker and the supervisor holding the channel
+    assert metrics[f"ferry_workers{label}"] == 1  # the Python worker (not the supervisor holding the channel)
     assert metrics[f"ferry_slots{label}"] == 8
     assert 0 < metrics[f"ferry_service_p50_seconds{label}"] < 1
     assert "# HELP ferry_requests_answered_total" in text and "# TYPE ferry_requests_answered_total counter" in text
@@ -225,3 +225,127 @@ def test_serve_refuses_a_bad_metrics_address(name):
     out = subprocess.run([FERRY, "serve", os.path.join(MODELS, "testmodel.py"), "--name", name, "--metrics", "nowhere"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "HOST:PORT" in out.stderr, out.stderr
+
+
+LIFECYCLE = os.path.join(MODELS, "lifecycle.py")
+
+
+@pytest.mark.parametrize("broken", ["raise", "syntax", "no-function"])
+def test_a_model_that_fails_to_load_ends_serve_at_once_with_its_error(name, tmp_path, broken):
+    model = tmp_path / "broken.py"
+    model.write_text({"raise": "import numpy\nraise ValueError('cannot load weights.bin')\ndef predict(x):\n    return x\n",
+                      "syntax": "def predict(x)\n    return x\n",
+                      "no-function": "def other(x):\n    return x\n"}[broken])
+    t0 = time.monotonic()
+    out = subprocess.run([FERRY, "serve", str(model), "--name", name, "--workers", "2"], capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - t0
+    assert out.returncode == 70, (out.returncode, out.stderr)
+    assert elapsed < 10, elapsed
+    want = {"raise": "ValueError: cannot load weights.bin", "syntax": "SyntaxError", "no-function": "AttributeError"}[broken]
+    assert want in out.stderr and "failed to load" in out.stderr, out.stderr
+    if broken == "raise":
+        assert "Traceback (most recent call last)" in out.stderr and f"{model}\", line 2" in out.stderr
+    assert not any(line.rstrip().endswith("] serving") for line in out.stderr.splitlines()), out.stderr
+    assert not os.path.exists(seg_path(name))
+
+
+def test_serve_says_serving_only_once_a_worker_is_ready(procs, name, tmp_path):
+    model = tmp_path / "slow.py"
+    model.write_text("import time\ntime.sleep(1.5)\ndef predict(x):\n    return x\n")
+    sup = procs.start([FERRY, "serve", str(model), "--name", name], stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in sup.stderr:
+        lines.append(line)
+        if line.rstrip().endswith("] serving"):
+            break
+    # the moment it says so, a call is answered
+    with ferry.Client(f"shm://{name}") as c:
+        assert c.call(np.arange(3), timeout=1).tolist() == [0, 1, 2]
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=15) == 0
+
+
+def test_crashing_workers_restart_with_backoff_clients_get_no_server_at_once_then_serve_gives_up(procs, name, tmp_path):
+    import socket
+    import urllib.error
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mark = tmp_path / "mark"
+    env = dict(os.environ, LIFECYCLE_MARK=str(mark))
+    sup = procs.start([FERRY, "serve", LIFECYCLE, "--name", name, "--max-restarts", "2", "--restart-window", "60",
+                       "--metrics", f"127.0.0.1:{port}"], stderr=subprocess.PIPE, text=True, env=env)
+    url = f"shm://{name}"
+    wait_served(url, sup)
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).status == 200
+    ready = urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10)
+    assert ready.status == 200 and "1 worker" in ready.read().decode()
+    with ferry.Client(url) as c:
+        # The worker crashes; its replacement takes 3 s to load. Meanwhile a call is NoServer
+        # at once (not a 10 s Timeout), naming why, and /readyz is 503 with the same reason.
+        with pytest.raises(ferry.WorkerDied):
+            c.call({"crash": np.float64(3), "x": np.zeros(1)})
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        with pytest.raises(ferry.NoServer) as e:
+            c.call(np.zeros(1), timeout=10)
+        assert time.monotonic() - t0 < 1.0
+        assert "exited (status 3)" in str(e.value) and "about to crash" in str(e.value), str(e.value)
+        with pytest.raises(urllib.error.HTTPError) as h:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert h.value.code == 503 and "exited (status 3)" in h.value.read().decode()
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10).status == 200
+        wait_served(url, sup, timeout=20)  # the replacement loaded
+        mark.unlink()
+        # Two more crashes in the window: past --max-restarts 2, serve gives up.
+        for _ in range(2):
+            with pytest.raises((ferry.WorkerDied, ferry.NoServer)):
+                c.call({"crash": np.float64(0), "x": np.zeros(1)})
+            if sup.poll() is None:
+                try:
+                    wait_served(url, sup, timeout=10)
+                except RuntimeError:
+                    break
+    assert sup.wait(timeout=30) == 70
+    err = sup.stderr.read()
+    assert "giving up" in err and "--max-restarts" in err, err
+
+
+def test_logs_are_json_lines_with_the_workers_pid_and_model_errors_are_logged(procs, name):
+    sup = procs.start([FERRY, "serve", LIFECYCLE, "--name", name, "--log-format", "json", "--threads", "3"],
+                      stderr=subprocess.PIPE, text=True)
+    url = f"shm://{name}"
+    wait_served(url, sup)
+    with ferry.Client(url) as c:
+        with pytest.raises(ferry.RemoteError):
+            c.call({"raise": np.array("boom"), "x": np.zeros(1)})
+        env = c.call({"env": np.zeros(1), "x": np.zeros(1)})
+    assert str(env["omp"]) == "3"  # --threads
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=15) == 0
+    entries = [json.loads(line) for line in sup.stderr.read().splitlines() if line.strip()]
+    assert all({"ts", "level", "logger", "message"} <= set(e) for e in entries)
+    started = [e for e in entries if e["message"] == "worker started"]
+    errors = [e for e in entries if "ValueError: boom" in e["message"]]
+    assert started and len(errors) == 1, entries
+    assert errors[0]["level"] == "error" and errors[0]["pid"] == started[0]["pid"]
+    assert "Traceback (most recent call last)" in errors[0]["traceback"] and "lifecycle.py" in errors[0]["traceback"]
+    assert any(e["message"] == "serving" for e in entries)
+
+
+def test_log_level_and_the_python_option(procs, name, tmp_path):
+    import sys
+    sup = procs.start([FERRY, "serve", LIFECYCLE, "--name", name, "--log-level", "warning", "--python", sys.executable],
+                      stderr=subprocess.PIPE, text=True)
+    url = f"shm://{name}"
+    wait_served(url, sup)
+    with ferry.Client(url) as c:
+        env = c.call({"env": np.zeros(1), "x": np.zeros(1)})
+    assert str(env["python"]) == sys.executable and str(env["omp"]) == "1"
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=15) == 0
+    err = sup.stderr.read()
+    assert "worker started" not in err and "serving" not in err  # info entries are below --log-level warning
+    bad = subprocess.run([FERRY, "serve", LIFECYCLE, "--name", name, "--log-level", "loud"], capture_output=True, text=True, timeout=30)
+    assert bad.returncode != 0 and "--log-level" in bad.stderr

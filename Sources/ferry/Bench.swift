@@ -113,7 +113,7 @@ struct Bench: ParsableCommand {
             setenv("FERRY_BENCH_REPLY", String(replyBytes), 1)
             // One model per channel: Python workers and the holder carry the model's identity.
             let served = swiftWorker ? (url: target, workerArgs: []) : try Python.served(url: target, model: model)
-            holder = try Worker(served.url)
+            holder = try Worker(served.url, holder: !swiftWorker)
             if swiftWorker {
                 for i in 0..<workers {
                     let cpu = cpus.isEmpty ? nil : cpus[i % cpus.count]
@@ -140,9 +140,17 @@ struct Bench: ParsableCommand {
                 }
             } else {
                 let batching = (maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []) + served.workerArgs
-                let s = Supervisor(model: model, url: target, count: workers, cpus: cpus, extra: batching, logger: makeLogger("ferry.bench"))
-                try s.start()
+                let s = Supervisor(model: model, url: target, count: workers, cpus: cpus, extra: batching, logger: makeLogger("ferry.bench"),
+                                   holder: holder)
                 sup = s
+                do {
+                    try s.start()
+                    try s.waitReady(stop: stop, timeout: 300)
+                } catch {
+                    s.stop()
+                    holder?.close()
+                    throw error
+                }
             }
         }
         defer {

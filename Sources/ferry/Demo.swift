@@ -66,12 +66,13 @@ struct Demo: ParsableCommand {
             url = cluster!.url
         } else {
             let served = try Python.served(url: url, model: "ferry.models.digits")
-            holder = try Worker(served.url)
+            holder = try Worker(served.url, holder: true)
             let cpus = workerCPUs.split(separator: ",").compactMap { Int($0) }
-            var logger = makeLogger("ferry.demo")
-            logger.logLevel = .warning  // the demo prints its own story
-            sup = Supervisor(model: "ferry.models.digits", url: url, count: workers, cpus: cpus, extra: served.workerArgs, logger: logger)
+            let logger = makeLogger("ferry.demo", level: .warning)  // the demo prints its own story
+            sup = Supervisor(model: "ferry.models.digits", url: url, count: workers, cpus: cpus, extra: served.workerArgs, logger: logger,
+                             holder: holder)
             try sup!.start()
+            try sup!.waitReady(stop: stop, timeout: 120)
         }
         if clientCPU >= 0 { try System.pin(cpu: clientCPU) }
         let client = try Client(url)

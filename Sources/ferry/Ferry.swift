@@ -39,7 +39,7 @@ struct Ferry: ParsableCommand {
             try command.run()
         } catch let e as FerryError {
             // The same text ArgumentParser prints for an error, with a status that says which.
-            FileHandle.standardError.write(Data("Error: \(fullMessage(for: e))\n".utf8))
+            FileHandle.standardError.write(Data("Error: \(e.message)\n".utf8))
             Foundation.exit(exitStatus(for: e))
         } catch {
             exit(withError: error)
@@ -64,9 +64,15 @@ struct ChannelOptions: ParsableArguments {
     }
 }
 
-func makeLogger(_ label: String) -> Logger {
-    LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
-    return Logger(label: label)
+func makeLogger(_ label: String, level: Logger.Level = .info, json: Bool = false) -> Logger {
+    LoggingSystem.bootstrap { label in
+        var h: LogHandler = json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+        h.logLevel = level
+        return h
+    }
+    var logger = Logger(label: label)
+    logger.logLevel = level
+    return logger
 }
 
 /// The error of a feature that needs the Network trait, in a `ferry` built without it
@@ -130,10 +136,28 @@ struct Serve: ParsableCommand {
     var cacheMaxBytes: String = "16M"
     @Option(name: .customLong("max-backlog"), help: "With --redis: most requests queued in the stream (older ones are trimmed).")
     var maxBacklog: Int = 10_000
+    @Option(name: .customLong("max-restarts"), help: "Give up (exit 70) when workers crash more than this many times within --restart-window seconds.")
+    var maxRestarts: Int = 5
+    @Option(name: .customLong("restart-window"), help: "Seconds over which --max-restarts counts crashes.")
+    var restartWindow: Double = 60
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+    @Option(name: .customLong("log-format"), help: "text, or json (one JSON object per line).")
+    var logFormat: String = "text"
+    @Option(help: "Threads each worker's numeric libraries may use (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS; default 1, or what the environment sets).")
+    var threads: Int?
+    @Option(help: "The Python interpreter that runs the workers (default: $FERRY_PYTHON, else python3).")
+    var python: String?
     @OptionGroup var channel: ChannelOptions
 
     func run() throws {
-        let logger = makeLogger("ferry.serve")
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level: use trace, debug, info, notice, warning, error or critical") }
+        guard logFormat == "text" || logFormat == "json" else { throw ValidationError("--log-format: use text or json") }
+        if let threads { guard (1...1024).contains(threads) else { throw ValidationError("--threads must be in 1...1024") } }
+        guard maxRestarts >= 0, restartWindow > 0 else { throw ValidationError("--max-restarts must be ≥ 0 and --restart-window > 0") }
+        Python.chosen = python
+        Python.threads = threads
+        let logger = makeLogger("ferry.serve", level: level, json: logFormat == "json")
         guard workers >= 1 && workers <= 256 else { throw ValidationError("--workers must be in 1...256") }
         guard maxBatch >= 1 && maxBatch <= 4096 else { throw ValidationError("--max-batch must be in 1...4096") }
         guard maxDelay >= 0 && maxDelay <= 10_000_000 else { throw ValidationError("--max-delay must be in 0...10000000 µs") }
@@ -153,7 +177,9 @@ struct Serve: ParsableCommand {
         // One model per channel: the holder carries the model's identity, so a server of
         // another model on this name is refused (here, or when it starts).
         let served = try Python.served(url: url, model: model, version: modelVersion)
-        let holder = try Worker(served.url)
+        // A holder: keeps the channel for the workers, takes no requests (clients get
+        // NoServer at once, with the reason, while no worker runs).
+        let holder = try Worker(served.url, holder: true)
         defer { holder.close() }
         let batching = (maxBatch > 1 ? ["--max-batch", "\(maxBatch)", "--max-delay-us", "\(maxDelay)"] : []) + served.workerArgs
 #if Network
@@ -185,11 +211,18 @@ struct Serve: ParsableCommand {
             gateway = try startGateway(listen, name: name, url: url, forwarders: holder.geometry.slots, logger: logger)
         }
 #endif
-        let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger)
-        do { try sup.start() } catch {
+        let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger, holder: holder,
+                             maxRestarts: maxRestarts, restartWindow: restartWindow)
+        // Serving only once a worker is ready: a model that fails to load ends `ferry serve`
+        // here, with its error, instead of a restart loop.
+        do {
+            try sup.start()
+            try sup.waitReady(stop: stop)
+        } catch {
 #if Network
             gateway?.shutdown(grace: .zero)
 #endif
+            sup.stop()
             throw error
         }
 #if Network
@@ -221,7 +254,16 @@ struct Serve: ParsableCommand {
                 }
             }
             let before = sup.restarts
-            sup.poll()
+            do { try sup.poll() } catch {
+                // Gave up: the workers keep crashing. Stop what serves, then fail.
+                logger.error("\(error)")
+#if Network
+                node?.shutdown()
+                gateway?.shutdown(grace: .zero)
+#endif
+                sup.stop()
+                throw error
+            }
             for _ in before..<max(before, sup.restarts) { holder.countRestart() }
         }
         logger.info("stopping")

@@ -17,8 +17,11 @@ final class MetricsExporter: @unchecked Sendable {
     private let answered, failed, timedOut, restarts: Counter
     private let workers, clients, inFlight, slots, p50, p99: Gauge
 
+    let channelName: String
+
     init(holder: Worker, channel: String) {
         self.holder = holder
+        channelName = channel
         let l = [("channel", channel)]
         answered = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "requests_answered", unitName: "total", helpText: "Requests answered by workers."), labels: l)
         failed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "requests_failed", unitName: "total", helpText: "Requests answered with an error."), labels: l)
@@ -55,7 +58,16 @@ final class MetricsExporter: @unchecked Sendable {
         return registry.emitToBuffer()
     }
 
-    /// Serves `GET /metrics` on host:port until the returned channel is closed.
+    /// Whether a worker takes requests now, and what to say about it.
+    func readiness() -> (Bool, String) {
+        let stats = holder.stats()
+        if holder.hasWorker { return (true, "\(stats.workers) worker(s) on shm://\(channelName)") }
+        let why = holder.status
+        return (false, why.isEmpty ? "no worker is attached to shm://\(channelName) (starting, or restarting after a crash)" : why)
+    }
+
+    /// Serves `GET /metrics`, `/healthz` and `/readyz` on host:port until the returned
+    /// channel is closed.
     func listen(host: String, port: Int, group: EventLoopGroup) throws -> Channel {
         let exporter = self
         return try ServerBootstrap(group: group)
@@ -69,7 +81,9 @@ final class MetricsExporter: @unchecked Sendable {
     }
 }
 
-/// Answers `GET /metrics` with the Prometheus text format; anything else with 404.
+/// Answers `GET /metrics` (the Prometheus text format), `GET /healthz` (200 while the process
+/// runs) and `GET /readyz` (200 while a worker takes requests, else 503 with the reason, e.g.
+/// the model's load error); anything else with 404.
 final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -82,13 +96,31 @@ final class MetricsHandler: ChannelInboundHandler, @unchecked Sendable {
         case .head(let head): path = head.method == .GET ? head.uri : ""
         case .body: break
         case .end:
-            let ok = path == "/metrics" || path.hasPrefix("/metrics?")
-            let body = ok ? exporter.scrape() : Array("only GET /metrics is served here\n".utf8)
+            let route = path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            let status: HTTPResponseStatus
+            let body: [UInt8]
+            var type = "text/plain; charset=utf-8"
+            switch route {
+            case "/metrics":
+                status = .ok
+                body = exporter.scrape()
+                type = "text/plain; version=0.0.4; charset=utf-8"
+            case "/healthz":  // the process is alive and answering
+                status = .ok
+                body = Array("ok\n".utf8)
+            case "/readyz":  // a worker is attached and takes requests
+                let (ready, why) = exporter.readiness()
+                status = ready ? .ok : .serviceUnavailable
+                body = Array((ready ? "ready: \(why)\n" : "not ready: \(why)\n").utf8)
+            default:
+                status = .notFound
+                body = Array("served here: GET /metrics, /healthz, /readyz\n".utf8)
+            }
             var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: ok ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain")
+            headers.add(name: "Content-Type", value: type)
             headers.add(name: "Content-Length", value: "\(body.count)")
             headers.add(name: "Connection", value: "close")
-            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: ok ? .ok : .notFound, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: status, headers: headers))), promise: nil)
             var buffer = context.channel.allocator.buffer(capacity: body.count)
             buffer.writeBytes(body)
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)

@@ -4,8 +4,12 @@ import Logging
 
 /// Finds the Python interpreter and Ferry's Python package, and runs Python workers.
 enum Python {
-    /// The interpreter: $FERRY_PYTHON, else python3 on PATH.
-    static var interpreter: String { ProcessInfo.processInfo.environment["FERRY_PYTHON"] ?? "python3" }
+    /// The interpreter: `ferry serve --python`, else $FERRY_PYTHON, else python3 on PATH.
+    nonisolated(unsafe) static var chosen: String? = nil
+    static var interpreter: String { chosen ?? ProcessInfo.processInfo.environment["FERRY_PYTHON"] ?? "python3" }
+    /// Threads a worker's numeric libraries may use (`ferry serve --threads`; default 1:
+    /// one worker a core, and BLAS threads would fight the other workers).
+    nonisolated(unsafe) static var threads: Int? = nil
 
     /// Folder holding the `ferry` Python package: $FERRY_PYTHONPATH, else searched upward from
     /// this executable (a build tree), else PREFIX/share/ferry/python (an install); nil when
@@ -38,8 +42,9 @@ enum Python {
             let lib = URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("libferry.so").path
             if FileManager.default.fileExists(atPath: lib) { env["FERRY_LIBRARY"] = lib }
         }
-        if env["OPENBLAS_NUM_THREADS"] == nil { env["OPENBLAS_NUM_THREADS"] = "1" }
-        if env["OMP_NUM_THREADS"] == nil { env["OMP_NUM_THREADS"] = "1" }
+        for key in ["OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"] {
+            if let threads { env[key] = String(threads) } else if env[key] == nil { env[key] = "1" }
+        }
         return env
     }
 
@@ -74,14 +79,20 @@ enum Python {
         return (url + (url.contains("?") ? "&" : "?") + "model=" + encoded, ["--model-id", id])
     }
 
-    /// Starts `python -m ferry.worker MODEL --url URL` (optionally pinned to a CPU).
-    static func startWorker(model: String, url: String, cpu: Int? = nil, extra: [String] = []) throws -> Process {
+    /// Starts `python -m ferry.worker MODEL --url URL` (optionally pinned to a CPU; its
+    /// stderr into `stderr` when given, and then it reports model errors as FERRY-LOG lines).
+    static func startWorker(model: String, url: String, cpu: Int? = nil, extra: [String] = [], stderr: Pipe? = nil) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         var args = [interpreter, "-m", "ferry.worker", model, "--url", url, "--exit-with-parent"] + extra
         if let cpu { args += ["--cpu", String(cpu)] }
         p.arguments = args
-        p.environment = try environment()
+        var env = try environment()
+        if let stderr {
+            p.standardError = stderr
+            env["FERRY_SUPERVISED"] = "1"
+        }
+        p.environment = env
         try p.run()
         return p
     }
@@ -105,8 +116,17 @@ enum Python {
     }
 }
 
-/// Keeps N worker processes running on one channel: restarts any that exits unexpectedly
-/// (with back-off), stops them all on request.
+/// Keeps N worker processes running on one channel, and says what they do:
+///
+/// * Each worker's stderr is read line by line into the supervisor's log, with its pid (a
+///   model's error report, `FERRY-LOG {json}` from ferry.serving, is one entry).
+/// * Until a worker is ready (attached to the channel, so its model loaded), `waitReady`
+///   waits; a worker that exits before any worker was ever ready failed to load the model:
+///   `poll` throws its error (the last lines it wrote), and `ferry serve` exits at once.
+/// * A worker that crashes after the model once served is restarted after a back-off that
+///   doubles from 0.1 s up to 30 s (back to 0.1 s after a minute of good running); more than
+///   `maxRestarts` crashes within `restartWindow` seconds and `poll` throws (gives up).
+/// * While no worker runs, the holder's status says why (clients get it with `.noServer`).
 final class Supervisor {
     let model: String
     let url: String
@@ -114,18 +134,36 @@ final class Supervisor {
     let logger: Logger
     /// More arguments for every worker (e.g. batching).
     let extra: [String]
+    /// The process's hold on the channel (role "holder"): readiness and status go through it.
+    let holder: Worker?
+    let maxRestarts: Int
+    let restartWindow: TimeInterval
     var workers: [Process?]
     var restarts = 0
+    /// True once some worker attached (its model loaded).
+    private(set) var everReady = false
     private var lastStart: [Date]
+    private var backoff: [TimeInterval]
+    private var restartAt: [Date?]
+    private var crashes: [Date] = []
+    /// The last lines each worker wrote to stderr (for errors), by index.
+    private let tails = Locked<[[String]]>([])
 
-    init(model: String, url: String, count: Int, cpus: [Int] = [], extra: [String] = [], logger: Logger) {
+    init(model: String, url: String, count: Int, cpus: [Int] = [], extra: [String] = [], logger: Logger, holder: Worker? = nil,
+         maxRestarts: Int = 5, restartWindow: TimeInterval = 60) {
         self.model = model
         self.url = url
         self.cpus = cpus
         self.extra = extra
         self.logger = logger
+        self.holder = holder
+        self.maxRestarts = maxRestarts
+        self.restartWindow = restartWindow
         workers = Array(repeating: nil, count: count)
         lastStart = Array(repeating: .distantPast, count: count)
+        backoff = Array(repeating: 0.1, count: count)
+        restartAt = Array(repeating: nil, count: count)
+        tails.withLock { $0 = Array(repeating: [], count: count) }
     }
 
     func start() throws {
@@ -134,22 +172,137 @@ final class Supervisor {
 
     private func spawn(_ i: Int) throws {
         let cpu = cpus.isEmpty ? nil : cpus[i % cpus.count]
-        let p = try Python.startWorker(model: model, url: url, cpu: cpu, extra: extra)
+        let errors = Pipe()
+        let p = try Python.startWorker(model: model, url: url, cpu: cpu, extra: extra, stderr: errors)
         workers[i] = p
         lastStart[i] = Date()
+        tails.withLock { $0[i] = [] }
+        follow(errors, index: i, pid: p.processIdentifier)
         logger.info("worker started", metadata: ["index": "\(i)", "pid": "\(p.processIdentifier)"])
     }
 
-    /// Restarts exited workers; call periodically.
-    func poll() {
+    /// Reads a worker's stderr into the log, a line an entry, keeping the last lines.
+    private func follow(_ pipe: Pipe, index: Int, pid: Int32) {
+        let logger = self.logger, tails = self.tails
+        let pending = Locked(Data())  // a partial line (only this handler touches it)
+        pipe.fileHandleForReading.readabilityHandler = { h in
+            let chunk = h.availableData
+            let lines: [String] = pending.withLock { buf in
+                if chunk.isEmpty {  // EOF: the worker is gone
+                    h.readabilityHandler = nil
+                    defer { buf.removeAll() }
+                    return buf.isEmpty ? [] : [String(decoding: buf, as: UTF8.self)]
+                }
+                buf.append(chunk)
+                var out: [String] = []
+                while let nl = buf.firstIndex(of: 0x0A) {
+                    out.append(String(decoding: buf[buf.startIndex..<nl], as: UTF8.self))
+                    buf.removeSubrange(buf.startIndex...nl)
+                }
+                return out
+            }
+            for line in lines { Supervisor.logLine(line, pid: pid, index: index, logger: logger, tails: tails) }
+        }
+    }
+
+    private static func logLine(_ line: String, pid: Int32, index: Int, logger: Logger, tails: Locked<[[String]]>) {
+        var meta: Logger.Metadata = ["pid": "\(pid)"]
+        var level = Logger.Level.warning
+        var message = line
+        if line.hasPrefix("FERRY-LOG "), let obj = try? JSONSerialization.jsonObject(with: Data(line.dropFirst(10).utf8)) as? [String: Any] {
+            // One structured entry from ferry.serving (e.g. a model's exception and its traceback).
+            message = obj["message"] as? String ?? line
+            level = (obj["level"] as? String).flatMap(Logger.Level.init(rawValue:)) ?? .error
+            for (k, v) in obj where k != "message" && k != "level" { meta[k] = "\(v)" }
+        }
+        tails.withLock { t in
+            guard index < t.count else { return }
+            t[index].append(message)
+            if t[index].count > 40 { t[index].removeFirst(t[index].count - 40) }
+        }
+        logger.log(level: level, "\(message)", metadata: meta)
+    }
+
+    /// The most telling line a worker wrote last: its exception ("Type: message"), else its
+    /// last non-empty line.
+    func lastError(_ i: Int) -> String? {
+        let lines = tails.withLock { $0[i] }.map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        return lines.last(where: { l in
+            guard let colon = l.firstIndex(of: ":") else { return false }
+            let head = l[..<colon]
+            return !head.contains(" ") && (head.hasSuffix("Error") || head.hasSuffix("Exception") || head.hasSuffix("Interrupt") || head == "SystemExit")
+        }) ?? lines.last
+    }
+
+    /// Waits until a worker is ready (attached: its model loaded). Throws when the model
+    /// fails to load (see `poll`) or on `stop`.
+    func waitReady(stop: StopSignal? = nil, timeout: TimeInterval = .infinity) throws {
+        guard let holder else { return }
+        let start = Date()
+        var said = false
+        while !holder.hasWorker {
+            if stop?.requested == true { throw FerryError(.closed, "interrupted while the workers loaded the model") }
+            try poll()
+            if Date().timeIntervalSince(start) > timeout {
+                throw FerryError(.timedOut, "no worker was ready after \(Int(timeout)) s (the model is still loading?)")
+            }
+            if !said && Date().timeIntervalSince(start) > 10 {
+                said = true
+                logger.info("waiting for a worker to load the model")
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        markReady()
+    }
+
+    private func markReady() {
+        if !everReady { everReady = true }
+        holder?.setStatus("")
+    }
+
+    /// Restarts exited workers (after their back-off); call periodically. Throws when the
+    /// model failed to load, or when workers crash more than `maxRestarts` times in
+    /// `restartWindow` seconds.
+    func poll() throws {
+        let now = Date()
+        if let holder, holder.hasWorker { markReady() }
         for i in workers.indices {
+            if let at = restartAt[i] {
+                if now >= at {
+                    restartAt[i] = nil
+                    restarts += 1
+                    do { try spawn(i) } catch { logger.error("cannot restart worker: \(error)") }
+                }
+                continue
+            }
             guard let p = workers[i], !p.isRunning else { continue }
+            workers[i] = nil
             let how = p.terminationReason == .uncaughtSignal ? "signal \(p.terminationStatus)" : "status \(p.terminationStatus)"
-            logger.warning("worker exited; restarting", metadata: ["index": "\(i)", "pid": "\(p.processIdentifier)", "exit": "\(how)"])
-            // Back off when a worker dies right after starting (a broken model), to avoid a hot loop.
-            if Date().timeIntervalSince(lastStart[i]) < 1 { Thread.sleep(forTimeInterval: 1) }
-            restarts += 1
-            do { try spawn(i) } catch { logger.error("cannot restart worker: \(error)") }
+            // Let the reader thread drain the last lines before they are quoted.
+            Thread.sleep(forTimeInterval: 0.05)
+            let why = lastError(i)
+            if !everReady && holder?.hasWorker != true {
+                // No worker ever attached: the model does not load. Restarting would loop.
+                holder?.setStatus("the model failed to load" + (why.map { ": \($0)" } ?? ""))
+                throw FerryError(.remote, "the model \(model) failed to load: the worker exited with \(how)"
+                    + (why.map { " (\($0))" } ?? "") + "; its error is above")
+            }
+            crashes.append(now)
+            crashes.removeAll { now.timeIntervalSince($0) > restartWindow }
+            if crashes.count > maxRestarts {
+                holder?.setStatus("the workers kept crashing; the server gave up" + (why.map { ": \($0)" } ?? ""))
+                throw FerryError(.remote, "workers crashed \(crashes.count) times within \(Int(restartWindow)) s (last: \(how)"
+                    + (why.map { ", \($0)" } ?? "") + "); giving up (--max-restarts, --restart-window)")
+            }
+            if now.timeIntervalSince(lastStart[i]) > 60 { backoff[i] = 0.1 }  // it ran well for a while
+            let delay = backoff[i]
+            backoff[i] = min(backoff[i] * 2, 30)
+            restartAt[i] = now.addingTimeInterval(delay)
+            if holder?.hasWorker != true {
+                holder?.setStatus("the worker exited (\(how))" + (why.map { ": \($0)" } ?? "") + "; restarting")
+            }
+            logger.warning("worker exited; restarting", metadata: ["index": "\(i)", "pid": "\(p.processIdentifier)", "exit": "\(how)",
+                                                                   "in_seconds": "\(delay)"])
         }
     }
 
@@ -158,6 +311,7 @@ final class Supervisor {
 
     /// SIGTERM to all, then SIGKILL after `grace` seconds; waits for every one.
     func stop(grace: TimeInterval = 5) {
+        restartAt = restartAt.map { _ in nil }
         for p in workers.compactMap({ $0 }) where p.isRunning { kill(p.processIdentifier, SIGTERM) }
         let deadline = Date().addingTimeInterval(grace)
         while workers.contains(where: { $0?.isRunning == true }) && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }

@@ -30,7 +30,7 @@ from ._lib import FerryTensor, lib, raw
 from .errors import ChannelClosed, Timeout
 from .message import _CODES_BY_DTYPE, DEFAULT_OUTPUT, _scratch, reply_array, write_message
 
-from .serving import failure
+from .serving import failure, report_model_error
 
 _TIMEOUT, _CLOSED = Timeout.code, ChannelClosed.code
 _RERUN = object()  # the merged call failed: run each request alone
@@ -210,8 +210,7 @@ def serve_batched(worker, fn: Callable[[Any], Any], inputs: str, max_batch: int,
                     for j in mergeable:
                         _fail(j.ptr, e)
                     raise
-                if os.environ.get("FERRY_TRACEBACK"):
-                    traceback.print_exc()
+                report_model_error(worker.url, failure(e))
                 alone = batch
             else:
                 for j, part in zip(mergeable, parts):

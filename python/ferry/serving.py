@@ -64,6 +64,56 @@ def failure(e: BaseException) -> tuple:
             traceback.format_exc(limit=50).encode("utf-8", "replace"))
 
 
+class _ErrorLog:
+    """Model exceptions on stderr: each one (type, message, traceback) as one entry, at most
+    `FERRY_MODEL_ERRORS_PER_S` (default 10) a second, then a count of those left out. Under
+    `ferry serve` (FERRY_SUPERVISED=1) an entry is one `FERRY-LOG {json}` line, which the
+    supervisor logs with this worker's pid (in its --log-format); alone, a readable block.
+    FERRY_MODEL_ERRORS_PER_S=0 turns it off."""
+
+    def __init__(self):
+        try:
+            self.rate = float(os.environ.get("FERRY_MODEL_ERRORS_PER_S", "10"))
+        except ValueError:
+            self.rate = 10.0
+        self.structured = os.environ.get("FERRY_SUPERVISED") == "1"
+        self.window, self.count, self.dropped = 0.0, 0, 0
+
+    def __call__(self, url: str, error: tuple) -> None:
+        if self.rate <= 0:
+            return
+        import json
+        import time
+        now = time.monotonic()
+        if now - self.window >= 1.0:
+            if self.dropped:
+                self._write(url, "warning", f"{self.dropped} more model errors in the last second were not logged", None, json)
+            self.window, self.count, self.dropped = now, 0, 0
+        if self.count >= self.rate:
+            self.dropped += 1
+            return
+        self.count += 1
+        _code, _type, message, detail = error
+        self._write(url, "error", "the model raised " + message.decode("utf-8", "replace"), detail.decode("utf-8", "replace"), json)
+
+    def _write(self, url: str, level: str, message: str, detail: str | None, json) -> None:
+        try:
+            if self.structured:
+                entry = {"level": level, "message": message, "url": url}
+                if detail:
+                    entry["traceback"] = detail
+                sys.stderr.write("FERRY-LOG " + json.dumps(entry, ensure_ascii=False) + "\n")
+            else:
+                sys.stderr.write(f"ferry: {url}: {message}\n" + (detail or ""))
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed: nothing to report to
+            pass
+
+
+#: Logs a model's failure (see _ErrorLog): called by the serving loops.
+report_model_error = _ErrorLog()
+
+
 def _release_kept(kept: int) -> None:
     lib.ferry_preserved_release(c_void_p(kept))
 
@@ -265,8 +315,7 @@ class Worker(Handle):
             except BaseException as e:  # the client gets the error; KeyboardInterrupt still stops us
                 error = failure(e)
                 stop = type(e) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
-                if os.environ.get("FERRY_TRACEBACK"):
-                    traceback.print_exc()
+                report_model_error(self.url, error)
             # Did the model keep its input? Our own references are: `arg` (+1 when `tensors`
             # holds it too, +1 when the result is it or a view of it), the dict, and the
             # slot's baseline. Anything more is the model's.

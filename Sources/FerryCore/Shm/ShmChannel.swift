@@ -203,11 +203,16 @@ final class ShmChannel: @unchecked Sendable {
             }
             if w.state == .ready {
                 let closed = segment.isClosed
-                if closed || !segment.hasServer {
+                // Not taken, and nothing can take it: the channel closed, its servers are gone,
+                // or only a holder keeps it (`ferry serve` while no worker runs: a model that
+                // fails to load, workers being restarted) — say so now, not at the deadline.
+                let server = !closed && segment.hasServer
+                if closed || !server || !segment.hasWorker {
                     let t = transition(slot) { w in (SlotMachine.withdraw(w, gen: gen, client: me), ()) }
                     if t.installed {
                         announceFree()
-                        throw closed ? closedError() : FerryError(.noServer, "no process serves shm://\(segment.channel) any more")
+                        throw closed ? closedError() : server ? segment.noWorkerError()
+                            : FerryError(.noServer, "no process serves shm://\(segment.channel) any more")
                     }
                 }
             }

@@ -30,9 +30,15 @@ public enum SegmentLayout {
     // bucket k counts times in [2^k, 2^(k+1)) ns, the last one everything longer.
     static let oAnswered = 384, oFailed = 392, oTimedOut = 448, oRestarts = 512
     static let oServiceHistogram = 576, serviceBuckets = 40
-    /// One byte per liveness token: 1 for a serving process, 2 for a client (written by the
-    /// token's holder after taking it; only counted while the token is alive).
+    /// One byte per liveness token: 1 for a serving process, 2 for a client, 3 for a reader
+    /// of statistics, 4 for a holder — a process that keeps the channel open for its workers
+    /// but takes no requests (`ferry serve`'s supervisor). Written by the token's holder
+    /// after taking it; only counted while the token is alive.
     static let oRoles = 2048
+    /// Why no worker serves the channel now, as its holder last said (u32 length, then up to
+    /// `maxStatusLength` UTF-8 bytes; 0: nothing said): e.g. the model's load error, which
+    /// clients add to their `.noServer` error. Informational: a torn read is repaired text.
+    static let oStatus = 1024, maxStatusLength = 1020
 
     // Slot descriptor fields: the 64-bit control word (SlotWord), the count of clients
     // sleeping on its low half, the worker's pid (informational: for the hang watchdog and
@@ -147,15 +153,16 @@ final class ShmSegment {
 
     /// Takes a free liveness token: the first id whose lock byte nobody holds. A token left
     /// by a dead process is reused; the channel then recovers what that process held.
-    func acquirePeer(observer: Bool = false) throws {
+    func acquirePeer(observer: Bool = false, holder: Bool = false) throws {
         let n = Int(SlotWord.maxPeer)
         let start = Int(System.nowNanos() % UInt64(n))
         for k in 0..<n {
             let id = PeerID(1 + (start + k) % n)
             if try System.lock(fd: lockFd, byte: SegmentLayout.peerLockBase + Int64(id), exclusive: true, wait: false) {
                 peer = id
-                // 1 serves, 2 calls, 3 only reads statistics (`ferry stats`): not counted.
-                base.storeBytes(of: observer ? 3 : isServer ? 1 : 2, toByteOffset: SegmentLayout.oRoles + Int(id), as: UInt8.self)
+                // 1 serves, 2 calls, 3 only reads statistics (`ferry stats`), 4 holds the
+                // channel for its workers: 3 and 4 take no requests and are not counted.
+                base.storeBytes(of: observer ? 3 : holder ? 4 : isServer ? 1 : 2, toByteOffset: SegmentLayout.oRoles + Int(id), as: UInt8.self)
                 return
             }
         }
@@ -218,7 +225,7 @@ final class ShmSegment {
 
     /// Creates the segment, or joins it when live servers already serve it, or reclaims it
     /// when its servers died. Bounded: gives up after 100 races.
-    static func serve(channel: String, shared: Bool = false, slots: Int, slotSize: Int, model: String = "") throws -> ShmSegment {
+    static func serve(channel: String, shared: Bool = false, slots: Int, slotSize: Int, model: String = "", holder: Bool = false) throws -> ShmSegment {
         try validateName(channel)
         guard model.utf8.count <= SegmentLayout.maxModelLength else {
             throw FerryError(.invalidArgument, "model identity longer than \(SegmentLayout.maxModelLength) bytes")
@@ -268,7 +275,7 @@ final class ShmSegment {
                 }
                 // From here `seg` owns the descriptors and the mapping.
                 do {
-                    try seg.acquirePeer()
+                    try seg.acquirePeer(holder: holder)
                     seg.atomic(SegmentLayout.oState).store(SegmentLayout.stateReady, ordering: .releasing)
                     try System.lock(fd: lfd, byte: livenessByte, exclusive: false, wait: true)
                     System.unlock(fd: lfd, byte: mutexByte)
@@ -319,7 +326,7 @@ final class ShmSegment {
                         + "this worker is model \(ShmSegment.describe(model)): one model per channel "
                         + "(serve this one under another name, or stop the other's workers first)")
                 }
-                try seg.acquirePeer()
+                try seg.acquirePeer(holder: holder)
                 try System.lock(fd: lfd, byte: livenessByte, exclusive: false, wait: true)
                 seg.isOpen = true
                 System.unlock(fd: lfd, byte: mutexByte)
@@ -450,6 +457,43 @@ final class ShmSegment {
     var model: String {
         let n = min(Int(base.load(fromByteOffset: SegmentLayout.oModel, as: UInt32.self)), SegmentLayout.maxModelLength)
         return String(decoding: UnsafeRawBufferPointer(start: base + SegmentLayout.oModel + 4, count: n), as: UTF8.self)
+    }
+
+    /// True while a live process takes requests (role 1): a holder alone does not.
+    var hasWorker: Bool {
+        for id in 1...Int(SlotWord.maxPeer) where base.load(fromByteOffset: SegmentLayout.oRoles + id, as: UInt8.self) == 1 {
+            if isAlive(PeerID(id)) { return true }
+        }
+        return false
+    }
+
+    /// What the holder said about the channel's state (`oStatus`), "" when nothing.
+    var status: String {
+        let a = atomic(SegmentLayout.oStatus)
+        let n = Int(a.load(ordering: .acquiring))
+        guard n > 0 else { return "" }
+        var bytes = [UInt8](repeating: 0, count: min(n, SegmentLayout.maxStatusLength))
+        bytes.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: base + SegmentLayout.oStatus + 4, count: $0.count)) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Sets the status text (the holder): length 0 while the bytes change, then the length.
+    func setStatus(_ text: String) {
+        var bytes = Array(text.utf8.prefix(SegmentLayout.maxStatusLength))
+        if text.utf8.count > bytes.count {  // cut: keep whole characters
+            while let last = bytes.last, last & 0xC0 == 0x80 { bytes.removeLast() }
+            if let last = bytes.last, last >= 0xC0 { bytes.removeLast() }
+        }
+        let a = atomic(SegmentLayout.oStatus)
+        a.store(0, ordering: .releasing)
+        bytes.withUnsafeBytes { if !$0.isEmpty { (base + SegmentLayout.oStatus + 4).copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        a.store(UInt32(bytes.count), ordering: .releasing)
+    }
+
+    /// The error of a call that no live worker can take: the holder's word on why, if any.
+    func noWorkerError() -> FerryError {
+        let why = status
+        return FerryError(.noServer, "no worker serves shm://\(channel) now" + (why.isEmpty ? "" : ": \(why)"))
     }
 
     /// An identity for an error message.

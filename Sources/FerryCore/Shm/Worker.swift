@@ -11,14 +11,17 @@ public final class Worker {
     let channel: ShmChannel
     private let stopFlag = ManagedAtomic<Bool>(false)
 
-    /// Creates, joins or reclaims the channel at `url`.
-    public init(_ url: String) throws {
+    /// Creates, joins or reclaims the channel at `url`. A `holder` keeps the channel open for
+    /// worker processes it runs (a supervisor) and takes no requests itself: it is not
+    /// counted as a worker, and while only holders serve the channel clients get `.noServer`
+    /// at once (with the holder's `setStatus` text) instead of waiting out their deadline.
+    public init(_ url: String, holder: Bool = false) throws {
         endpoint = try Endpoint(url)
         guard endpoint.scheme == "shm" else {
             throw FerryError(.invalidArgument, "a worker serves a shm:// channel on its own host; remote clients reach it through a gateway (ferry serve MODEL --name NAME --listen tcp://HOST:PORT)")
         }
         channel = ShmChannel(try ShmSegment.serve(channel: endpoint.name, shared: endpoint.shared, slots: endpoint.slots,
-                                                  slotSize: endpoint.slotSize, model: endpoint.model ?? ""))
+                                                  slotSize: endpoint.slotSize, model: endpoint.model ?? "", holder: holder))
         // A worker that joins a running channel gets its geometry; asking for another one
         // explicitly is an error, not a silent surprise.
         let g = channel.segment.geometry
@@ -49,6 +52,16 @@ public final class Worker {
     public func countRestart() {
         channel.segment.atomic64(SegmentLayout.oRestarts).wrappingIncrement(ordering: .relaxed)
     }
+
+    /// True while some live process takes requests on the channel (a holder does not).
+    public var hasWorker: Bool { channel.segment.hasWorker }
+
+    /// Says why no worker serves the channel (a holder: e.g. the model's load error); clients
+    /// add it to their `.noServer` error. "" clears it.
+    public func setStatus(_ text: String) { channel.segment.setStatus(text) }
+
+    /// What the holder last said (`setStatus`), "" when nothing.
+    public var status: String { channel.segment.status }
 
     /// Slots and bytes per slot of the channel (fixed by its creator).
     public var geometry: SegmentLayout.Geometry { channel.segment.geometry }
