@@ -191,6 +191,7 @@ bench: build bench-setup
 	$(PYTHON) bench/tables.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/strings.py > /dev/null
 	$(PYTHON) bench/shapes.py > /dev/null
+	$(PYTHON) bench/aio.py > /dev/null
 	$(PYTHON) bench/batching.py $(BENCH_ARGS) > /dev/null
 	$(PYTHON) bench/render.py
 

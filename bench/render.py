@@ -612,6 +612,20 @@ def render_shapes(r: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def render_aio(r: dict) -> str:
+    """The asyncio section from bench/results/aio.json (bench/aio.py)."""
+    out = [f"## asyncio ({r['measured']}, `{r['command']}`)", "",
+           f"Calls per second from one event loop (`ferry.AsyncClient`) with 1, 8 and 64 calls in flight, beside the "
+           f"synchronous client from one thread; {r['placement']}; the model sums 64 float64 and every reply is checked; "
+           "median of interleaved rounds.", "", "| client | calls/s |", "|---|---:|"]
+    for x in r["rows"]:
+        out.append(f"| {x['client']} | {x['calls_per_s']:,} |")
+    out += ["", "One call in flight from asyncio costs a few event-loop rounds more than a blocking call (the poller "
+            "yields to the loop between zero-wait polls); with several in flight the loop overlaps writing, "
+            "the workers' service and reading, and no thread is used per call.", ""]
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results", "latest.json")
     with open(path) as f:
@@ -620,7 +634,7 @@ def main() -> int:
     text = render(data)
     # The other benchmark scripts' results, each rendered when its script has run.
     for name, section in (("tcp", render_tcp), ("redis", render_redis), ("batching", render_batching),
-                          ("tables", render_tables), ("strings", render_strings), ("shapes", render_shapes),
+                          ("tables", render_tables), ("strings", render_strings), ("shapes", render_shapes), ("aio", render_aio),
                           ("streams", render_streams)):
         part = os.path.join(HERE, "results", f"{name}.json")
         if os.path.exists(part):

@@ -100,7 +100,7 @@ def main() -> int:
     url = f"shm://{name}"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
     sup = subprocess.Popen([os.path.join(ROOT, "bin", "ferry"), "serve", os.path.join(HERE, "models", "testmodel.py"),
-                            "--name", name, "--workers", str(args.workers), "--slot-size", "16M", "--hang-timeout", "5"],
+                            "--name", name, "--workers", str(args.workers), "--slot-size", "16M", "--hang-timeout", "5", "--max-restarts", "100000", "--max-backoff", "0.1"],
                            env=env, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30

@@ -101,7 +101,7 @@ def run(seconds: float, clients: int = 3, workers: int = 2, slots: int = 2, kill
               "workers_killed": 0, "clients_killed": 0}
     wrong_lines: list[str] = []
     server = subprocess.Popen([FERRY, "serve", MODEL, "--name", name, "--workers", str(workers), "--slots", str(slots),
-                               "--hang-timeout", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--hang-timeout", "0", "--max-restarts", "100000", "--max-backoff", "0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -168,9 +168,11 @@ def test_killed_node_holding_work_every_request_answered_once(cluster, tmp_path)
     a = cluster.node(extra=["--claim-idle", "1"])
     wait_served(cluster.url)
     runs = tmp_path / "runs.log"
-    requests = [{"sleep": np.array(1.0), "id": np.array([i]), "log": np.array(f"{runs}.{i}")} for i in range(4)]
+    # Each request runs 3 s: node A is still on its first when B has joined (a node joins once
+    # its worker has loaded the model) and A is killed.
+    requests = [{"sleep": np.array(3.0), "id": np.array([i]), "log": np.array(f"{runs}.{i}")} for i in range(4)]
     box = {}
-    t = threading.Thread(target=lambda: box.update(out=calls_in_threads(cluster.url, requests, timeout=30)))
+    t = threading.Thread(target=lambda: box.update(out=calls_in_threads(cluster.url, requests, timeout=40)))
     t.start()
     time.sleep(0.5)  # node A took one (its only worker is busy); three wait in the stream
     b = cluster.node(extra=["--claim-idle", "1"])
@@ -179,7 +181,7 @@ def test_killed_node_holding_work_every_request_answered_once(cluster, tmp_path)
     out = box["out"]
     assert all(isinstance(o, dict) for o in out), out
     assert [int(o["id"][0]) for o in out] == [0, 1, 2, 3]
-    assert {int(o["pid"]) for o in out} <= set(b.workers())  # every answer came from the survivor
+    assert {int(o["pid"]) for o in out} <= set(b.workers()), b.output()  # every answer came from the survivor
     assert "took over entry" in b.output()
     assert cluster.redis.cli("XLEN", f"ferry:{{{cluster.name}}}:requests") == "0"
     assert cluster.redis.cli("XPENDING", f"ferry:{{{cluster.name}}}:requests", cluster.name).startswith("0")
@@ -669,3 +671,43 @@ def test_nodes_of_another_model_are_refused(cluster, tmp_path):
     a.stop(signal.SIGKILL)
     time.sleep(5.5)  # past the node timeout: nobody serves the first model any more
     cluster.node(model=other)
+
+
+def test_calls_end_by_their_deadline_while_redis_is_stopped(cluster):
+    """SIGSTOP is what a network partition looks like: Redis accepts connections and never
+    answers. A call ends by its deadline (a few ms of slack), also a new client's first call."""
+    cluster.node()
+    wait_served(cluster.url)
+    pid = cluster.redis.proc.pid
+    with ferry.Client(cluster.url) as c:
+        assert int(c.call({"id": np.array([1]), "pad": np.zeros(1)})["id"][0]) == 1
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for timeout in (0.2, 0.5, 0.2):
+                t0 = time.monotonic()
+                with pytest.raises((ferry.Timeout, ferry.Disconnected, ferry.NoServer)):
+                    c.call({"id": np.array([2]), "pad": np.zeros(1)}, timeout=timeout)
+                assert time.monotonic() - t0 < timeout + 0.08, (timeout, time.monotonic() - t0)
+            t0 = time.monotonic()
+            late = ferry.Client(cluster.url)  # made while Redis does not answer: no 3 s wait
+            made = time.monotonic() - t0
+            try:
+                t1 = time.monotonic()
+                with pytest.raises((ferry.Timeout, ferry.Disconnected, ferry.NoServer)):
+                    late.call({"id": np.array([3]), "pad": np.zeros(1)}, timeout=0.3)
+                assert time.monotonic() - t1 < 0.38, time.monotonic() - t1
+            finally:
+                late.close()
+            assert made < 0.4, made
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # Redis back: the same client serves again.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert int(c.call({"id": np.array([4]), "pad": np.zeros(1)}, timeout=5)["id"][0]) == 4
+                break
+            except (ferry.Disconnected, ferry.Timeout):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)

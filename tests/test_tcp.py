@@ -493,3 +493,43 @@ def test_bad_compression_options_are_refused():
     for q in ["compress=lz4", "compress=", "jpeg_quality=90", "compress=jpeg&jpeg_quality=101", "compress=zstd&zstd_level=0"]:
         with pytest.raises(ferry.InvalidArgument):
             ferry.Client(f"tcp://127.0.0.1:1/x?{q}")
+
+
+def test_calls_end_by_their_deadline_while_the_gateway_is_stopped(gw):
+    """A stopped gateway (SIGSTOP: a partition) accepts TCP connections and answers nothing: a
+    call ends by its deadline, and so does a new client's first call."""
+    with ferry.Client(gw.url) as c:
+        assert c.call(np.arange(3)).tolist() == [0, 1, 2]
+        os.kill(gw.proc.pid, signal.SIGSTOP)
+        try:
+            for timeout in (0.2, 0.5):
+                t0 = time.monotonic()
+                with pytest.raises((ferry.Timeout, ferry.Disconnected)):
+                    c.call(np.arange(3), timeout=timeout)
+                assert time.monotonic() - t0 < timeout + 0.08, (timeout, time.monotonic() - t0)
+            t0 = time.monotonic()
+            try:
+                late = ferry.Client(gw.url)
+            except (ferry.Timeout, ferry.Disconnected):
+                late = None  # refused at once is fine too
+            made = time.monotonic() - t0
+            if late is not None:
+                try:
+                    t1 = time.monotonic()
+                    with pytest.raises((ferry.Timeout, ferry.Disconnected)):
+                        late.call(np.arange(3), timeout=0.3)
+                    assert time.monotonic() - t1 < 0.38, time.monotonic() - t1
+                finally:
+                    late.close()
+            assert made < 0.4, made
+        finally:
+            os.kill(gw.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                assert c.call(np.arange(3), timeout=5).tolist() == [0, 1, 2]
+                break
+            except (ferry.Disconnected, ferry.Timeout):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)

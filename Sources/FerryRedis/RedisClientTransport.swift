@@ -49,7 +49,14 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
         self.endpoint = endpoint
         keys = RedisKeys(endpoint.name)
         replyList = keys.replies(client: hex(System.randomBytes(16)))
-        try withCommands(deadline: deadline(after: endpoint.connectTimeoutNanos)) { c in try refreshInfo(c) }
+        // A quick first look (an unreachable or refused Redis is an error here, at once); a
+        // Redis that accepts but does not answer (stopped, overloaded) is left to the first
+        // call, which connects within its own deadline instead of this one's 3 s.
+        do {
+            try withCommands(deadline: deadline(after: min(endpoint.connectTimeoutNanos, 250_000_000))) { c in try refreshInfo(c) }
+        } catch let e as FerryError where e.code == .timedOut {
+            commands.withLock { $0 = nil }
+        }
     }
 
     private func connect(until: UInt64) throws -> RedisConnection {
@@ -69,8 +76,9 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
                 attempt += 1
                 if slot == nil || slot!.0.isBroken || slot!.1 != System.forkGeneration { slot = (try connect(until: d), System.forkGeneration) }
                 let c = slot!.0
+                // Each command waits no longer than the call may (a poll: a couple of ms).
                 let now = System.nowNanos()
-                try c.setTimeout(max(d > now ? d - now : 0, 200_000_000))
+                try c.setTimeout(max(d > now ? d - now : 0, 2_000_000))
                 do { return try body(c) } catch let e as FerryError where attempt == 1 && System.nowNanos() < d
                                                 && (c.isBroken || RedisConnection.movedTarget(e) != nil) {
                     // The connection went stale (Redis restarted, an idle timeout) or the
@@ -219,7 +227,8 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
     private func readerConnection(until: UInt64) throws -> RedisConnection {
         if let (c, generation) = reader, !c.isBroken, generation == System.forkGeneration { return c }
         owed = []
-        let c = try connect(until: max(until, System.nowNanos() + endpoint.connectTimeoutNanos))
+        // Within the call's deadline (connect gives a poll at least a millisecond).
+        let c = try connect(until: until)
         try c.setTimeout(30_000_000_000)  // reads wait in poll(2) with their own deadline
         reader = (c, System.forkGeneration)
         return c
@@ -333,7 +342,9 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
     /// Why nothing answered by the deadline: no node alive, or a slow one.
     func deadlineError() -> FerryError {
         let what = "\(endpoint.host):\(endpoint.port)/\(endpoint.name)"
-        let alive: Int? = try? withCommands(deadline: deadline(after: 500_000_000)) { c in
+        // A quick look only (a few ms): the call's deadline has come, and a stopped Redis
+        // must not hold it longer.
+        let alive: Int? = try? withCommands(deadline: deadline(after: 5_000_000)) { c in
             let t = try c.command(["TIME"]).value.elements
             guard t.count == 2, let s = Int64(t[0].text) else { return 0 }
             return Int(try c.command(["ZCOUNT", .text(keys.nodes), .text(String((s - 5) * 1000)), "+inf"]).value.integer)

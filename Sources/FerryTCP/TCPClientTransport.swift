@@ -20,7 +20,12 @@ final class TCPClientTransport: ClientTransport, @unchecked Sendable {
     init(_ endpoint: Endpoint) throws {
         self.endpoint = endpoint
         secret = try endpoint.tokenFile.map { try System.readSecret($0) }
-        _ = try connection(deadline: deadline(after: endpoint.connectTimeoutNanos))
+        // A quick first connect: a refused port or a failed handshake is an error here, at
+        // once; a gateway that accepts but does not answer (stopped, a partition) is left to
+        // the first call, which connects within its own deadline instead of this one's.
+        do {
+            _ = try connection(deadline: deadline(after: min(endpoint.connectTimeoutNanos, 250_000_000)))
+        } catch let e as FerryError where e.code == .timedOut {}
     }
 
     /// The live connection, or a new one (one connect at a time).

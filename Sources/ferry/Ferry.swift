@@ -137,7 +137,9 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("max-backlog"), help: "With --redis: most requests queued in the stream (older ones are trimmed).")
     var maxBacklog: Int = 10_000
     @Option(name: .customLong("max-restarts"), help: "Give up (exit 70) when workers crash more than this many times within --restart-window seconds.")
-    var maxRestarts: Int = 5
+    var maxRestarts: Int = 10
+    @Option(name: .customLong("max-backoff"), help: "Longest wait (seconds) before restarting a worker that keeps crashing soon after it starts (the wait doubles from 0.1 s).")
+    var maxBackoff: Double = 30
     @Option(name: .customLong("restart-window"), help: "Seconds over which --max-restarts counts crashes.")
     var restartWindow: Double = 60
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
@@ -155,6 +157,7 @@ struct Serve: ParsableCommand {
         guard logFormat == "text" || logFormat == "json" else { throw ValidationError("--log-format: use text or json") }
         if let threads { guard (1...1024).contains(threads) else { throw ValidationError("--threads must be in 1...1024") } }
         guard maxRestarts >= 0, restartWindow > 0 else { throw ValidationError("--max-restarts must be ≥ 0 and --restart-window > 0") }
+        guard maxBackoff >= 0.1 && maxBackoff <= 3600 else { throw ValidationError("--max-backoff must be in 0.1...3600 seconds") }
         Python.chosen = python
         Python.threads = threads
         let logger = makeLogger("ferry.serve", level: level, json: logFormat == "json")
@@ -212,7 +215,7 @@ struct Serve: ParsableCommand {
         }
 #endif
         let sup = Supervisor(model: model, url: url, count: workers, extra: batching, logger: logger, holder: holder,
-                             maxRestarts: maxRestarts, restartWindow: restartWindow)
+                             maxRestarts: maxRestarts, restartWindow: restartWindow, maxBackoff: maxBackoff)
         // Serving only once a worker is ready: a model that fails to load ends `ferry serve`
         // here, with its error, instead of a restart loop.
         do {
@@ -251,6 +254,7 @@ struct Serve: ParsableCommand {
                 for hung in holder.hungWorkers(limit: .milliseconds(Int64(hangTimeout * 1000))) where sup.pids.contains(hung.pid) {
                     logger.warning("worker hung; killing it", metadata: ["pid": "\(hung.pid)", "seconds": "\(Int(hung.seconds))"])
                     kill(hung.pid, SIGKILL)
+                    if sup.pids.count <= 1 { holder.setStatus("the worker hung for \(Int(hung.seconds)) s on one request and was killed; restarting") }
                 }
             }
             let before = sup.restarts

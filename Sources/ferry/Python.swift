@@ -123,9 +123,10 @@ enum Python {
 /// * Until a worker is ready (attached to the channel, so its model loaded), `waitReady`
 ///   waits; a worker that exits before any worker was ever ready failed to load the model:
 ///   `poll` throws its error (the last lines it wrote), and `ferry serve` exits at once.
-/// * A worker that crashes after the model once served is restarted after a back-off that
-///   doubles from 0.1 s up to 30 s (back to 0.1 s after a minute of good running); more than
-///   `maxRestarts` crashes within `restartWindow` seconds and `poll` throws (gives up).
+/// * A worker that crashes after the model once served is restarted after a back-off: 0.1 s
+///   when it had run for 10 s or more (a one-off), else doubling up to `maxBackoff` (a crash
+///   loop); more than `maxRestarts` crashes within `restartWindow` seconds and `poll` throws
+///   (gives up).
 /// * While no worker runs, the holder's status says why (clients get it with `.noServer`).
 final class Supervisor {
     let model: String
@@ -138,6 +139,7 @@ final class Supervisor {
     let holder: Worker?
     let maxRestarts: Int
     let restartWindow: TimeInterval
+    let maxBackoff: TimeInterval
     var workers: [Process?]
     var restarts = 0
     /// True once some worker attached (its model loaded).
@@ -150,7 +152,7 @@ final class Supervisor {
     private let tails = Locked<[[String]]>([])
 
     init(model: String, url: String, count: Int, cpus: [Int] = [], extra: [String] = [], logger: Logger, holder: Worker? = nil,
-         maxRestarts: Int = 5, restartWindow: TimeInterval = 60) {
+         maxRestarts: Int = 10, restartWindow: TimeInterval = 60, maxBackoff: TimeInterval = 30) {
         self.model = model
         self.url = url
         self.cpus = cpus
@@ -159,6 +161,7 @@ final class Supervisor {
         self.holder = holder
         self.maxRestarts = maxRestarts
         self.restartWindow = restartWindow
+        self.maxBackoff = maxBackoff
         workers = Array(repeating: nil, count: count)
         lastStart = Array(repeating: .distantPast, count: count)
         backoff = Array(repeating: 0.1, count: count)
@@ -294,9 +297,9 @@ final class Supervisor {
                 throw FerryError(.remote, "workers crashed \(crashes.count) times within \(Int(restartWindow)) s (last: \(how)"
                     + (why.map { ", \($0)" } ?? "") + "); giving up (--max-restarts, --restart-window)")
             }
-            if now.timeIntervalSince(lastStart[i]) > 60 { backoff[i] = 0.1 }  // it ran well for a while
-            let delay = backoff[i]
-            backoff[i] = min(backoff[i] * 2, 30)
+            if now.timeIntervalSince(lastStart[i]) >= 10 { backoff[i] = 0.1 }  // it ran well for a while: a one-off
+            let delay = min(backoff[i], maxBackoff)
+            backoff[i] = min(backoff[i] * 2, maxBackoff)
             restartAt[i] = now.addingTimeInterval(delay)
             if holder?.hasWorker != true {
                 holder?.setStatus("the worker exited (\(how))" + (why.map { ": \($0)" } ?? "") + "; restarting")
