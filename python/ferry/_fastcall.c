@@ -514,6 +514,46 @@ static PyObject *fc_reply(PyObject *self, PyObject *const *args, Py_ssize_t narg
     fc_plan_release(&plan);
     return PyLong_FromLong(rc);
 }
+/* write(writer, value) -> status | None: a plain value (one array named `input`, or a dict of
+ * arrays) written through a borrowed ferry_writer, each tensor copied and checked by the
+ * library; None when it is not plain (nothing written). For callers that begin and send
+ * calls themselves (the asyncio client). */
+static PyObject *fc_write(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 2) { PyErr_SetString(PyExc_TypeError, "write() takes 2 arguments"); return NULL; }
+    FC_REQUIRE_BOUND(NULL)
+    ferry_writer *w = PyLong_AsVoidPtr(args[0]);
+    if (PyErr_Occurred()) return NULL;
+    if (!w) { PyErr_SetString(PyExc_ValueError, "NULL writer"); return NULL; }
+    fc_plan plan;
+    int planned = fc_plan_value(&plan, args[1], "input", 0);
+    if (planned < 0) return NULL;
+    if (!planned) Py_RETURN_NONE;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = fc_plan_write(&plan, w);
+    Py_END_ALLOW_THREADS
+    fc_plan_release(&plan);
+    return PyLong_FromLong(rc);
+}
+
+/* read(reply, tensors, count) -> outputs | None: a reply's outputs as the client returns
+ * them (see fc_read_reply), copied; None when the reply is not plain. `tensors` and `count`
+ * as ferry_call_poll filled them. */
+static PyObject *fc_read(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "read() takes 3 arguments"); return NULL; }
+    FC_REQUIRE_BOUND(NULL)
+    const ferry_message *reply = PyLong_AsVoidPtr(args[0]);
+    const ferry_tensor *tensors = PyLong_AsVoidPtr(args[1]);
+    size_t count = PyLong_AsSize_t(args[2]);
+    if (PyErr_Occurred()) return NULL;
+    if (!reply || !tensors) { PyErr_SetString(PyExc_ValueError, "NULL argument"); return NULL; }
+    PyObject *out = fc_read_reply(reply, tensors, count);
+    if (!out && !PyErr_Occurred()) Py_RETURN_NONE;
+    return out;
+}
+
 /* held(tensors, arg, result, slot_obj, slot_baseline) -> bool: whether anything besides the
  * worker's loop still holds a request's arrays after the model returned — a value of the dict
  * held elsewhere (beyond the dict, `arg` and `result` themselves or as the result's base), or
@@ -736,6 +776,8 @@ static PyMethodDef fc_methods[] = {
     {"call_many", (PyCFunction)(void (*)(void))fc_call_many, METH_FASTCALL, "A call with a dict of plain arrays; None when it is not one."},
     {"next", (PyCFunction)(void (*)(void))fc_next_request, METH_FASTCALL, "The next request, as views when it is plain."},
     {"reply", (PyCFunction)(void (*)(void))fc_reply, METH_FASTCALL, "Writes (and sends) a plain result; None when it is not one."},
+    {"write", (PyCFunction)(void (*)(void))fc_write, METH_FASTCALL, "Writes a plain value through a writer; None when it is not plain."},
+    {"read", (PyCFunction)(void (*)(void))fc_read, METH_FASTCALL, "A plain reply's outputs, copied; None when it is not plain."},
     {"held", (PyCFunction)(void (*)(void))fc_held, METH_FASTCALL, "Whether a dict request's arrays are held beyond the worker's loop."},
     {"pack_str", fc_pack_str, METH_O, "pack_str(arr) -> (offsets, text) of a <U array, or None."},
     {"unpack_str", fc_unpack_str, METH_VARARGS, "unpack_str(offsets_addr, text_addr, text_len, count) -> <U array, or None."},

@@ -23,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import time
 import urllib.parse
-from ctypes import byref, c_int64, c_size_t, c_void_p
+from ctypes import addressof, byref, c_int64, c_size_t, c_void_p
 from typing import Any, Mapping
 
 from ._handle import check
 from ._lib import lib, raw
 from .client import Client, _check_inputs, _raise_call_error, _result, _timeout_ms
 from .errors import Again, Busy
-from .message import DEFAULT_INPUT, MessageReader, read_metadata, write_message
+from .message import DEFAULT_INPUT, MessageReader, fastcall as _fastcall, read_metadata, write_message
 
 _try_begin, _poll, _free = raw("ferry_call_try_begin"), raw("ferry_call_poll"), raw("ferry_call_free", None)
 _writer, _send = raw("ferry_call_writer", c_void_p), raw("ferry_call_send")
@@ -88,6 +88,7 @@ class AsyncClient:
         self._pending: dict[int, tuple[c_void_p, asyncio.Future]] = {}
         self._poller: asyncio.Task | None = None
         self._reader = MessageReader()
+        self._tensors_obj, self._tensors_addr = None, 0
         self._reply, self._count = c_void_p(), c_size_t()
         self._reply_ref, self._count_ref = byref(self._reply), byref(self._count)
 
@@ -133,7 +134,11 @@ class AsyncClient:
         deadline = time.monotonic() + seconds
         call = await self._begin(ms, deadline)
         try:
-            write_message(_writer(call), inputs, DEFAULT_INPUT, metadata or None)
+            rc = _fastcall.write(_writer(call), inputs) if _fastcall is not None and not metadata else None
+            if rc is None:  # not plain: the general path
+                write_message(_writer(call), inputs, DEFAULT_INPUT, metadata or None)
+            elif rc:
+                check(rc)
             check(_send(call))  # at once: the worker starts while this task goes on
         except BaseException:
             _free(call)
@@ -173,6 +178,13 @@ class AsyncClient:
             await asyncio.sleep(pause if pause >= self._max_sleep else 0)
             ms = c_int64(max(int(remaining * 1000), 0))
 
+    def _tensors_at(self) -> int:
+        """The address of the reader's descriptor array (it grows for big replies)."""
+        reader = self._reader
+        if reader._tensors is not self._tensors_obj:
+            self._tensors_obj, self._tensors_addr = reader._tensors, addressof(reader._tensors)
+        return self._tensors_addr
+
     def _wake(self) -> None:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
@@ -193,7 +205,8 @@ class AsyncClient:
                     del pending[ptr]
                     _free(call)
                     continue
-                rc = _poll(call, _ZERO, self._reply_ref, None, c_size_t(0), self._count_ref)
+                reader = self._reader
+                rc = _poll(call, _ZERO, self._reply_ref, reader._tensors, reader._cap_c, self._count_ref)
                 if rc == _AGAIN:
                     continue
                 del pending[ptr]
@@ -201,11 +214,14 @@ class AsyncClient:
                 try:
                     if rc:
                         _raise_call_error(call, rc)
-                    reply = self._reply.value
-                    tensors = self._reader.read(reply)
-                    meta = read_metadata(reply)
+                    reply, n = self._reply.value, self._count.value
+                    out = None
+                    if _fastcall is not None and n <= reader._cap:  # a plain reply, read in C
+                        out = _fastcall.read(reply, self._tensors_at(), n)
+                    if out is None:
+                        out = _result(reader.convert(n) if n <= reader._cap else reader.read(reply), read_metadata(reply))
                     check(lib.ferry_call_check(call))
-                    fut.set_result(_result(tensors, meta))
+                    fut.set_result(out)
                 except BaseException as e:  # noqa: BLE001 - the awaiting task gets it
                     fut.set_exception(e)
                 finally:
