@@ -157,6 +157,14 @@ int ferry_client_error(const ferry_client *client, const char **message);
  */
 int ferry_call_begin(ferry_client *client, int64_t timeout_ms, ferry_call **out);
 /**
+ * Who serves the client's channel: `*model` is the serving model's identity (its file,
+ * function, content hash and version as its server gave them; "" when none was given), asked
+ * within `timeout_ms`. The text stays valid until the next call of this function on the
+ * client. shm:// reads it from the channel; redis:// asks Redis (with the nodes' version);
+ * over tcp:// it is FERRY_EINVAL: each reply names its model in metadata `ferry.model`.
+ */
+int ferry_client_server_info(ferry_client *client, int64_t timeout_ms, const char **model);
+/**
  * ferry_call_begin that never waits (for event loops): FERRY_EAGAIN at once, with `*out`
  * NULL, when every request buffer is in use; otherwise as ferry_call_begin, the call's
  * deadline `timeout_ms` from now. Since 0.1.0 (FERRY_VERSION_NUMBER 100).

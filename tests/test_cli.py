@@ -212,6 +212,13 @@ def test_serve_exposes_prometheus_metrics_that_a_scrape_reads(procs, name):
     assert metrics[f"ferry_slots{label}"] == 8
     assert 0 < metrics[f"ferry_service_p50_seconds{label}"] < 1
     assert "# HELP ferry_requests_answered_total" in text and "# TYPE ferry_requests_answered_total counter" in text
+    # Service time as a histogram: cumulative buckets that only go up, +Inf = count.
+    assert "# TYPE ferry_service_seconds histogram" in text
+    buckets = [(k, v) for k, v in metrics.items() if k.startswith("ferry_service_seconds_bucket")]
+    counts = [v for _, v in buckets]
+    assert len(buckets) == 18 and counts == sorted(counts), buckets
+    assert metrics[f'ferry_service_seconds_bucket{{channel="{name}",le="+Inf"}}'] == metrics[f"ferry_service_seconds_count{label}"] >= 51
+    assert 0 < metrics[f"ferry_service_seconds_sum{label}"] < 60
     # Anything but GET /metrics is a 404, and the server goes on.
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=10)

@@ -96,3 +96,34 @@ def test_c_workers_name_their_model(procs, native, name):
         c.call(np.zeros(1, np.uint8), stop="1")
         c.call(np.zeros(1, np.uint8), stop="1", timeout=10)
     assert exits(c1) == 0 and exits(c2) == 0
+
+
+def test_clients_read_who_serves_and_each_reply_names_its_model(procs, name, native, tmp_path):
+    """server_info() (Python) and ferry_client_server_info (C) name the channel's model; every
+    reply carries it in metadata ferry.model — over shm://, tcp:// and redis:// alike."""
+    from test_conformance import Served
+    want = ferry.model_identity(TESTMODEL, version="7")
+    url = f"shm://{name}"
+    sup = procs.start([FERRY, "serve", TESTMODEL, "--name", name, "--model-version", "7"])
+    wait_served(url, sup)
+    with ferry.Client(url) as c:
+        assert c.server_info() == {"model": want}
+        for inputs in (np.arange(3), {"a": np.ones(2), "b": np.zeros(1)}, {"s": np.array(["x"]), "t": np.zeros(1)}):
+            _, meta = c.call_message(inputs)  # one array, a plain dict, the general path
+            assert meta["ferry.model"] == want, meta
+    out = subprocess.run([native["outputs"], url, "info"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and out.stdout.strip() == f"model {want}", out.stdout + out.stderr
+    for transport in ("tcp", "redis"):
+        s = Served(transport, f"{name}-{transport}", tmp_path, workers=1, extra=["--model-version", "7"])
+        try:
+            with ferry.Client(s.url) as c:
+                _, meta = c.call_message(np.arange(3))
+                assert meta["ferry.model"] == want, meta
+                if transport == "redis":
+                    info = c.server_info()["model"]  # the model and version the nodes announce
+                    assert info.startswith("testmodel") and "7" in info, info
+                else:
+                    with pytest.raises(ferry.InvalidArgument, match="ferry.model"):
+                        c.server_info()
+        finally:
+            s.stop()

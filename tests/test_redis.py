@@ -6,6 +6,7 @@ replies, the dead-letter stream, the result cache, AUTH, and Redis going away.""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import signal
 import subprocess
@@ -233,6 +234,25 @@ def test_malformed_entries_are_dead_lettered_and_the_node_lives_on(cluster):
         np.testing.assert_array_equal(c.call(np.arange(3)), np.arange(3))
 
 
+def test_the_dead_letter_stream_is_capped(cluster):
+    """--max-dead-letters bounds ferry:{NAME}:dead (MAXLEN ~: Redis trims whole nodes of at
+    most 100 entries, so it may hold up to ~100 more than the cap): 400 garbage entries leave
+    far fewer behind, and the node lives on."""
+    cluster.node(extra=["--max-dead-letters", "20"])
+    wait_served(cluster.url)
+    stream = f"ferry:{{{cluster.name}}}:requests"
+    commands = "".join(f"XADD {stream} * m garbage{i} r ferry:{{{cluster.name}}}:reply:x{i} i 1 t 1000\n" for i in range(400))
+    subprocess.run(["redis-cli", "-p", str(cluster.redis.port)], input=commands, capture_output=True, text=True, timeout=60, check=True)
+    dead = f"ferry:{{{cluster.name}}}:dead"
+    deadline = time.monotonic() + 20
+    while cluster.redis.cli("XLEN", stream) != "0" or cluster.redis.cli("XPENDING", stream, cluster.name).split()[0] != "0":
+        assert time.monotonic() < deadline, cluster.redis.cli("XLEN", stream)
+        time.sleep(0.1)
+    assert int(cluster.redis.cli("XLEN", dead)) <= 20 + 100
+    with ferry.Client(cluster.url) as c:
+        np.testing.assert_array_equal(c.call(np.arange(3)), np.arange(3))
+
+
 def test_too_many_deliveries_go_to_the_dead_letter_stream(cluster):
     a = cluster.node(extra=["--claim-idle", "0.5", "--max-deliveries", "1"])
     wait_served(cluster.url)
@@ -261,6 +281,10 @@ def test_result_cache_hits_skip_the_workers(cluster, tmp_path):
             again = c.call(request)
             assert int(again["id"][0]) == 3 and int(again["pid"]) == int(first["pid"])
         assert len(open(log).read().split()) == 1  # one run, five hits
+        # The hits are counted where an operator looks (the clients answered them themselves).
+        stats = json.loads(subprocess.run([FERRY, "stats", cluster.url, "--json", "--count", "1", "--interval", "0.2"], capture_output=True, text=True,
+                                          timeout=30).stdout.splitlines()[-1])
+        assert stats["cache_hits"] >= 5, stats
         other = c.call({**request, "id": np.array([4])})  # other bytes: another key
         assert int(other["id"][0]) == 4
         assert len(open(log).read().split()) == 2
@@ -466,7 +490,7 @@ def test_redis_memory_stays_bounded(cluster):
         for i in range(30):
             c.call({"id": np.array([i % 10]), "pad": np.zeros(1)})
     # Every key but the channel's few fixed ones expires: replies, cache entries, locks.
-    fixed = {f"ferry:{{{cluster.name}}}:{k}" for k in ("requests", "info", "nodes", "cache-index", "dead")}
+    fixed = {f"ferry:{{{cluster.name}}}:{k}" for k in ("requests", "info", "nodes", "cache-index", "dead", "stats")}
     for key in cluster.redis.cli("--scan", "--pattern", f"ferry:{{{cluster.name}}}:*").split():
         assert key in fixed or int(cluster.redis.cli("PTTL", key)) > 0, key
     assert cluster.redis.cli("XLEN", f"ferry:{{{cluster.name}}}:requests") == "0"  # answered entries are deleted

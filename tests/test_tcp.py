@@ -533,3 +533,39 @@ def test_calls_end_by_their_deadline_while_the_gateway_is_stopped(gw):
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+def test_a_half_sent_frame_and_an_idle_connection_are_closed(name, tmp_path):
+    """--frame-timeout: a peer that sends half a frame and stops loses its connection (it
+    cannot hold a connection slot forever); --idle-timeout: a connection with nothing in
+    flight that sends nothing is closed, one waiting for a slow reply is not."""
+    s = Served("tcp", name, tmp_path, workers=1, extra=["--frame-timeout", "1", "--idle-timeout", "1.5"])
+    try:
+        stalled = raw(s)
+        stalled.sendall(hello(name))
+        assert read_frame(stalled)[0] == WELCOME
+        stalled.sendall(header(REQUEST, 1000, id_=1, arg=5_000_000_000) + b"\x00" * 100)  # and no more
+        t0 = time.monotonic()
+        assert read_frame(stalled)[0] == 0  # closed by the gateway
+        assert 0.8 < time.monotonic() - t0 < 3.0, time.monotonic() - t0
+        stalled.close()
+        # A client waiting 2.5 s for its reply (past the idle timeout) keeps its connection.
+        with ferry.Client(s.url) as c:
+            out = c.call({"sleep": np.float64(2.5), "x": np.ones(2)}, timeout=10)
+            np.testing.assert_array_equal(out["x"], np.ones(2))
+            idle = raw(s)
+            idle.sendall(hello(name))
+            assert read_frame(idle)[0] == WELCOME
+            t0 = time.monotonic()
+            assert read_frame(idle)[0] == 0  # nothing in flight: closed after ~1.5 s
+            assert 1.2 < time.monotonic() - t0 < 4.0, time.monotonic() - t0
+            idle.close()
+            # The client's own connection was closed the same way: its next call may fail with
+            # Disconnected (the close raced it), and the one after reconnects.
+            time.sleep(2.0)
+            try:
+                np.testing.assert_array_equal(c.call(np.arange(3), timeout=10), np.arange(3))
+            except ferry.Disconnected:
+                np.testing.assert_array_equal(c.call(np.arange(3), timeout=10), np.arange(3))
+    finally:
+        s.stop()

@@ -72,6 +72,20 @@ public func ferry_call_begin(_ client: OpaquePointer?, _ timeoutMs: Int64, _ out
     }
 }
 
+@_cdecl("ferry_client_server_info")
+public func ferry_client_server_info(_ client: OpaquePointer?, _ timeoutMs: Int64, _ model: UnsafeMutablePointer<UnsafePointer<CChar>?>?) -> Int32 {
+    let c = try? borrow(client, ClientHandle.self, "client")
+    return status(on: c) {
+        guard let c else { throw invalid("client is NULL") }
+        guard let model else { throw invalid("model is NULL") }
+        let info = try c.client.serverInfo(timeout: try timeout(timeoutMs))
+        var text = info["model"] ?? ""
+        if let v = info["version"], !v.isEmpty, !text.contains(v) { text += " version=\(v)" }
+        c.info = Array(text.utf8CString)
+        model.pointee = c.info.withUnsafeBufferPointer { $0.baseAddress }
+    }
+}
+
 @_cdecl("ferry_call_try_begin")
 public func ferry_call_try_begin(_ client: OpaquePointer?, _ timeoutMs: Int64, _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     let c = try? borrow(client, ClientHandle.self, "client")

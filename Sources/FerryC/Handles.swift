@@ -154,7 +154,12 @@ func timeout(_ ms: Int64) throws -> Duration? {
 
 // MARK: handle classes
 
-final class ClientHandle: ErrorHolder { let client: Client; init(_ c: Client) { client = c } }
+final class ClientHandle: ErrorHolder {
+    let client: Client
+    /// The text `ferry_client_server_info` hands out (valid until its next call).
+    var info: [CChar] = [0]
+    init(_ c: Client) { client = c }
+}
 final class WorkerHandle: ErrorHolder { let worker: Worker; init(_ w: Worker) { worker = w } }
 
 /// A message view and whatever keeps its bytes alive.

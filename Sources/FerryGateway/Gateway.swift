@@ -30,6 +30,11 @@ public struct GatewayConfiguration: Sendable {
     public var tlsCertificateFile: String?, tlsKeyFile: String?
     /// Time a new connection has to complete its handshake.
     public var handshakeTimeout: TimeAmount = .seconds(5)
+    /// Time a frame may take to arrive whole once its first byte came (nil: no limit).
+    public var frameTimeout: TimeAmount? = .seconds(30)
+    /// A connection with nothing in flight that sends nothing for this long is closed (nil:
+    /// never; clients reconnect on their next call).
+    public var idleTimeout: TimeAmount? = nil
     /// Threads that carry requests into the channel when no slot is free at once, and wait
     /// for replies that take longer than `spinNanos` (each waits for one reply at a time).
     public var forwarders = 8
@@ -107,7 +112,8 @@ public final class Gateway: Sendable {
                         try sync.addHandler(Refuser(shared: shared))
                         return
                     }
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxRequest: maxRequest)))
+                    if let idle = config.idleTimeout { try sync.addHandler(IdleStateHandler(readTimeout: idle)) }
+                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxRequest: maxRequest, frameTimeout: config.frameTimeout)))
                     try sync.addHandler(GatewayHandler(shared: shared))
                 }
             }
@@ -332,6 +338,15 @@ final class GatewayHandler: ChannelDuplexHandler {
             reject(ctx, FerryError(.timedOut, "no handshake within \(shared.config.handshakeTimeout.nanoseconds / 1_000_000) ms"))
         }
         context.fireChannelActive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        // Read-idle (--idle-timeout): closed only when nothing of this connection is in flight.
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            if inFlight == 0 && awaiting.isEmpty && queued.isEmpty { context.close(promise: nil) }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -117,6 +117,12 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
         return RedisLoan(transport: self, capacity: requestCapacity)
     }
 
+    func serverInfo(deadline d: UInt64) throws -> [String: String] {
+        try withCommands(deadline: d) { c in try refreshInfo(c) }
+        let a = shared.withLock { $0.announced }
+        return ["model": a.model, "version": a.version]
+    }
+
     func census(recover: Bool) throws -> [SlotState: Int] {
         throw FerryError(.invalidArgument, "slot census is not available over redis://; run `ferry stats` on a node's host")
     }
@@ -180,10 +186,10 @@ final class RedisClientTransport: ClientTransport, @unchecked Sendable {
         do {
             try withCommands(deadline: d) { c in
                 if let digest {
-                    let args: [RedisArgument] = [.text(keys.info), .text(keys.cache(digest)), .text(keys.requests),
+                    let args: [RedisArgument] = [.text(keys.info), .text(keys.cache(digest)), .text(keys.requests), .text(keys.stats),
                                                  .text(announced.version), .text(String(announced.maxBacklog)), .bytes(message),
                                                  .text(replyList), .text(String(id)), .text(String(ttlMillis))]
-                    let r = try evalScript(c, sha: submitSHA, script: RedisScripts.submit, keyCount: 3, args)
+                    let r = try evalScript(c, sha: submitSHA, script: RedisScripts.submit, keyCount: 4, args)
                     let e = r.value.elements
                     if e.count == 2, e[0].integer == 1 {
                         loan.take(reply: e[1].bytes, owner: r, buffers: buffers)

@@ -21,6 +21,9 @@ public struct RedisKeys: Sendable {
     public let cacheIndex: String
     /// A key standing in for an unused script key (same slot).
     public let none: String
+    /// Channel-wide counters no node sees: `cache_hits`, the calls clients answered from the
+    /// result cache themselves (their submit script), without reaching a node.
+    public let stats: String
 
     public init(_ name: String) {
         self.name = name
@@ -31,6 +34,7 @@ public struct RedisKeys: Sendable {
         nodes = p + "nodes"
         cacheIndex = p + "cache-index"
         none = p + "none"
+        stats = p + "stats"
     }
 
     /// A node's counters (a hash refreshed with every heartbeat, expiring a minute after it stops).
@@ -86,13 +90,17 @@ public enum RedisWire {
 /// The Lua scripts (run atomically by Redis; EVALSHA with EVAL as the fallback).
 public enum RedisScripts {
     /// Client: answer from the cache when the nodes' model version is the one the key was
-    /// computed for, else add the request. KEYS: info, cache key, requests.
-    /// ARGV: version, maxlen, message, reply list, id, ttl. Returns {1, reply} or {0, version}.
+    /// computed for (counting the hit in the stats hash), else add the request. KEYS: info,
+    /// cache key, requests, stats. ARGV: version, maxlen, message, reply list, id, ttl.
+    /// Returns {1, reply} or {0, version}.
     public static let submit = """
     local v = redis.call('HGET', KEYS[1], 'version')
     if v and v == ARGV[1] then
       local hit = redis.call('GET', KEYS[2])
-      if hit then return {1, hit} end
+      if hit then
+        redis.call('HINCRBY', KEYS[4], 'cache_hits', 1)
+        return {1, hit}
+      end
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'm', ARGV[3], 'r', ARGV[4], 'i', ARGV[5], 't', ARGV[6], 'c', '1')
     return {0, v or ''}
@@ -303,6 +311,9 @@ public struct RedisChannelSnapshot: Sendable {
     public var nodes: [Node] = []
     /// Requests not yet taken by a node, taken but not answered, dead letters, cached replies.
     public var backlog: Int64 = 0, inFlight: Int64 = 0, deadLetters: Int64 = 0, cached: Int64 = 0
+    /// Calls answered from the result cache: by clients' own lookups (never reaching a node)
+    /// plus the nodes' hits.
+    public var cacheHits: Int64 = 0
     /// The model and version the nodes announce.
     public var model = "", version = ""
 
@@ -333,6 +344,8 @@ public struct RedisChannelSnapshot: Sendable {
         }
         s.deadLetters = try c.command(["XLEN", .text(keys.dead)]).value.integer
         s.cached = try c.command(["ZCARD", .text(keys.cacheIndex)]).value.integer
+        let clientHits = Int64(try c.command(["HGET", .text(keys.stats), "cache_hits"]).value.text) ?? 0
+        s.cacheHits = clientHits + s.nodes.reduce(0) { $0 + ($1.counters["cache_hits"] ?? 0) }
         let info = try c.command(["HMGET", .text(keys.info), "model", "version"]).value.elements
         if info.count == 2 { s.model = info[0].text; s.version = info[1].text }
         return s

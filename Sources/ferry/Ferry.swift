@@ -102,8 +102,10 @@ struct Serve: ParsableCommand {
     var maxBatch: Int = 1
     @Option(name: .customLong("max-delay"), help: "Microseconds to wait for more requests to batch after the first.")
     var maxDelay: Int = 500
-    @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics), e.g. 127.0.0.1:9464.")
+    @Option(help: "Serve Prometheus metrics on HOST:PORT (GET /metrics, /healthz, /readyz), e.g. 127.0.0.1:9464.")
     var metrics: String?
+    @Option(name: .customLong("histogram-buckets"), help: "Upper bounds in seconds of the service-time histogram's buckets, comma-separated (default: 50 µs … 10 s).")
+    var histogramBuckets: String?
     @Option(help: "Also accept remote clients on tcp://HOST:PORT (they call tcp://HOST:PORT/NAME). Bind a loopback address unless the network is trusted or --auth-token-file is given.")
     var listen: String?
     @Option(name: .customLong("auth-token-file"), help: "With --listen: a file (mode 600) holding a shared secret; clients prove they know it (HMAC challenge) before any request.")
@@ -118,6 +120,10 @@ struct Serve: ParsableCommand {
     var maxInFlight: Int = 64
     @Option(name: .customLong("max-request"), help: "With --listen: largest request, e.g. 16M (default: what a slot takes).")
     var maxRequest: String?
+    @Option(name: .customLong("frame-timeout"), help: "With --listen: seconds a frame may take to arrive whole once its first byte came; a stalled sender's connection is closed (0: no limit).")
+    var frameTimeout: Double = 30
+    @Option(name: .customLong("idle-timeout"), help: "With --listen: close a connection that has nothing in flight and sends nothing for this many seconds (0: never).")
+    var idleTimeout: Double = 0
     @Option(help: "Join redis://[USER:PASSWORD@]HOST:PORT/NAME as a node: take requests from the stream ferry:{NAME}:requests (consumer group NAME) and run them here. Clients call the same URL.")
     var redis: String?
     @Option(name: .customLong("model-version"), help: "The model's version: part of its identity (one model per channel) and, with --redis, of every result-cache key (default: a hash of the model file).")
@@ -136,6 +142,8 @@ struct Serve: ParsableCommand {
     var cacheMaxBytes: String = "16M"
     @Option(name: .customLong("max-backlog"), help: "With --redis: most requests queued in the stream (older ones are trimmed).")
     var maxBacklog: Int = 10_000
+    @Option(name: .customLong("max-dead-letters"), help: "With --redis: most entries kept in the dead-letter stream ferry:{NAME}:dead (older ones are trimmed).")
+    var maxDeadLetters: Int = 10_000
     @Option(name: .customLong("max-restarts"), help: "Give up (exit 70) when workers crash more than this many times within --restart-window seconds.")
     var maxRestarts: Int = 10
     @Option(name: .customLong("max-backoff"), help: "Longest wait (seconds) before restarting a worker that keeps crashing soon after it starts (the wait doubles from 0.1 s).")
@@ -189,9 +197,17 @@ struct Serve: ParsableCommand {
         var metricsServer: (group: MultiThreadedEventLoopGroup, channel: Channel)? = nil
         if let metrics {
             let (host, port) = try parseHostPort(metrics)
+            var buckets = MetricsExporter.defaultBuckets
+            if let histogramBuckets {
+                let parsed = histogramBuckets.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+                guard !parsed.isEmpty, parsed.allSatisfy({ $0 != nil && $0! > 0 && $0!.isFinite }) else {
+                    throw ValidationError("--histogram-buckets takes positive seconds, comma-separated, e.g. 0.001,0.01,0.1,1")
+                }
+                buckets = parsed.map { $0! }
+            }
             let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
             do {
-                let channel = try MetricsExporter(holder: holder, channel: name).listen(host: host, port: port, group: group)
+                let channel = try MetricsExporter(holder: holder, channel: name, buckets: buckets).listen(host: host, port: port, group: group)
                 metricsServer = (group, channel)
                 logger.info("metrics", metadata: ["address": "http://\(metrics)/metrics"])
             } catch {
@@ -320,6 +336,8 @@ struct Serve: ParsableCommand {
         config.cacheMaxEntries = cacheMaxEntries
         config.cacheMaxBytes = try Endpoint.parseSize(cacheMaxBytes)
         config.maxBacklog = maxBacklog
+        guard (1...100_000_000).contains(maxDeadLetters) else { throw ValidationError("--max-dead-letters must be in 1...100000000") }
+        config.deadMaxLength = maxDeadLetters
         let log = logger
         config.log = { level, text in
             if level == "warning" { log.warning("\(text)") } else { log.info("\(text)") }
@@ -342,6 +360,11 @@ struct Serve: ParsableCommand {
         config.maxConnections = maxConnections
         config.maxInFlight = maxInFlight
         config.forwarders = forwarders
+        guard (0...86_400).contains(frameTimeout), (0...86_400).contains(idleTimeout) else {
+            throw ValidationError("--frame-timeout and --idle-timeout take seconds in 0...86400 (0: no limit)")
+        }
+        config.frameTimeout = frameTimeout > 0 ? .milliseconds(Int64(frameTimeout * 1000)) : nil
+        config.idleTimeout = idleTimeout > 0 ? .milliseconds(Int64(idleTimeout * 1000)) : nil
         // The gateway waits for quick replies the way the channel's clients do.
         config.spinNanos = channel.wait == "futex" ? 0 : UInt64(max(0, min(channel.spinMicros, 1000))) * 1000
         if let maxRequest { config.maxRequest = try Endpoint.parseSize(maxRequest) }

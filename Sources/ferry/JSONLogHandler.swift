@@ -17,8 +17,8 @@ struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
+    func log(event: LogEvent) {
+        let level = event.level, message = event.message, extra = event.metadata
         var fields: [(String, String)] = [("ts", Self.timestamp()), ("level", level.rawValue), ("logger", label), ("message", message.description)]
         let merged = metadata.merging(extra ?? [:]) { _, new in new }
         for key in merged.keys.sorted() where !["ts", "level", "logger", "message"].contains(key) {

@@ -1,5 +1,6 @@
 #if Network
 import FerryCore
+import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -18,10 +19,15 @@ final class MetricsExporter: @unchecked Sendable {
     private let workers, clients, inFlight, slots, p50, p99: Gauge
 
     let channelName: String
+    /// Upper bounds (seconds) of the service-time histogram's buckets.
+    let buckets: [Double]
+    /// Prometheus's default buckets, from 50 µs (a Ferry call) to 10 s (a big model).
+    static let defaultBuckets: [Double] = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
-    init(holder: Worker, channel: String) {
+    init(holder: Worker, channel: String, buckets: [Double] = MetricsExporter.defaultBuckets) {
         self.holder = holder
         channelName = channel
+        self.buckets = buckets.sorted()
         let l = [("channel", channel)]
         answered = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "requests_answered", unitName: "total", helpText: "Requests answered by workers."), labels: l)
         failed = registry.makeCounter(descriptor: MetricNameDescriptor(namespace: "ferry", metricName: "requests_failed", unitName: "total", helpText: "Requests answered with an error."), labels: l)
@@ -54,8 +60,39 @@ final class MetricsExporter: @unchecked Sendable {
             p50.set(Double(ChannelStats.quantile(0.5, of: hist) ?? 0) / 1e9)
             p99.set(Double(ChannelStats.quantile(0.99, of: hist) ?? 0) / 1e9)
             last = now
+            return registry.emitToBuffer() + histogramText(now.serviceHistogram)
         }
-        return registry.emitToBuffer()
+    }
+
+    /// `ferry_service_seconds` as a Prometheus histogram, from the segment's own counts
+    /// (cumulative since the channel was made, so they only go up): bucket k of the segment
+    /// counts service times in [2^k, 2^(k+1)) ns and is counted under the first `le` at or
+    /// above 2^(k+1) ns (so `le` is exact to a factor of two below it). The sum takes each
+    /// bucket's middle. Rendered by hand: swift-prometheus records one observation at a time,
+    /// and the segment has counts.
+    func histogramText(_ counts: [UInt64]) -> [UInt8] {
+        let name = "ferry_service_seconds", label = "channel=\"\(escape(channelName))\""
+        var lines = ["# HELP \(name) Service time of a request (a worker took it → answered it), since the channel was made.",
+                     "# TYPE \(name) histogram"]
+        var total: UInt64 = 0
+        var sum = 0.0
+        for (k, n) in counts.enumerated() where n > 0 {
+            total &+= n
+            sum += Double(n) * 1.5 * pow(2.0, Double(k)) / 1e9
+        }
+        for le in buckets {
+            var below: UInt64 = 0
+            for (k, n) in counts.enumerated() where pow(2.0, Double(k + 1)) / 1e9 <= le { below &+= n }
+            lines.append("\(name)_bucket{\(label),le=\"\(le)\"} \(below)")
+        }
+        lines.append("\(name)_bucket{\(label),le=\"+Inf\"} \(total)")
+        lines.append("\(name)_sum{\(label)} \(sum)")
+        lines.append("\(name)_count{\(label)} \(total)")
+        return Array((lines.joined(separator: "\n") + "\n").utf8)
+    }
+
+    private func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
     }
 
     /// Whether a worker takes requests now, and what to say about it.

@@ -124,10 +124,10 @@ struct Stats: ParsableCommand {
                         + n.counters.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
                 }
                 print("{\"url\":\"redis://\(endpoint.host):\(endpoint.port)/\(endpoint.name)\",\"model\":\"\(now.model)\",\"version\":\"\(now.version)\","
-                      + "\"backlog\":\(now.backlog),\"in_flight\":\(now.inFlight),\"dead_letters\":\(now.deadLetters),\"cached\":\(now.cached),"
+                      + "\"backlog\":\(now.backlog),\"in_flight\":\(now.inFlight),\"dead_letters\":\(now.deadLetters),\"cached\":\(now.cached),\"cache_hits\":\(now.cacheHits),"
                       + "\"nodes\":[\(nodes.joined(separator: ","))]}")
             } else {
-                print("redis://\(endpoint.host):\(endpoint.port)/\(endpoint.name)  model \(now.model) \(now.version)  backlog \(now.backlog)  in flight \(now.inFlight)  dead letters \(now.deadLetters)  cached \(now.cached)")
+                print("redis://\(endpoint.host):\(endpoint.port)/\(endpoint.name)  model \(now.model) \(now.version)  backlog \(now.backlog)  in flight \(now.inFlight)  dead letters \(now.deadLetters)  cached \(now.cached)  cache hits \(now.cacheHits)")
                 print("  node                                      seen     req/s    served   failed   cache hits  reclaimed  dead")
                 for n in now.nodes {
                     let c = n.counters

@@ -485,7 +485,7 @@ static PyObject *fc_next_request(PyObject *self, PyObject *const *args, Py_ssize
     return out;
 }
 
-/* reply(job, result, finish): writes a plain result into the job's reply — one array (named
+/* reply(job, result, finish[, model]): writes a plain result into the job's reply — one array (named
  * `output`), a dict of arrays by name, or a tuple or list of arrays (output_0..., with
  * `ferry.outputs=tuple` in the metadata) — each copied and checked by the library, with the
  * GIL released. With `finish`, also sends the reply (ferry_job_reply; the job is gone after
@@ -496,10 +496,12 @@ static PyObject *fc_next_request(PyObject *self, PyObject *const *args, Py_ssize
  * was written; the job is untouched). */
 static PyObject *fc_reply(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3) { PyErr_SetString(PyExc_TypeError, "reply() takes 3 arguments"); return NULL; }
+    if (nargs != 3 && nargs != 4) { PyErr_SetString(PyExc_TypeError, "reply() takes 3 or 4 arguments"); return NULL; }
     FC_REQUIRE_BOUND(NULL)
     void *job = PyLong_AsVoidPtr(args[0]);
     int finish = PyObject_IsTrue(args[2]);
+    /* The model's identity for the reply's metadata (ferry.model), or None. */
+    const char *model = nargs == 4 && args[3] != Py_None ? PyBytes_AsString(args[3]) : NULL;
     if (PyErr_Occurred()) return NULL;
     if (!job) { PyErr_SetString(PyExc_ValueError, "bad argument"); return NULL; }
     fc_plan plan;
@@ -508,7 +510,9 @@ static PyObject *fc_reply(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (!planned) Py_RETURN_NONE;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = fc_plan_write(&plan, fc.job_writer(job));
+    ferry_writer *w = fc.job_writer(job);
+    rc = fc_plan_write(&plan, w);
+    if (rc == FERRY_OK && model) rc = fc.set_meta(w, "ferry.model", model);
     if (rc == FERRY_OK && finish) (void)fc.job_reply(job);
     Py_END_ALLOW_THREADS
     fc_plan_release(&plan);

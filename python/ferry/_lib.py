@@ -84,6 +84,7 @@ _SIGNATURES = {
     "ferry_client_free": (None, [c_void_p]),
     "ferry_call_begin": (c_int, [c_void_p, c_int64, _pp]),
     "ferry_call_try_begin": (c_int, [c_void_p, c_int64, _pp]),
+    "ferry_client_server_info": (c_int, [c_void_p, c_int64, _P(c_char_p)]),
     "ferry_call_writer": (c_void_p, [c_void_p]),
     "ferry_call_send": (c_int, [c_void_p]),
     "ferry_call_wait": (c_int, [c_void_p, c_int64, _pp]),

@@ -264,6 +264,14 @@ class Client(Handle):
                 _free(c_void_p(call))
                 sc.call.value = None
 
+    def server_info(self, timeout: float | None = None) -> dict:
+        """Who serves the channel: {"model": its identity (file, function, content hash,
+        version)}. Over tcp:// this raises InvalidArgument: there each reply names its model
+        instead (`call_message(...)[1]["ferry.model"]`)."""
+        text = c_char_p()
+        check(lib.ferry_client_server_info(self._handle(), _DEFAULT_MS if timeout is None else _timeout_ms(timeout), byref(text)))
+        return {"model": (text.value or b"").decode("utf-8", "replace")}
+
     def send(self, inputs: Any, timeout: float | None = None, **metadata: str) -> "Call":
         """Sends `inputs` without waiting: returns a `Call` whose `result()` waits for the
         reply. Several calls may be in flight at once (one slot each); `timeout` is the

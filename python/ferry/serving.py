@@ -28,6 +28,8 @@ from .table import TABLE, from_tensors
 from .message import DEFAULT_OUTPUT, MessageReader, _scratch, fastcall as _fastcall, reply_array, write_message
 
 _TIMEOUT, _CLOSED, _REMOTE = Timeout.code, ChannelClosed.code, RemoteError.code
+#: Reply metadata naming the model that made the reply (its identity: file, function, hash, version).
+MODEL_KEY = "ferry.model"
 _malloc_tuned = False
 
 
@@ -155,6 +157,9 @@ class Worker(Handle):
             self._map_slot(i)
         self._origin = self._slot_base[0]
         self._reader = MessageReader()
+        #: The model identity this worker serves (the URL's model=), named in every reply's
+        #: metadata as `ferry.model`; None when the URL gives none.
+        self.model = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query).get("model", [None])[0]
         self._stop = False
         self.preserved = 0  #: requests kept by the model and preserved (see the class doc)
 
@@ -247,6 +252,8 @@ class Worker(Handle):
         fast_next = _fastcall.next if _fastcall is not None else None
         fast_reply = _fastcall.reply if _fastcall is not None else None
         held = _fastcall.held if _fastcall is not None else None
+        model_c = self.model.encode() if self.model else None
+        reply_meta = {MODEL_KEY: self.model} if self.model else None
         w_at, wait_ms, job_at, count_at = w.value, wait_c.value, ctypes.addressof(job), ctypes.addressof(count)
         tensors_obj = tensors_at = None
         served = 0
@@ -342,14 +349,14 @@ class Worker(Handle):
                     if result is None:
                         raise TypeError("the model returned None; return an array, a scalar, str, bytes, a dict or a tuple of those")
                     if fast_reply is not None:
-                        rc = fast_reply(job_ptr, result, not kept)
+                        rc = fast_reply(job_ptr, result, not kept, model_c)
                         if rc:
                             check(rc)  # not written (e.g. too large for the slot): the job is still open
-                    elif not kept and type(result) is ndarray:
+                    elif not kept and type(result) is ndarray and model_c is None:
                         rc = reply_array(job_ptr, output, result, scratch)  # written and sent, or None
                     if rc is None:
                         general = True
-                        write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT, several=True)
+                        write_message(writer_of(job_ptr), result, DEFAULT_OUTPUT, reply_meta, several=True)
                     elif not kept:
                         served += 1
                         continue  # sent

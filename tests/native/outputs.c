@@ -1,7 +1,8 @@
 /* A C client of a model with several outputs: sends one float32 array (x = 0, 1, ..., n-1)
  * and prints the reply's tensors by index — name, dtype, shape, first value — and the
  * `ferry.outputs` metadata (docs/protocol.md: "tuple" when the model returned a tuple or list
- * of arrays). tests/test_fastcall.py checks what it prints. */
+ * of arrays). With a second argument `info`, prints who serves the channel instead
+ * (ferry_client_server_info). tests/test_fastcall.py and test_one_model.py check what it prints. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,6 +13,13 @@ int main(int argc, char **argv) {
     if (argc < 2) { fprintf(stderr, "usage: %s URL\n", argv[0]); return 2; }
     ferry_client *client = NULL;
     if (ferry_client_new(argv[1], NULL, &client) != FERRY_OK) { printf("error %s\n", ferry_last_error()); return 1; }
+    if (argc > 2 && !strcmp(argv[2], "info")) {  /* who serves the channel (ferry_client_server_info) */
+        const char *model = NULL;
+        int rc = ferry_client_server_info(client, 5000, &model);
+        if (rc == FERRY_OK) printf("model %s\n", model); else printf("error %s %s\n", ferry_status_name(rc), ferry_last_error());
+        ferry_client_free(client);
+        return rc == FERRY_OK ? 0 : 1;
+    }
     float x[6] = {0, 1, 2, 3, 4, 5};
     const int64_t shape[1] = {6};
     ferry_call *call = NULL;

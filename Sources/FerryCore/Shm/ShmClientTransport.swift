@@ -6,6 +6,11 @@ final class ShmClientTransport: ClientTransport {
     let endpoint: Endpoint
     private let state: Locked<ShmChannel?>
 
+    func serverInfo(deadline: UInt64) throws -> [String: String] {
+        let segment = try attached().segment
+        return ["model": segment.model, "workers": String(segment.liveAttachments().servers)]
+    }
+
     init(_ endpoint: Endpoint) throws {
         self.endpoint = endpoint
         state = Locked(ShmChannel(try ShmSegment.attach(channel: endpoint.name, shared: endpoint.shared)))

@@ -67,6 +67,13 @@ public final class Client: Sendable {
         return try read(try call.wait())
     }
 
+    /// Who serves the channel: `model` (its identity: file, function, content hash, version),
+    /// and what else the transport knows (`workers` over shm://, `version` over redis://).
+    /// Over tcp:// each reply names its model instead (metadata `ferry.model`).
+    public func serverInfo(timeout: Duration? = nil) throws -> [String: String] {
+        try transport.serverInfo(deadline: deadline(timeout))
+    }
+
     /// Slots of the channel by state; with `recover`, after freeing what dead processes held.
     public func census(recover: Bool = false) throws -> [SlotState: Int] { try transport.census(recover: recover) }
 

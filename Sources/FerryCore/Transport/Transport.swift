@@ -17,6 +17,15 @@ public protocol ClientTransport: AnyObject, Sendable {
     func stats() throws -> ChannelStats
     /// Lets go of the transport's resources; loans still open keep what they use.
     func close()
+    /// Who serves the channel (`model`: its identity, one model per channel), asked by
+    /// `deadline` (transports that can tell; others throw `.invalidArgument`).
+    func serverInfo(deadline: UInt64) throws -> [String: String]
+}
+
+extension ClientTransport {
+    public func serverInfo(deadline: UInt64) throws -> [String: String] {
+        throw FerryError(.invalidArgument, "this transport cannot tell who serves the channel; each reply names its model (metadata ferry.model)")
+    }
 }
 
 /// One request's buffer, loaned by a transport for one call: the caller writes the request
