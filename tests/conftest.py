@@ -236,4 +236,9 @@ def native(tmp_path_factory):
         subprocess.run(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{inc}", "-o", str(exe),
                         os.path.join(ROOT, src), f"-L{lib}", f"-Wl,-rpath,{lib}", "-lferry"], check=True)
         built[prog] = str(exe)
+    # The C++ twin of outputs.c, through ferry.hpp.
+    exe = out / "outputs_cpp"
+    subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{inc}", "-o", str(exe),
+                    os.path.join(ROOT, "tests/native/outputs.cpp"), f"-L{lib}", f"-Wl,-rpath,{lib}", "-lferry"], check=True)
+    built["outputs_cpp"] = str(exe)
     return built

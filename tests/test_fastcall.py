@@ -133,16 +133,17 @@ def predict(x):
 
 
 @pytest.mark.parametrize("pure", [False, True], ids=["compiled", "ctypes"])
-def test_a_c_client_reads_several_outputs_by_index(procs, name, tmp_path, native, pure):
-    """A Python model's tuple reaches a C client as tensors in order, with ferry.outputs=tuple;
+def test_c_and_cpp_clients_read_several_outputs_by_index(procs, name, tmp_path, native, pure):
+    """A Python model's tuple reaches C and C++ clients as tensors in order, with ferry.outputs=tuple;
     a namedtuple's outputs carry its field names. Both worker paths."""
     model = tmp_path / "tuples.py"
     model.write_text(TUPLE_MODEL)
     url = f"shm://{name}"
     procs.worker(url, str(model), env=worker_env(pure))
-    r = subprocess.run([native["outputs"], url], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.splitlines() == ["outputs tuple", "0 output_0 dtype=11 shape=6 first=0", "1 output_1 dtype=11 shape=2 first=0"]
+    for client in (native["outputs"], native["outputs_cpp"]):  # C, and C++ through ferry.hpp
+        r = subprocess.run([client, url], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.stdout.splitlines() == ["outputs tuple", "0 output_0 dtype=11 shape=6 first=0", "1 output_1 dtype=11 shape=2 first=0"]
     with ferry.Client(url) as c:
         boxes, scores = c.call(np.array([1, 2, 3], np.float32))
         assert boxes.tolist() == [2, 3] and scores.tolist() == [10]

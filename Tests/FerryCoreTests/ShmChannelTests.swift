@@ -169,6 +169,27 @@ final class ShmChannelTests: XCTestCase {
         }
     }
 
+    func testSwiftClientReadsAPythonModelsSeveralOutputsByIndexAndItsIdentity() throws {
+        let name = uniqueName("outputs")
+        let url = "shm://\(name)"
+        let worker = try startPython(["-m", "ferry.worker", repoRoot + "/tests/models/testmodel.py", "--url", url])
+        defer { stop(worker) }
+        let client = try connect(url)
+        defer { client.close() }
+        // testmodel.py returns (a, a[:1] * 2, a[1:]) for "outputs": a tuple of three.
+        let a: [Float] = [0, 1, 2, 3]
+        let reply = try client.call([("outputs", Tensor(a)), ("x", Tensor([1] as [UInt8]))], timeout: .seconds(20))
+        XCTAssertEqual(reply.metadata["ferry.outputs"], "tuple")
+        XCTAssertEqual(reply.entries.map { $0.name }, ["output_0", "output_1", "output_2"])
+        XCTAssertEqual(try reply.entries[0].tensor.values(as: Float.self), a)
+        XCTAssertEqual(try reply.entries[1].tensor.values(as: Float.self), [0])
+        XCTAssertEqual(try reply.entries[2].tensor.values(as: Float.self), [1, 2, 3])
+        // Who serves: the channel's model identity, also named in the reply.
+        let model = try client.serverInfo()["model"] ?? ""
+        XCTAssertTrue(model.contains("testmodel.py:predict sha256="), model)
+        XCTAssertEqual(reply.metadata["ferry.model"], model)
+    }
+
     func testPythonWorkerKilledMidRequestGivesPeerDied() throws {
         let url = "shm://\(uniqueName("kill"))"
         let worker = try startPython(["-m", "ferry.worker", repoRoot + "/tests/models/testmodel.py", "--url", url])
