@@ -160,8 +160,9 @@ int ferry_call_begin(ferry_client *client, int64_t timeout_ms, ferry_call **out)
  * Who serves the client's channel: `*model` is the serving model's identity (its file,
  * function, content hash and version as its server gave them; "" when none was given), asked
  * within `timeout_ms`. The text stays valid until the next call of this function on the
- * client. shm:// reads it from the channel; redis:// asks Redis (with the nodes' version);
- * over tcp:// it is FERRY_EINVAL: each reply names its model in metadata `ferry.model`.
+ * client. shm:// reads it from the channel; tcp:// has it from the gateway's handshake;
+ * redis:// asks Redis (the nodes' model and version). Each reply also names its model in
+ * metadata `ferry.model`.
  */
 int ferry_client_server_info(ferry_client *client, int64_t timeout_ms, const char **model);
 /**

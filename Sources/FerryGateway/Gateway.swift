@@ -166,6 +166,9 @@ func usleepNanos(_ ns: UInt64) {
 final class GatewayShared: Sendable {
     let config: GatewayConfiguration
     let client: Client
+    /// The identity of the model the channel serves, told to clients (WELCOME, or READY after
+    /// AUTH) so that `server_info` works over tcp:// too.
+    var model: String { (try? client.serverInfo(timeout: .milliseconds(100)))?["model"] ?? "" }
     let pool: NIOThreadPool
     let maxRequest: Int
     let connections = ManagedAtomic<Int>(0)
@@ -399,7 +402,10 @@ final class GatewayHandler: ChannelDuplexHandler {
             }
             becomeReady(context)
             var b = context.channel.allocator.buffer(capacity: Frame.headerSize)
-            b.writeFrameHeader(Frame.Header(kind: .ready, length: 0))
+            // READY names the model (after AUTH: not told to whoever connects).
+            let m = Array(shared.model.utf8.prefix(Frame.Welcome.maxModel))
+            b.writeFrameHeader(Frame.Header(kind: .ready, length: UInt64(m.count)))
+            b.writeBytes(m)
             context.writeAndFlush(wrapOutboundOut(b), promise: nil)
         case (.ready, .request):
             request(context, header, body)
@@ -430,7 +436,8 @@ final class GatewayHandler: ChannelDuplexHandler {
         }
         let nonce = System.randomBytes(Frame.nonceSize)
         let welcome = Frame.Welcome(requestCapacity: UInt64(shared.maxRequest), maxRequest: UInt64(shared.maxRequest),
-                                    maxInFlight: UInt32(shared.config.maxInFlight), authRequired: shared.config.secret != nil, nonce: nonce)
+                                    maxInFlight: UInt32(shared.config.maxInFlight), authRequired: shared.config.secret != nil, nonce: nonce,
+                                    model: shared.model)
         let w = welcome.bytes
         var b = context.channel.allocator.buffer(capacity: Frame.headerSize + w.count)
         b.writeFrameHeader(Frame.Header(kind: .welcome, length: UInt64(w.count)))

@@ -42,6 +42,10 @@ final class TCPClientTransport: ClientTransport, @unchecked Sendable {
 
     var requestCapacity: Int { Int(current.withLock { $0?.welcome.requestCapacity } ?? 0) }
 
+    func serverInfo(deadline d: UInt64) throws -> [String: String] {
+        ["model": try connection(deadline: d).model]
+    }
+
     func loan(deadline d: UInt64) throws -> any CallLoan {
         let c = try connection(deadline: d)
         return TCPLoan(connection: c, capacity: Int(c.welcome.requestCapacity))
@@ -112,6 +116,8 @@ final class TCPConnection: @unchecked Sendable {
     let endpoint: Endpoint
     let buffers: BufferPool
     let welcome: Frame.Welcome
+    /// The identity of the model the channel serves, as the gateway told it.
+    var model = ""
     let forkGeneration = cferryForkGeneration()
     /// Largest reply body accepted (a reply fits in the slot after the request).
     let maxReply: Int
@@ -157,8 +163,12 @@ final class TCPConnection: @unchecked Sendable {
                 let transcript = Frame.authTranscript(gatewayNonce: welcome.nonce, clientNonce: clientNonce, name: e.name)
                 let mac = Digest.hmacSHA256(key: secret, Array(transcript))
                 try TCPConnection.sendControl(stream, .auth, mac, until: until)
-                let (r, _) = try TCPConnection.readControl(stream, until: until)
+                let (r, ready) = try TCPConnection.readControl(stream, until: until)
                 guard r.kind == .ready else { throw FerryError(.protocolViolation, "expected READY from the gateway, got \(r.kind)") }
+                guard ready.count <= Frame.Welcome.maxModel else { throw FerryError(.protocolViolation, "READY of \(ready.count) bytes") }
+                model = String(decoding: ready, as: UTF8.self)
+            } else {
+                model = welcome.model
             }
             maxReply = Int(min(welcome.requestCapacity, UInt64(Int.max / 2))) + 2 * 4096
         } catch let error as FerryError where e.tls == nil && (error.code == .disconnected || error.code == .protocolViolation) {

@@ -106,17 +106,23 @@ public enum Frame {
         public var authRequired: Bool
         /// The gateway's challenge.
         public var nonce: [UInt8]
+        /// The identity of the model the channel serves, when no authentication is required
+        /// (else READY carries it, after AUTH): "" when none.
+        public var model: String
 
-        /// Bytes of the payload.
+        /// Bytes of the payload without the model identity (its fixed part).
         public static let size = 24 + Frame.nonceSize
+        /// Longest model identity (as the shared-memory segment keeps it).
+        public static let maxModel = 1020
 
         /// A welcome.
-        public init(requestCapacity: UInt64, maxRequest: UInt64, maxInFlight: UInt32, authRequired: Bool, nonce: [UInt8]) {
+        public init(requestCapacity: UInt64, maxRequest: UInt64, maxInFlight: UInt32, authRequired: Bool, nonce: [UInt8], model: String = "") {
             self.requestCapacity = requestCapacity
             self.maxRequest = maxRequest
             self.maxInFlight = maxInFlight
             self.authRequired = authRequired
             self.nonce = nonce
+            self.model = model
         }
 
         /// The payload's bytes.
@@ -129,16 +135,28 @@ public enum Frame {
                 p.baseAddress!.put(UInt8(authRequired ? 1 : 0), at: 20)
             }
             for i in 0..<Frame.nonceSize { b[24 + i] = i < nonce.count ? nonce[i] : 0 }
+            let m = Array(model.utf8.prefix(Welcome.maxModel))
+            if !authRequired && !m.isEmpty { b += [UInt8(m.count & 0xFF), UInt8(m.count >> 8)] + m }
             return b
         }
 
         /// Parses a payload (untrusted).
         public init(parsing b: [UInt8]) throws {
-            guard b.count == Welcome.size else { throw FerryError(.protocolViolation, "WELCOME of \(b.count) bytes (expected \(Welcome.size))") }
+            guard b.count == Welcome.size || b.count >= Welcome.size + 2 else {
+                throw FerryError(.protocolViolation, "WELCOME of \(b.count) bytes (expected \(Welcome.size), or more with a model identity)")
+            }
             (requestCapacity, maxRequest, maxInFlight, authRequired) = b.withUnsafeBytes { p in
                 (p.baseAddress!.u64(0), p.baseAddress!.u64(8), p.baseAddress!.u32(16), p[20] != 0)
             }
-            nonce = Array(b[24...])
+            nonce = Array(b[24..<Welcome.size])
+            model = ""
+            if b.count > Welcome.size {
+                let n = Int(b[Welcome.size]) | Int(b[Welcome.size + 1]) << 8
+                guard n <= Welcome.maxModel, b.count == Welcome.size + 2 + n else {
+                    throw FerryError(.protocolViolation, "WELCOME's model identity of \(n) bytes does not fill its \(b.count - Welcome.size - 2)")
+                }
+                model = String(decoding: b[(Welcome.size + 2)...], as: UTF8.self)
+            }
             guard maxInFlight >= 1 else { throw FerryError(.protocolViolation, "WELCOME allows no request in flight") }
         }
     }

@@ -266,8 +266,9 @@ class Client(Handle):
 
     def server_info(self, timeout: float | None = None) -> dict:
         """Who serves the channel: {"model": its identity (file, function, content hash,
-        version)}. Over tcp:// this raises InvalidArgument: there each reply names its model
-        instead (`call_message(...)[1]["ferry.model"]`)."""
+        version)} — read from the channel (shm://), the gateway's handshake (tcp://) or Redis
+        (redis://: the nodes' model and version). Each reply names its model too
+        (`call_message(...)[1]["ferry.model"]`)."""
         text = c_char_p()
         check(lib.ferry_client_server_info(self._handle(), _DEFAULT_MS if timeout is None else _timeout_ms(timeout), byref(text)))
         return {"model": (text.value or b"").decode("utf-8", "replace")}

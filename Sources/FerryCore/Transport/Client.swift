@@ -68,8 +68,9 @@ public final class Client: Sendable {
     }
 
     /// Who serves the channel: `model` (its identity: file, function, content hash, version),
-    /// and what else the transport knows (`workers` over shm://, `version` over redis://).
-    /// Over tcp:// each reply names its model instead (metadata `ferry.model`).
+    /// and what else the transport knows (`workers` over shm://, `version` over redis://;
+    /// over tcp:// what the gateway's handshake said). Each reply names its model too
+    /// (metadata `ferry.model`).
     public func serverInfo(timeout: Duration? = nil) throws -> [String: String] {
         try transport.serverInfo(deadline: deadline(timeout))
     }
