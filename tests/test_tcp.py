@@ -267,11 +267,13 @@ def test_authentication(name, tmp_path):
             ferry.Client(f"{base}?token_file={wrong}")
         with ferry.Client(f"{base}?token_file={token}") as c:
             np.testing.assert_array_equal(c.call(np.arange(5)), np.arange(5))
+            assert "testmodel.py:predict sha256=" in c.server_info()["model"]  # told in READY, after AUTH
         # Requests before authenticating close the connection.
         sk = raw(s)
         sk.sendall(hello(name))
         kind, _, _, body = read_frame(sk)
         assert kind == WELCOME and body[20] == 1  # auth required
+        assert len(body) == 56 and b"testmodel" not in body  # the model is not told before AUTH
         sk.sendall(header(REQUEST, 8, id_=1) + b"\0" * 8)
         kind, _, code, body = read_frame(sk)
         assert kind == ERROR and code == 11 and b"requires authentication" in body

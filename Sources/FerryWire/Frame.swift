@@ -151,11 +151,13 @@ public enum Frame {
             nonce = Array(b[24..<Welcome.size])
             model = ""
             if b.count > Welcome.size {
+                // The model identity: only where no AUTH follows (else READY carries it).
                 let n = Int(b[Welcome.size]) | Int(b[Welcome.size + 1]) << 8
-                guard n <= Welcome.maxModel, b.count == Welcome.size + 2 + n else {
-                    throw FerryError(.protocolViolation, "WELCOME's model identity of \(n) bytes does not fill its \(b.count - Welcome.size - 2)")
+                guard !authRequired, n <= Welcome.maxModel, b.count == Welcome.size + 2 + n,
+                      let text = String(validating: b[(Welcome.size + 2)...], as: UTF8.self) else {
+                    throw FerryError(.protocolViolation, "WELCOME carries a model identity that is not \(n) bytes of UTF-8 without authentication")
                 }
-                model = String(decoding: b[(Welcome.size + 2)...], as: UTF8.self)
+                model = text
             }
             guard maxInFlight >= 1 else { throw FerryError(.protocolViolation, "WELCOME allows no request in flight") }
         }

@@ -24,27 +24,10 @@ struct JSONLogHandler: LogHandler {
         for key in merged.keys.sorted() where !["ts", "level", "logger", "message"].contains(key) {
             fields.append((key, merged[key]!.description))
         }
-        let text = "{" + fields.map { "\(Self.quote($0.0)):\(Self.quote($0.1))" }.joined(separator: ",") + "}\n"
+        let text = "{" + fields.map { "\(Stats.jsonString($0.0)):\(Stats.jsonString($0.1))" }.joined(separator: ",") + "}\n"
         Self.lock.lock()
         FileHandle.standardError.write(Data(text.utf8))
         Self.lock.unlock()
-    }
-
-    /// A JSON string literal (RFC 8259 escapes; other text as UTF-8).
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
     }
 
     static func timestamp() -> String {

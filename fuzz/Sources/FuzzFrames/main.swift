@@ -14,7 +14,9 @@ public func fuzz(_ data: UnsafeRawPointer, _ size: Int) -> CInt {
     }
     if let w = try? Frame.Welcome(parsing: bytes) {
         precondition(w.maxInFlight >= 1)
-        precondition(w.bytes.count == Frame.Welcome.size)
+        // The fixed part, then the model identity (valid UTF-8, only without AUTH) as it came.
+        precondition(w.bytes.count == Frame.Welcome.size + (w.model.isEmpty ? 0 : 2 + w.model.utf8.count))
+        precondition(w.model.isEmpty || (!w.authRequired && Array(w.bytes.suffix(w.model.utf8.count)) == Array(bytes.suffix(w.model.utf8.count))))
     }
     if let (name, nonce) = try? Frame.parseHello(bytes) {
         precondition(Frame.hello(name: name, nonce: nonce) == bytes, "HELLO does not round-trip")
