@@ -45,14 +45,14 @@ int main(int argc, char **argv) {
         if (i == warmup) t_start = now_us();
         double t0 = now_us(); /* the whole call: claim, write, round trip */
         ferry_call *call;
-        void *dst;
         if (ferry_call_begin(client, 10000, &call) != FERRY_OK) { fprintf(stderr, "%s\n", ferry_last_error()); return 1; }
-        if (ferry_writer_add_tensor(ferry_call_writer(call), "input", dtype, ndim, shape, &dst, NULL) != FERRY_OK) {
-            fprintf(stderr, "%s\n", ferry_last_error()); return 1;
-        }
         uint64_t stamp = stamped ? (uint64_t)i : 0;
         bench_stamp(payload, stamp);
-        memcpy(dst, payload, bytes);
+        /* The payload is the application's buffer: copied into the slot on shm://, sent from
+         * where it is on tcp:// (it stays untouched until ferry_call_send below). */
+        if (ferry_writer_put_tensor_ref(ferry_call_writer(call), "input", dtype, ndim, shape, payload, bytes) != FERRY_OK) {
+            fprintf(stderr, "%s\n", ferry_last_error()); return 1;
+        }
         const ferry_message *reply;
         if (ferry_call_send(call) != FERRY_OK || ferry_call_wait(call, 10000, &reply) != FERRY_OK) {
             fprintf(stderr, "%s\n", ferry_last_error()); return 1;

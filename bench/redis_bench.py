@@ -97,6 +97,39 @@ def seed_recipe(port, count, warmup) -> dict:
         p.join(5)
 
 
+PY_RAW = "raw round trip from Python: redis-py RPUSH + BLPOP → redis-py worker (BLPOP, RPUSH)"
+
+
+def py_raw_worker(port):
+    """The plainest Redis RPC from Python (no ids, no cache, one client): BLPOP a request,
+    read every byte, RPUSH [checksum, size] (bench/checksum_model.py) on the reply list."""
+    import redis
+    os.sched_setaffinity(0, {SERVER_CPU})
+    r = redis.Redis(host="127.0.0.1", port=port)
+    while True:
+        _, req = r.blpop(["bench:req"])
+        b = np.frombuffer(req, dtype=np.uint8)
+        r.rpush("bench:rep", np.array([checksum(b), b.size], dtype=np.uint64).tobytes())
+
+
+def py_raw(port, count, warmup) -> dict:
+    """The Python client side of `py_raw_worker`: what Ferry's Python redis:// row is held to."""
+    import redis
+    p = mp.get_context("spawn").Process(target=py_raw_worker, args=(port,), daemon=True)
+    p.start()
+    try:
+        r = redis.Redis(host="127.0.0.1", port=port)
+
+        def rt(x):
+            r.rpush("bench:req", x.tobytes())
+            return np.frombuffer(r.blpop(["bench:rep"], timeout=10)[1], dtype=np.uint64)
+
+        return timed(rt, payload(SMALL), count, warmup)
+    finally:
+        p.terminate()
+        p.join(5)
+
+
 def flag_worker(port):
     """Seed 000's worker side (redis-py): poll the flag; when set, read the image list, answer
     [checksum, size] (bench/checksum_model.py) under a key and flip the flag. Polls without sleeping (its best case)."""
@@ -180,6 +213,8 @@ def main() -> int:
             res["small"][SEED_FLAG] = seed_flag_recipe(server.port, n, n // 10)
             log("redis: the seed's recipe with blocking pops (C hiredis client → redis-py worker)")
             res["small"][SEED_POP] = seed_recipe(server.port, n, n // 10)
+            log("redis: raw round trip from Python (redis-py both sides)")
+            res["small"][PY_RAW] = py_raw(server.port, n, n // 10)
             log("redis: Ferry redis://, one node")
             nodes = Nodes(server.port, "bench-small", extra=["--cache-ttl", "600"])
             try:

@@ -337,6 +337,16 @@ int ferry_writer_add_tensor(ferry_writer *w, const char *name, int dtype, int nd
 /** Adds a tensor by copying `nbytes` bytes from `data` (must match dtype and shape). */
 int ferry_writer_put_tensor(ferry_writer *w, const char *name, int dtype, int ndim,
                             const int64_t *shape, const void *data, size_t nbytes);
+/**
+ * Like ferry_writer_put_tensor, but the bytes may be read when the call is *sent*
+ * (ferry_call_send, or the first ferry_call_poll/ferry_call_wait), not now: over a transport
+ * that sends from the caller's memory (tcp://) a large tensor is not copied into the request
+ * but written to the socket from `data` (scatter-gather). `data` must stay valid and
+ * unchanged until the call is sent. Elsewhere (shm://, small tensors) it copies at once.
+ * For a job's reply writer it is ferry_writer_put_tensor.
+ */
+int ferry_writer_put_tensor_ref(ferry_writer *w, const char *name, int dtype, int ndim,
+                                const int64_t *shape, const void *data, size_t nbytes);
 /** Adds a string tensor: `count` UTF-8 strings with byte lengths `lengths`. */
 int ferry_writer_put_strings(ferry_writer *w, const char *name, int ndim, const int64_t *shape,
                              const char *const *strings, const size_t *lengths, size_t count);

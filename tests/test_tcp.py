@@ -571,3 +571,111 @@ def test_a_half_sent_frame_and_an_idle_connection_are_closed(name, tmp_path):
                 np.testing.assert_array_equal(c.call(np.arange(3), timeout=10), np.arange(3))
     finally:
         s.stop()
+
+
+def _large_mixed(rng, i):
+    """Tensors above and below the sizes sent from the caller's memory (64 KiB) and received
+    in parts (256 KiB), interleaved, with content that identifies the call."""
+    return {"a": rng.integers(0, 255, size=300_000 + i, dtype=np.uint8),
+            "small": np.arange(i, i + 5, dtype=np.int32),
+            "b": rng.standard_normal(40_000 + i),                       # 320 KB float64
+            "c": rng.integers(0, 1 << 30, size=20_000, dtype=np.int64),  # 160 KB: sent as it is, not streamed alone
+            "tail": np.full(3, i, np.uint16)}
+
+
+@pytest.fixture
+def big_gw(name, tmp_path):
+    """A gateway whose slots take a large request and its echo."""
+    s = Served("tcp", name, tmp_path, workers=2, slot_size="4M")
+    yield s
+    s.stop()
+
+
+def test_large_requests_go_from_the_callers_memory_into_the_slot_exactly(big_gw):
+    """Large tensors are sent from the caller's arrays (scatter-gather) and the gateway copies
+    each part into the slot as it arrives: every byte must land where it belongs, for one
+    caller and for many at once (more than the channel's slots: some wait in a buffer)."""
+    gw = big_gw
+    rng = np.random.default_rng(11)
+    with ferry.Client(gw.url) as c:
+        for i in range(5):
+            x = _large_mixed(rng, i)
+            out = c.call(x, timeout=30)
+            assert sorted(out) == sorted(x)
+            for k in x:
+                np.testing.assert_array_equal(out[k], x[k])
+                assert out[k].dtype == x[k].dtype
+            # A 1-D array alone, just over and just under the streaming size.
+            for n in (256 << 10, (256 << 10) - 1, 900_000):
+                y = rng.integers(0, 255, size=n, dtype=np.uint8)
+                np.testing.assert_array_equal(c.call(y, timeout=30), y)
+    errors = []
+
+    def caller(seed):
+        r = np.random.default_rng(seed)
+        try:
+            with ferry.Client(gw.url) as c:
+                for i in range(6):
+                    x = _large_mixed(r, i)
+                    out = c.call(x, timeout=60)
+                    for k in x:
+                        np.testing.assert_array_equal(out[k], x[k])
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller, args=(s,)) for s in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[0]
+    census = ferry.serving.census(f"shm://{gw.name}")
+    assert census["free"] == sum(census.values()), census
+
+
+def test_a_large_request_cut_off_or_stalled_gives_its_slot_back(name, tmp_path):
+    """A large request takes a slot when its first part comes; a client that dies or stops
+    halfway must not keep it (closed connection, or --frame-timeout)."""
+    s = Served("tcp", name, tmp_path, workers=1, extra=["--frame-timeout", "1"], slot_size="4M")
+    try:
+        shm = f"shm://{name}"
+        slots = sum(ferry.serving.census(shm).values())
+        cut = []
+        for i in range(slots + 2):  # more than the slots: each must come back
+            k = raw(s)
+            k.sendall(hello(name))
+            assert read_frame(k)[0] == WELCOME
+            k.sendall(header(REQUEST, 600_000, id_=1, arg=10**10) + b"\1" * 200_000)
+            cut.append(k)
+        time.sleep(0.3)
+        for k in cut:
+            k.close()  # killed mid-body
+        stalled = raw(s)
+        stalled.sendall(hello(name))
+        assert read_frame(stalled)[0] == WELCOME
+        stalled.sendall(header(REQUEST, 600_000, id_=2, arg=10**10) + b"\1" * 300_000)  # and no more
+        t0 = time.monotonic()
+        assert read_frame(stalled)[0] == 0  # closed by the gateway at --frame-timeout
+        assert 0.8 < time.monotonic() - t0 < 3.0
+        stalled.close()
+        deadline = time.monotonic() + 5
+        while ferry.serving.census(shm)["free"] < slots and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ferry.serving.census(shm)["free"] == slots
+        big = np.random.default_rng(3).integers(0, 255, size=700_000, dtype=np.uint8)
+        with ferry.Client(s.url) as c:
+            np.testing.assert_array_equal(c.call(big, timeout=30), big)
+    finally:
+        s.stop()
+
+
+def test_a_large_compressed_request_is_expanded_not_forwarded(big_gw):
+    """A large request with compressed tensors is received whole (not into a slot: workers
+    never see encoded tensors) and expanded, like a small one."""
+    with ferry.Client(big_gw.url + "?compress=zstd") as c:
+        noise = np.random.default_rng(8).integers(0, 255, size=400_000, dtype=np.uint8)  # incompressible: plain
+        x = np.zeros((200, 200), np.float64)                                            # compressible
+        x[::5] = 1.5
+        out = c.call({"noise": noise, "x": x}, timeout=30)
+        np.testing.assert_array_equal(out["noise"], noise)
+        np.testing.assert_array_equal(out["x"], x)

@@ -212,6 +212,13 @@ short cferry_pollout(void) { return POLLOUT; }
 
 long cferry_send(int fd, const void *buf, size_t len) { return (long)send(fd, buf, len, MSG_NOSIGNAL); }
 
+long cferry_sendv(int fd, const void *iov, int count) {
+    struct msghdr msg = {0};
+    msg.msg_iov = (struct iovec *)iov;
+    msg.msg_iovlen = (size_t)count;
+    return (long)sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
 long cferry_recv(int fd, void *buf, size_t len) { return (long)recv(fd, buf, len, MSG_DONTWAIT); }
 
 // Defined by FerryNetwork (Transports+Network.swift) when it is linked into the same image.

@@ -172,7 +172,8 @@ public func ferry_call_array(_ client: OpaquePointer?, _ timeoutMs: Int64, _ nam
     guard let out else { cferry_set_error("out is NULL"); return FERRY_EINVAL }
     var rc = ferry_call_begin(client, timeoutMs, out)
     guard rc == FERRY_OK, let call = out.pointee else { return rc }
-    rc = ferry_writer_put_tensor(ferry_call_writer(call), name, dt, ndim, shape, data, nbytes)
+    // `data` lives until this returns, and the call is sent before: sent from where it is.
+    rc = ferry_writer_put_tensor_ref(ferry_call_writer(call), name, dt, ndim, shape, data, nbytes)
     guard rc == FERRY_OK else { return rc }
     return ferry_call_poll(call, waitMs, reply, tensors, cap, count)
 }
@@ -454,6 +455,18 @@ public func ferry_writer_put_tensor(_ w: OpaquePointer?, _ name: UnsafePointer<C
         guard d != .string else { throw invalid("use ferry_writer_put_strings for string tensors") }
         guard nbytes >= 0, data != nil || nbytes == 0 else { throw invalid("data is NULL") }
         try h.mutate { try $0.addTensor(name: n, dtype: d, shape: s, bytes: UnsafeRawBufferPointer(start: data, count: nbytes)) }
+    }
+}
+
+@_cdecl("ferry_writer_put_tensor_ref")
+public func ferry_writer_put_tensor_ref(_ w: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32,
+                                        _ shape: UnsafePointer<Int64>?, _ data: UnsafeRawPointer?, _ nbytes: Int) -> Int32 {
+    status {
+        let h = try borrow(w, WriterHandle.self, "writer")
+        let n = try string(name, "name"), d = try dtype(dt), s = try shapeArray(ndim, shape)
+        guard d != .string else { throw invalid("use ferry_writer_put_strings for string tensors") }
+        guard nbytes >= 0, data != nil || nbytes == 0 else { throw invalid("data is NULL") }
+        try h.mutate { try $0.addTensor(name: n, dtype: d, shape: s, referencing: UnsafeRawBufferPointer(start: data, count: nbytes)) }
     }
 }
 

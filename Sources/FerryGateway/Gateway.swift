@@ -104,6 +104,8 @@ public final class Gateway: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
+            // Reads of up to 1 MiB: a large request comes in a few parts, each copied once.
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 1 << 20))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
@@ -283,6 +285,28 @@ struct HandedCall: @unchecked Sendable {
     let call: PendingCall
 }
 
+/// A large request being received in parts (one per connection at a time): where its
+/// bytes go — a slot (`call`), a buffer, or nowhere (refused, or the connection is closing).
+final class StreamedRequest {
+    let id: UInt64
+    /// The caller's remaining time (ns) and when the first part came.
+    let timeout: UInt64, arrival: UInt64
+    let length: Int
+    var got = 0
+    let ignored: Bool
+    var call: PendingCall?
+    var buffer: ByteBuffer?
+    var refusal: FerryError?
+
+    init(id: UInt64, timeout: UInt64, length: Int, ignored: Bool) {
+        self.id = id
+        self.timeout = timeout
+        self.arrival = System.nowNanos()
+        self.length = length
+        self.ignored = ignored
+    }
+}
+
 /// Answers a connection over the limit with an error frame and closes it.
 final class Refuser: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
@@ -305,7 +329,7 @@ final class Refuser: ChannelInboundHandler {
 /// One client connection: handshake, then requests forwarded with a bound on how many are in
 /// flight (reading stops at the bound and resumes as replies go out).
 final class GatewayHandler: ChannelDuplexHandler {
-    typealias InboundIn = (Frame.Header, ByteBuffer)
+    typealias InboundIn = InboundFrame
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -331,6 +355,8 @@ final class GatewayHandler: ChannelDuplexHandler {
     /// When a reply last came while calls were pending (0: none pending).
     var lastProgress: UInt64 = 0
     var handshakeTimer: Scheduled<Void>?
+    /// The large request being received in parts, if any.
+    var incoming: StreamedRequest?
 
     init(shared: GatewayShared) { self.shared = shared }
 
@@ -363,6 +389,12 @@ final class GatewayHandler: ChannelDuplexHandler {
         shared.inFlight.wrappingDecrement(by: queued.count, ordering: .relaxed)
         awaiting.removeAll()
         queued.removeAll()
+        if let s = incoming, !s.ignored {
+            s.call?.close()  // half received: its slot goes back unsent
+            inFlight -= 1
+            shared.inFlight.wrappingDecrement(ordering: .relaxed)
+        }
+        incoming = nil
         context.fireChannelInactive()
     }
 
@@ -389,7 +421,14 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let (header, body) = unwrapInboundIn(data)
+        switch unwrapInboundIn(data) {
+        case .frame(let header, let body): frame(context, header, body)
+        case .start(let header, let first): startStreamed(context, header, first)
+        case .part(let part): receive(context, part)
+        }
+    }
+
+    func frame(_ context: ChannelHandlerContext, _ header: Frame.Header, _ body: ByteBuffer) {
         switch (state, header.kind) {
         case (.hello, .hello):
             hello(context, header, body)
@@ -474,6 +513,91 @@ final class GatewayHandler: ChannelDuplexHandler {
         // Published from the event loop when a slot is free (no thread switch), else queued;
         // channelReadComplete waits briefly for the replies and fills freed slots from the queue.
         queued.append((id, body, timeout, System.nowNanos()))
+    }
+
+    /// A large request's first part: where its bytes will go, decided now. Straight into a
+    /// slot when one is free and nothing of this connection waits for one (order kept): each
+    /// part is copied there as it arrives, and the request goes out as soon as its last byte
+    /// came. Else into one buffer of its size, queued once whole like any request; a
+    /// compressed one is expanded first.
+    func startStreamed(_ context: ChannelHandlerContext, _ header: Frame.Header, _ first: ByteBuffer) {
+        let length = Int(header.length)
+        guard case .ready = state else {
+            frame(context, header, first)  // refused as any request before the handshake
+            incoming = StreamedRequest(id: header.id, timeout: 0, length: length, ignored: true)
+            receive(context, first)
+            return
+        }
+        inFlight += 1
+        shared.inFlight.wrappingIncrement(ordering: .relaxed)
+        let timeout = min(max(header.argument, 1), Endpoint.maxTimeoutMillis * 1_000_000)
+        let s = StreamedRequest(id: header.id, timeout: timeout, length: length, ignored: false)
+        incoming = s
+        if shared.draining.load(ordering: .relaxed) {
+            s.refusal = FerryError(.closed, "the gateway is shutting down")
+        } else if queued.isEmpty {
+            do {
+                if let call = try shared.client.tryBegin(timeout: .nanoseconds(Int64(clamping: timeout))) {
+                    if call.requestBuffer.count >= length { s.call = call } else {
+                        call.close()
+                        s.refusal = FerryError(.tooLarge, "a request of \(length) bytes does not fit in the channel's slots")
+                    }
+                }
+            } catch let e as FerryError {
+                s.refusal = e
+            } catch {
+                s.refusal = FerryError(.system, "\(error)")
+            }
+        }
+        if s.call == nil && s.refusal == nil && s.buffer == nil { s.buffer = context.channel.allocator.buffer(capacity: length) }
+        receive(context, first)
+    }
+
+    /// The next part of the large request: copied to where it goes; sent or queued when whole.
+    func receive(_ context: ChannelHandlerContext, _ part: ByteBuffer) {
+        guard let s = incoming else { return }
+        var part = part
+        let n = min(part.readableBytes, s.length - s.got)
+        if let call = s.call {
+            part.withUnsafeReadableBytes { src in
+                if n > 0 { (call.requestBuffer.baseAddress! + s.got).copyMemory(from: src.baseAddress!, byteCount: n) }
+            }
+        } else if s.buffer != nil {
+            s.buffer!.writeBuffer(&part)
+        }
+        s.got += n
+        guard s.got == s.length else { return }
+        incoming = nil
+        if s.ignored { return }
+        let allocator = context.channel.allocator
+        if let e = s.refusal {
+            complete(context, shared.errorReply(id: s.id, e, allocator))
+        } else if let call = s.call {
+            // Compressed tensors never reach a worker (the tensor table, at the message's end,
+            // says whether any is): taken back out of the slot and expanded like any other.
+            let whole = UnsafeRawBufferPointer(rebasing: call.requestBuffer.prefix(s.length))
+            if TensorCodec.isEncoded(whole) {
+                var body = allocator.buffer(capacity: s.length)
+                body.writeBytes(whole)
+                call.close()
+                expand(context, id: s.id, body: body, timeout: s.timeout)
+                return
+            }
+            do {
+                try call.send(forwardingInPlace: s.length)
+                awaiting.append((s.id, call))
+            } catch {
+                call.close()
+                complete(context, shared.errorReply(id: s.id, error, allocator))
+            }
+        } else if let body = s.buffer {
+            s.buffer = nil
+            if body.withUnsafeReadableBytes({ TensorCodec.isEncoded($0) }) {
+                expand(context, id: s.id, body: body, timeout: s.timeout)
+            } else {
+                queued.append((s.id, body, s.timeout, s.arrival))
+            }
+        }
     }
 
     /// A request with compressed tensors: expanded on a forwarder thread (decoding a frame
@@ -651,8 +775,9 @@ final class GatewayHandler: ChannelDuplexHandler {
     }
 
     // Backpressure: no more reading while the connection has its fill of requests in flight.
+    // A request being received in parts is always read whole (it may hold a slot).
     func read(context: ChannelHandlerContext) {
-        if inFlight >= shared.config.maxInFlight {
+        if inFlight >= shared.config.maxInFlight && incoming == nil {
             readHeld = true
         } else {
             context.read()

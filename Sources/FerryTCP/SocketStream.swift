@@ -27,6 +27,19 @@ package final class SocketStream: @unchecked Sendable {
         return try System.sendAll(fd, bytes, until: until)
     }
 
+    /// Sends `pieces` one after the other, as one stream of bytes, before `until`: a gathered
+    /// write (sendmsg) on a plain socket, record after record over TLS.
+    package func sendAll(_ pieces: [UnsafeRawBufferPointer], until: UInt64) throws -> (sent: Int, complete: Bool) {
+        guard let tls else { return try System.sendAll(fd, pieces, until: until) }
+        var total = 0
+        for p in pieces where p.count > 0 {
+            let (n, complete) = try tls.writeAll(p, fd: fd, until: total == 0 ? until : until &+ 1_000_000_000)
+            total += n
+            if !complete { return (total, false) }
+        }
+        return (total, true)
+    }
+
     /// Reads exactly `count` bytes before `until` (the handshake).
     func receiveExactly(into p: UnsafeMutableRawPointer, count: Int, until: UInt64) throws {
         var got = 0

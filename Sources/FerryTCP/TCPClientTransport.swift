@@ -240,8 +240,10 @@ final class TCPConnection: @unchecked Sendable {
 
     // MARK: calls
 
-    /// Sends a request frame (header and message are contiguous in `frame`).
-    func send(_ loan: TCPLoan, frame: UnsafeMutableRawBufferPointer, messageLength: Int, deadline: UInt64) throws {
+    /// Sends a request frame: header and message are contiguous in `frame`, but for the
+    /// holes of `references`, whose bytes are sent from where they are (one gathered write).
+    func send(_ loan: TCPLoan, frame: UnsafeMutableRawBufferPointer, messageLength: Int,
+              references: [MessageWriter.Reference] = [], deadline: UInt64) throws {
         let id: UInt64 = try shared.withLock { s in
             if let f = s.failure { throw f }
             let id = s.nextID
@@ -253,9 +255,22 @@ final class TCPConnection: @unchecked Sendable {
         let now = System.nowNanos()
         Frame.Header(kind: .request, id: id, length: UInt64(messageLength), argument: deadline > now ? deadline - now : 1)
             .write(to: frame.baseAddress!)
-        let bytes = UnsafeRawBufferPointer(start: frame.baseAddress!, count: Frame.headerSize + messageLength)
+        // The pieces in order: the buffer up to each hole, the hole's bytes, ..., the rest.
+        var pieces: [UnsafeRawBufferPointer] = []
+        pieces.reserveCapacity(2 * references.count + 1)
+        var at = 0  // in `frame`
+        for r in references {
+            let hole = Frame.headerSize + r.offset
+            if hole > at { pieces.append(UnsafeRawBufferPointer(start: frame.baseAddress! + at, count: hole - at)) }
+            pieces.append(UnsafeRawBufferPointer(start: r.source, count: r.length))
+            at = hole + r.length
+        }
+        let end = Frame.headerSize + messageLength
+        if end > at { pieces.append(UnsafeRawBufferPointer(start: frame.baseAddress! + at, count: end - at)) }
         do {
-            let (sent, complete) = try sending.withLock { _ in try stream.sendAll(bytes, until: deadline) }
+            let (sent, complete) = try sending.withLock { _ in
+                pieces.count == 1 ? try stream.sendAll(pieces[0], until: deadline) : try stream.sendAll(pieces, until: deadline)
+            }
             if !complete {
                 if sent == 0 { forget(id); throw FerryError(.timedOut, "the request could not be sent before the deadline (the gateway is not reading)") }
                 // Half a frame is on the wire: the stream cannot be resynchronised.
@@ -439,6 +454,21 @@ final class TCPLoan: CallLoan, @unchecked Sendable {  // shared state is under t
         }
         let f = UnsafeMutableRawBufferPointer(start: frame.base + TCPLoan.front - Frame.headerSize, count: Frame.headerSize + length)
         try connection.send(self, frame: f, messageLength: length, deadline: deadline)
+    }
+
+    /// Large tensors go from the caller's memory, not copied here first (compressed
+    /// requests are compressed from one piece, so they are copied in as before).
+    var sendsReferences: Bool { connection.endpoint.compression == nil }
+
+    func send(length: Int, references: [MessageWriter.Reference], deadline: UInt64) throws {
+        guard sendsReferences else {
+            for r in references { (frame.base + TCPLoan.front + r.offset).copyMemory(from: r.source, byteCount: r.length) }
+            try send(length: length, deadline: deadline)
+            return
+        }
+        sent = true
+        let f = UnsafeMutableRawBufferPointer(start: frame.base + TCPLoan.front - Frame.headerSize, count: Frame.headerSize + length)
+        try connection.send(self, frame: f, messageLength: length, references: references, deadline: deadline)
     }
 
     func awaitReply(until: UInt64, deadline: UInt64) throws -> UnsafeRawBufferPointer? {

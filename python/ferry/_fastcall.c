@@ -52,6 +52,7 @@ static struct {
     begin_fn call_begin;
     call_writer_fn call_writer;
     put_tensor_fn put_tensor;
+    put_tensor_fn put_tensor_ref;
     set_meta_fn set_meta;
     poll_fn poll;
     check_fn check;
@@ -82,7 +83,7 @@ static PyObject *fc_bind(PyObject *self, PyObject *args) {
         {"ferry_call_check", (void **)&fc.check},        {"ferry_call_free", (void **)&fc.free},
         {"ferry_message_meta_count", (void **)&fc.meta_count}, {"ferry_message_meta", (void **)&fc.meta},
         {"ferry_worker_next", (void **)&fc.next},        {"ferry_job_writer", (void **)&fc.job_writer},
-        {"ferry_job_reply", (void **)&fc.job_reply},
+        {"ferry_job_reply", (void **)&fc.job_reply},     {"ferry_writer_put_tensor_ref", (void **)&fc.put_tensor_ref},
     };
     void *found[sizeof table / sizeof table[0]];
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
@@ -195,15 +196,17 @@ static int fc_plan_value(fc_plan *p, PyObject *value, const char *single, int se
     return 0;
 }
 
-/* Writes the planned tensors (the library copies and checks each); call without the GIL. */
-static int fc_plan_write(const fc_plan *p, ferry_writer *w) {
+/* Writes the planned tensors (the library checks each and copies it, or with `by_ref`, where
+ * the transport sends from the caller's memory, leaves a large one where it is until the call
+ * is sent: only for a call sent before the plan is released); call without the GIL. */
+static int fc_plan_write(const fc_plan *p, ferry_writer *w, int by_ref) {
     if (!w) return FERRY_EINVAL;
     for (Py_ssize_t i = 0; i < p->n; i++) {
         PyArrayObject *a = p->arrays[i];
         int64_t shape[FERRY_MAX_DIMS];
         int ndim = PyArray_NDIM(a);
         for (int d = 0; d < ndim; d++) shape[d] = PyArray_DIM(a, d);
-        int rc = fc.put_tensor(w, p->names[i], p->codes[i], ndim, shape, PyArray_DATA(a), (size_t)PyArray_NBYTES(a));
+        int rc = (by_ref ? fc.put_tensor_ref : fc.put_tensor)(w, p->names[i], p->codes[i], ndim, shape, PyArray_DATA(a), (size_t)PyArray_NBYTES(a));
         if (rc != FERRY_OK) return rc;
     }
     return p->tuple ? fc.set_meta(w, FC_OUTPUTS_KEY, FC_OUTPUTS_TUPLE) : FERRY_OK;
@@ -388,7 +391,8 @@ static PyObject *fc_call_many(PyObject *self, PyObject *const *args, Py_ssize_t 
     *o.call_out = NULL;
     Py_BEGIN_ALLOW_THREADS
     rc = fc.call_begin(client, timeout_ms, o.call_out);
-    if (rc == FERRY_OK) rc = fc_plan_write(&plan, fc.call_writer(*o.call_out));
+    /* The plan holds every array until after the poll below sends the call. */
+    if (rc == FERRY_OK) rc = fc_plan_write(&plan, fc.call_writer(*o.call_out), 1);
     if (rc == FERRY_OK) rc = fc.poll(*o.call_out, step_ms, o.reply_out, o.tensors, o.cap, o.count_out);
     Py_END_ALLOW_THREADS
     fc_plan_release(&plan);
@@ -511,7 +515,7 @@ static PyObject *fc_reply(PyObject *self, PyObject *const *args, Py_ssize_t narg
     int rc;
     Py_BEGIN_ALLOW_THREADS
     ferry_writer *w = fc.job_writer(job);
-    rc = fc_plan_write(&plan, w);
+    rc = fc_plan_write(&plan, w, 0);
     if (rc == FERRY_OK && model) rc = fc.set_meta(w, "ferry.model", model);
     if (rc == FERRY_OK && finish) (void)fc.job_reply(job);
     Py_END_ALLOW_THREADS
@@ -535,7 +539,7 @@ static PyObject *fc_write(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (!planned) Py_RETURN_NONE;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = fc_plan_write(&plan, w);
+    rc = fc_plan_write(&plan, w, 0);  /* sent later, by the caller: copied now */
     Py_END_ALLOW_THREADS
     fc_plan_release(&plan);
     return PyLong_FromLong(rc);

@@ -114,6 +114,7 @@ _SIGNATURES = {
     "ferry_job_fail": (c_int, [c_void_p, c_int, c_char_p]),
     "ferry_writer_add_tensor": (c_int, [c_void_p, c_char_p, c_int, c_int, _P(c_int64), _pp, _P(c_size_t)]),
     "ferry_writer_put_tensor": (c_int, [c_void_p, c_char_p, c_int, c_int, _P(c_int64), c_void_p, c_size_t]),
+    "ferry_writer_put_tensor_ref": (c_int, [c_void_p, c_char_p, c_int, c_int, _P(c_int64), c_void_p, c_size_t]),
     "ferry_writer_put_strings": (c_int, [c_void_p, c_char_p, c_int, _P(c_int64), _P(c_char_p), _P(c_size_t), c_size_t]),
     "ferry_writer_set_meta": (c_int, [c_void_p, c_char_p, c_char_p]),
     "ferry_writer_put_strings_packed": (c_int, [c_void_p, c_char_p, c_int, _P(c_int64), c_void_p, c_void_p, c_size_t]),

@@ -92,7 +92,7 @@ def _load_fastcall():
         return None
     names = ("ferry_call_array", "ferry_call_begin", "ferry_call_writer", "ferry_writer_put_tensor", "ferry_writer_set_meta",
              "ferry_call_poll", "ferry_call_check", "ferry_call_free", "ferry_message_meta_count", "ferry_message_meta",
-             "ferry_worker_next", "ferry_job_writer", "ferry_job_reply")
+             "ferry_worker_next", "ferry_job_writer", "ferry_job_reply", "ferry_writer_put_tensor_ref")
     _fastcall.bind({n: ctypes.cast(getattr(lib, n), c_void_p).value for n in names},
                    tuple(NUMPY_DTYPES.get(code) for code in range(max(NUMPY_DTYPES) + 1)))
     return _fastcall

@@ -89,6 +89,8 @@ short cferry_pollout(void);
 /// send(2) with MSG_NOSIGNAL (a closed peer is an EPIPE error, never a SIGPIPE that kills
 /// the caller's process). Returns bytes sent or -1 with errno.
 long cferry_send(int fd, const void *buf, size_t len);
+/** sendmsg of `count` struct iovec at `iov`, without SIGPIPE (a gathered send). */
+long cferry_sendv(int fd, const void *iov, int count);
 /// recv(2), non-blocking. Returns bytes read, 0 at end of stream, or -1 with errno.
 long cferry_recv(int fd, void *buf, size_t len);
 

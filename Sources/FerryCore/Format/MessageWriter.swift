@@ -15,6 +15,25 @@ public struct MessageWriter {
     var uncheckedText: [Int] = []
     /// The table being written (between `beginTable` and `endTable`).
     var table: TableInProgress? = nil
+    /// Set by the call when its transport sends from the caller's memory (tcp://): large
+    /// tensors added with `addTensor(…referencing:)` are then not copied into the buffer but
+    /// sent from where they are (scatter-gather), and their range in the buffer stays a hole.
+    package var acceptsReferences = false
+    /// The tensors sent from the caller's memory: where each goes in the message, from where.
+    package private(set) var references: [Reference] = []
+
+    /// A tensor's bytes left in the caller's memory until the message is sent.
+    public struct Reference {
+        /// Offset of the bytes in the message.
+        public let offset: Int
+        /// Where the bytes are (the caller's memory).
+        public let source: UnsafeRawPointer
+        public let length: Int
+    }
+
+    /// Below this a tensor is copied even where references are accepted: a copy of a few
+    /// pages costs less than another piece for the kernel to gather.
+    package static let smallestReference = 64 << 10
 
     /// Prepares to write at most `capacity` bytes at `base`. `limitHint` completes the
     /// error raised when the message does not fit (which setting to raise).
@@ -93,6 +112,31 @@ public struct MessageWriter {
             cursor = entries.removeLast().offset
             throw Self.nonScalarError(tensor: name, shape: shape, bad)
         }
+    }
+
+    /// Adds a tensor whose bytes are read when the message is *sent*, not now: where the
+    /// transport sends from the caller's memory (tcp://), a large tensor is not copied into
+    /// the request at all; elsewhere (shm://, small tensors, UTF-32 text, which is checked
+    /// as it is copied) this is `addTensor(…bytes:)`. `bytes` must stay valid and unchanged
+    /// until the call's `send` returns.
+    public mutating func addTensor(name: String, dtype: DType, shape: [Int], referencing bytes: UnsafeRawBufferPointer) throws {
+        guard acceptsReferences, bytes.count >= Self.smallestReference, dtype != .utf32, table == nil else {
+            try addTensor(name: name, dtype: dtype, shape: shape, bytes: bytes)
+            return
+        }
+        let dst = try addTensor(name: name, dtype: dtype, shape: shape)
+        guard dst.count == bytes.count else {
+            cursor = entries.removeLast().offset
+            throw FerryError(.invalidArgument, "tensor \"\(name)\": \(bytes.count) bytes given, \(dst.count) expected for \(dtype.name) \(shape)")
+        }
+        references.append(Reference(offset: dst.baseAddress! - base, source: bytes.baseAddress!, length: bytes.count))
+    }
+
+    /// Copies every referenced tensor into its place in the buffer (for a transport that must
+    /// see the whole message in one piece, e.g. to compress it).
+    package mutating func copyReferences() {
+        for r in references { (base + r.offset).copyMemory(from: r.source, byteCount: r.length) }
+        references.removeAll()
     }
 
     /// The error for UTF-32 text holding a code unit that is not a Unicode scalar value.

@@ -52,6 +52,40 @@ extension System {
         return (done, true)
     }
 
+    /// Sends `pieces` in order as one stream of bytes (gathered writes: no copy into one
+    /// buffer first), before `until`, like `sendAll` of one buffer.
+    package static func sendAll(_ fd: Int32, _ pieces: [UnsafeRawBufferPointer], until: UInt64) throws -> (sent: Int, complete: Bool) {
+        var vecs = pieces.filter { $0.count > 0 }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        var first = 0, done = 0
+        while first < vecs.count {
+            // At most 512 pieces a call (IOV_MAX is 1024 on Linux).
+            let n = vecs.withUnsafeMutableBufferPointer { v in
+                cferry_sendv(fd, v.baseAddress! + first, Int32(min(v.count - first, 512)))
+            }
+            if n >= 0 {
+                done += n
+                var left = n
+                while first < vecs.count && left >= vecs[first].iov_len {
+                    left -= vecs[first].iov_len
+                    first += 1
+                }
+                if left > 0 {
+                    vecs[first].iov_base += left
+                    vecs[first].iov_len -= left
+                }
+                continue
+            }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK {
+                guard try waitReady(fd, write: true, until: until) else { return (done, false) }
+                continue
+            }
+            throw FerryError(.disconnected, "the connection was lost while sending: \(String(cString: strerror(e)))")
+        }
+        return (done, true)
+    }
+
     /// Reads what is there (non-blocking): bytes read, or 0 when nothing is there yet.
     /// Throws `.disconnected` at end of stream or on a socket error.
     package static func receive(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int) throws -> Int {

@@ -108,6 +108,7 @@ public final class PendingCall {
         self.deadline = deadline
         let r = loan.request
         self.writer = MessageWriter(base: r.baseAddress!, capacity: r.count, limitHint: loan.limitHint)
+        writer.acceptsReferences = loan.sendsReferences
     }
 
     /// True once the request was handed to the transport.
@@ -126,7 +127,7 @@ public final class PendingCall {
         guard owned, !sent else { throw FerryError(.invalidArgument, "call already sent or closed") }
         for (k, v) in metadata { writer.setMetadata(k, v) }
         let length = try writer.finish()
-        try transmit(length)
+        try transmit(length, references: writer.references)
     }
 
     /// Sends `bytes` as they are, checking only that they fit: for a gateway passing on a
@@ -139,6 +140,20 @@ public final class PendingCall {
         }
         if bytes.count > 0 { loan.request.baseAddress!.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
         try transmit(bytes.count)
+    }
+
+    /// The loaned request buffer, for a gateway that receives a request's bytes straight into
+    /// it as they arrive (then `send(forwardingInPlace:)`).
+    public var requestBuffer: UnsafeMutableRawBufferPointer { loan.request }
+
+    /// Sends the first `length` bytes of `requestBuffer` as they are: `send(forwarding:)`
+    /// without the copy, for bytes already received into place.
+    public func send(forwardingInPlace length: Int) throws {
+        guard owned, !sent else { throw FerryError(.invalidArgument, "call already sent or closed") }
+        guard length >= 0, length <= loan.request.count else {
+            throw FerryError(.tooLarge, "message of \(length) bytes does not fit in \(loan.request.count); \(loan.limitHint)")
+        }
+        try transmit(length)
     }
 
     /// The reply's bytes as they came, once it is there (nil before; throws as `poll`): only
@@ -168,9 +183,15 @@ public final class PendingCall {
         return UnsafeRawBufferPointer(start: r.baseAddress, count: Int(total))
     }
 
-    private func transmit(_ length: Int) throws {
+    private func transmit(_ length: Int, references: [MessageWriter.Reference] = []) throws {
         sent = true
-        do { try loan.send(length: length, deadline: deadline) } catch let e as FerryError {
+        do {
+            if references.isEmpty {
+                try loan.send(length: length, deadline: deadline)
+            } else {
+                try loan.send(length: length, references: references, deadline: deadline)
+            }
+        } catch let e as FerryError {
             owned = false
             failure = e
             loan.close()

@@ -39,6 +39,12 @@ public protocol CallLoan: AnyObject {
     /// Sends the first `length` bytes of `request` (a complete message); the call's
     /// deadline travels with it where the transport can carry it.
     func send(length: Int, deadline: UInt64) throws
+    /// True when the transport can send tensors from the caller's memory (scatter-gather):
+    /// the call's writer then leaves large tensors added by reference where they are.
+    var sendsReferences: Bool { get }
+    /// Sends the first `length` bytes of `request`, with each reference's bytes in place of
+    /// the hole the writer left for it (`MessageWriter.references`).
+    func send(length: Int, references: [MessageWriter.Reference], deadline: UInt64) throws
     /// Waits until `until` for the reply: its bytes (a message, possibly an error reply), or
     /// nil when it has not come yet and `until` is before `deadline`. Throws at the deadline
     /// and on transport failures; after a throw the call is over.
@@ -52,6 +58,12 @@ public protocol CallLoan: AnyObject {
 
 extension CallLoan {
     public var isLost: Bool { false }
+    public var sendsReferences: Bool { false }
+    /// Copies the referenced bytes into their holes, then sends as usual.
+    public func send(length: Int, references: [MessageWriter.Reference], deadline: UInt64) throws {
+        for r in references { (request.baseAddress! + r.offset).copyMemory(from: r.source, byteCount: r.length) }
+        try send(length: length, deadline: deadline)
+    }
 }
 
 /// The URL-scheme registry: each scheme parses its own options (`Endpoint`) and makes its
