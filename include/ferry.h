@@ -249,7 +249,9 @@ int ferry_worker_slot(ferry_worker *worker, size_t index, const void **data);
 int ferry_worker_pending(ferry_worker *worker, size_t *writing, size_t *queued);
 /**
  * Waits up to timeout_ms for a request. FERRY_ETIMEDOUT when none came (not an error for a
- * serving loop), FERRY_ECLOSED when the channel closed. On FERRY_OK the caller owns `*job`
+ * serving loop) — also earlier than timeout_ms when a signal handler ran in the waiting
+ * thread, so a loop that checks a stop flag set by SIGTERM sees it at once —, FERRY_ECLOSED
+ * when the channel closed. On FERRY_OK the caller owns `*job`
  * and must answer it with ferry_job_reply or ferry_job_fail.
  */
 int ferry_worker_recv(ferry_worker *worker, int64_t timeout_ms, ferry_job **job);

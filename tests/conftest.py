@@ -40,18 +40,57 @@ def segments() -> set:
     return set(glob.glob("/dev/shm/ferry.*")) | set(glob.glob("/dev/shm/ferry-stream.*"))
 
 
+# Under pytest-xdist (`make test` runs the suite on two processes) other tests run at the same
+# time, so each test checks the segments of the channels it names (`name` is unique to this
+# process: t<pid>-<n>); the whole run is checked for every segment when it ends
+# (pytest_sessionfinish), so a leak under any other name still fails the run.
+_XDIST = "PYTEST_XDIST_WORKER" in os.environ
+
+
+def _own(paths: set) -> set:
+    if not _XDIST:
+        return paths
+    mine = f".t{os.getpid()}-"
+    return {p for p in paths if mine in p}
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_segments():
     before = segments()
     yield
     # Give exiting processes a moment to unlink.
     deadline = time.monotonic() + 3
-    while segments() - before and time.monotonic() < deadline:
+    while _own(segments() - before) and time.monotonic() < deadline:
         time.sleep(0.02)
-    leaked = segments() - before
+    leaked = _own(segments() - before)
     for path in leaked:
         os.unlink(path)
     assert not leaked, f"test left segments behind: {leaked}"
+
+
+_session_segments: set = set()
+
+
+def pytest_sessionstart(session):
+    if not _XDIST:
+        _session_segments.update(segments())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _XDIST:
+        return  # the controller checks once every worker is gone
+    deadline = time.monotonic() + 3
+    while segments() - _session_segments and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leaked = segments() - _session_segments
+    if leaked:
+        for path in leaked:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        print(f"\nthe test run left segments behind: {sorted(leaked)}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -67,6 +67,9 @@ public final class RedisNode: @unchecked Sendable {
     let keys: RedisKeys
     let local: Client
     private let stopping = ManagedAtomic<Bool>(false)
+    /// Each reader connection's CLIENT ID, so that `shutdown` can end their blocking reads at
+    /// once (CLIENT UNBLOCK) instead of waiting out the BLOCK time.
+    private let readerIDs = Locked<[Int: Int64]>([:])
     private var threads: [NativeThread] = []
     private let counters = Locked(RedisNodeCounters())
     /// Entries this node is working on (their idle time is reset so nobody takes them).
@@ -110,6 +113,12 @@ public final class RedisNode: @unchecked Sendable {
     /// idle time.
     public func shutdown() {
         guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        // Readers blocked in XREADGROUP return now (a read not yet sent still waits its
+        // BLOCK time, 500 ms at most).
+        let blocked = readerIDs.withLock { Array($0.values) }
+        if !blocked.isEmpty, let c = try? connect() {
+            for id in blocked { _ = try? c.command(["CLIENT", "UNBLOCK", .text(String(id))]) }
+        }
         for t in threads { t.join() }
         if let c = try? connect() {
             _ = try? c.command(["ZREM", .text(keys.nodes), .text(config.nodeID)])
@@ -185,7 +194,12 @@ public final class RedisNode: @unchecked Sendable {
         }
         while !stopping.load(ordering: .relaxed) {
             do {
-                if c == nil || c!.isBroken { queued = 0; c = try connect(); try ensureGroup(c!) }
+                if c == nil || c!.isBroken {
+                    queued = 0
+                    c = try connect()
+                    try ensureGroup(c!)
+                    if let id = try? c!.command(["CLIENT", "ID"]).value.integer { readerIDs.withLock { $0[index] = id } }
+                }
                 if let (owner, entry) = reclaimed.withLock({ $0.popLast() }) {
                     // takeOver marked it in progress (touched while it waited for a reader).
                     let id = entry.elements.first.map { $0.text }

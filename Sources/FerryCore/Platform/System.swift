@@ -187,8 +187,10 @@ public enum System {
     /// Waits while `*word == expected`, at most `timeoutNanos` (negative: no limit).
     /// Returns on wake-up, value change, timeout or signal; callers re-check their condition.
     @inline(__always)
-    package static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32, timeoutNanos: Int64) {
-        _ = cferry_futex_wait(word, expected, timeoutNanos)
+    /// Returns true when a signal interrupted the wait (EINTR).
+    @discardableResult
+    package static func futexWait(_ word: UnsafeMutablePointer<UInt32>, expected: UInt32, timeoutNanos: Int64) -> Bool {
+        cferry_futex_wait(word, expected, timeoutNanos) == -1 && errno == EINTR
     }
 
     /// Wakes up to `count` waiters on `word`.

@@ -103,9 +103,11 @@ struct WaitPoint {
     /// Waits until `poll` returns a value, the deadline passes (nil), or `check` throws.
     /// `check` runs at least every `checkEvery` ns while waiting (liveness of the peer).
     /// With an `advisor`, a hybrid strategy spins only while spinning pays (see SpinAdvisor).
+    /// With `returnOnSignal`, a signal that interrupts the sleep ends the wait (nil) so the
+    /// caller's own handler runs now (a worker told to stop), not at the deadline.
     @inline(__always)
     func wait<R>(strategy: WaitStrategy, deadline: UInt64, checkEvery: UInt64 = 20_000_000, advisor: SpinAdvisor? = nil,
-                 poll: () throws -> R?, check: () throws -> Void) throws -> R? {
+                 returnOnSignal: Bool = false, poll: () throws -> R?, check: () throws -> Void) throws -> R? {
         if let r = try poll() { return r }
         let start = System.nowNanos()
         var spinNanos = strategy.spinNanos
@@ -147,9 +149,10 @@ struct WaitPoint {
                 return nil
             }
             let chunk = min(deadline - now, checkEvery)
-            System.futexWait(word, expected: seen, timeoutNanos: Int64(chunk))
+            let interrupted = System.futexWait(word, expected: seen, timeoutNanos: Int64(chunk))
             sleepers.wrappingDecrement(ordering: .sequentiallyConsistent)
             if let r = try poll() { return r }
+            if interrupted && returnOnSignal { return nil }
             try check()
         }
     }

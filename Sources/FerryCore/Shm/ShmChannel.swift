@@ -256,13 +256,14 @@ final class ShmChannel: @unchecked Sendable {
 
     // MARK: worker side
 
-    /// Takes the next published request, waiting up to the deadline; nil on timeout.
+    /// Takes the next published request, waiting up to the deadline; nil on timeout, or
+    /// earlier when a signal came (the worker's stop handler then runs at once).
     /// The request length is read once, after the take, and is only a claim to validate.
     func take(deadline: UInt64, strategy: WaitStrategy) throws -> (slot: Int, gen: UInt32, length: UInt64)? {
         guard !segment.isStale else { throw staleError() }
         let me = self.me
         var lastSweep = System.nowNanos()
-        return try requestWaitPoint.wait(strategy: strategy, deadline: deadline, advisor: requestAdvisor, poll: {
+        return try requestWaitPoint.wait(strategy: strategy, deadline: deadline, advisor: requestAdvisor, returnOnSignal: true, poll: {
             let start = cursor.load(ordering: .relaxed)
             for k in 0..<slots {
                 let i = (start + k) % slots
