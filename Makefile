@@ -54,7 +54,8 @@ build: setup
 # gets the function addresses from the ctypes loader. Built for $(PYTHON) and for every other
 # python3.X on PATH that has Python.h (each loads its own .so by its EXT_SUFFIX), so another
 # interpreter never falls back to the ctypes path unnoticed. Rebuilt when its source or
-# ferry.h changes.
+# ferry.h changes, into a new file renamed over the old one: a process that has the old one
+# loaded keeps it intact (writing over a mapped library crashes it).
 python-ext:
 	@for py in $(PYTHON) $$(compgen -c python3. | grep -xE 'python3\.[0-9]+' | sort -u); do \
 	  suffix=$$($$py -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))" 2>/dev/null) || continue; \
@@ -63,7 +64,7 @@ python-ext:
 	  np=$$($$py -c "import numpy; print(numpy.get_include())" 2>/dev/null) || continue; \
 	  if [ ! -f $$inc/Python.h ]; then [ $$py = $(PYTHON) ] && echo "note: no Python.h for $$py: the Python client uses its ctypes path" >&2; continue; fi; \
 	  if [ ! -f $$ext ] || [ python/ferry/_fastcall.c -nt $$ext ] || [ include/ferry.h -nt $$ext ]; then \
-	    $(CC) -O3 -shared -fPIC -Wall -Wextra -Werror -Iinclude -I$$inc -I$$np -o $$ext python/ferry/_fastcall.c || exit 1; \
+	    $(CC) -O3 -shared -fPIC -Wall -Wextra -Werror -Iinclude -I$$inc -I$$np -o $$ext.tmp python/ferry/_fastcall.c && mv -f $$ext.tmp $$ext || exit 1; \
 	  fi; \
 	done
 
@@ -177,8 +178,11 @@ sanitize: build
 test-swift: build
 	$(SWIFT) test $(SWIFT_FLAGS) --disable-testable-imports 2>&1 | grep -vE '$(SWIFT_NOISE)'; exit $${PIPESTATUS[0]}
 
+# On two processes (pytest-xdist): the tests mostly wait on the servers and workers they
+# start, so two at a time take half the time on two cores. PYTEST_WORKERS=0 runs them in one.
+PYTEST_WORKERS ?= 2
 test-python:
-	cd tests && PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q --durations=15 $(PYTEST_ARGS)
+	cd tests && PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q -n $(PYTEST_WORKERS) -p no:benchmark --durations=15 $(PYTEST_ARGS)
 
 bench-setup: setup
 	@scripts/setup.sh --bench

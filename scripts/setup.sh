@@ -8,7 +8,7 @@ PY=${PYTHON:-$(scripts/python.sh)}
 # redis-server and libhiredis-dev: the redis:// transport is built with hiredis, and its tests
 # start real redis-server processes on loopback ports.
 APT_PACKAGES=(gcc g++ make pkg-config cmake openssl libzstd-dev libturbojpeg0-dev libhiredis-dev redis-server redis-tools)
-PY_MODULES="numpy pytest hypothesis sklearn scipy pandas pyarrow ml_dtypes"
+PY_MODULES="numpy pytest xdist hypothesis sklearn scipy pandas pyarrow ml_dtypes"
 PY_REQUIREMENTS=python/requirements.txt
 if [ "${1:-}" = "--demo" ]; then
     # Only what the shared-memory demo needs: a C compiler (the Python extension), numpy and
