@@ -8,7 +8,10 @@ FERRY_PYTHON ?= $(PYTHON)
 export FERRY_PYTHON
 SWIFT ?= swift
 BUILD := .build/release
-SWIFT_FLAGS := -c release
+# Release, without debug info: nothing installed carries it (libferry.so and ferry are
+# stripped), and generating it costs the first build time. The same flags for every build
+# of the main tree, so they share modules.
+SWIFT_FLAGS := -c release -Xswiftc -gnone -Xcc -g0
 # The shared-memory demo's build: the same sources without the Network trait (no SwiftNIO,
 # BoringSSL, swift-crypto, zstd, libjpeg-turbo or hiredis), in a folder of its own so that it
 # and the full build never rebuild each other.
@@ -132,22 +135,29 @@ demo-redis: build
 # `make build` builds the examples too (one build, one set of flags).
 build-examples: build
 
-# The suites that mostly wait on processes they start (Swift tests, pytest: ~0.7 of a core
-# on average) run in front; beside them, at a lower priority so they take only the idle
-# CPU, the checks that only compute: the core-only demo build and run, the wheels, the
-# fuzzers. Their output is printed when both are done; either failing fails `make test`.
+# The whole of `make test` is bound by CPU on a two-core machine, so nothing waits for
+# nothing: in front, the main build and then the suites (Swift tests, then pytest on two
+# processes); beside them from the start, at a lower priority so they take only the CPU the
+# front leaves idle (package resolution, links, tests waiting on the processes they start),
+# the checks that only compute: the core-only demo build and run, the fuzzers, then — once
+# the main build is there — the wheels. Their output is printed when both are done; either
+# failing fails `make test`.
 SIDE_LOG := .build/side-checks.log
-test: check-tables build build-examples
-	@rm -f $(SIDE_LOG) $(SIDE_LOG).rc; \
+BUILT_MARK := .build/side-checks.main-built
+test: check-tables setup
+	@mkdir -p .build && rm -f $(SIDE_LOG) $(SIDE_LOG).rc $(BUILT_MARK) $(BUILT_MARK).failed; \
 	 (nice -n 10 $(MAKE) -s side-checks > $(SIDE_LOG) 2>&1; echo $$? > $(SIDE_LOG).rc) & \
-	 $(MAKE) -s test-swift && $(MAKE) -s test-python; rc=$$?; \
-	 wait; echo "---- beside the suites: core-only demo, wheels, fuzzers"; cat $(SIDE_LOG); \
+	 if $(MAKE) -s build build-examples; then touch $(BUILT_MARK); $(MAKE) -s test-swift && $(MAKE) -s test-python; rc=$$?; \
+	 else rc=1; touch $(BUILT_MARK).failed; fi; \
+	 wait; echo "---- beside the suites: core-only demo, fuzzers, wheels"; cat $(SIDE_LOG); \
 	 test $$rc -eq 0 || exit $$rc; test "$$(cat $(SIDE_LOG).rc)" = 0 || { echo "side checks failed" >&2; exit 1; }
 
 side-checks: test-demo
+	@$(MAKE) -s fuzz-short
+	@for i in $$(seq 7200); do [ -f $(BUILT_MARK) ] || [ -f $(BUILT_MARK).failed ] && break; sleep 0.5; done; \
+	 test -f $(BUILT_MARK) || { echo "side checks: no main build to make wheels from" >&2; exit 1; }
 	@$(MAKE) -s wheel-pack
 	@$(MAKE) -s wheel-check
-	@$(MAKE) -s fuzz-short
 
 # Status codes and dtypes come from one table (scripts/gen_tables.py) in every language.
 check-tables:

@@ -48,7 +48,12 @@ def test_a_call_answers_and_the_loop_keeps_ticking_during_a_slow_one(procs, name
     out, elapsed, gaps = run(main())
     np.testing.assert_array_equal(out["x"], np.ones(3))
     assert 0.28 < elapsed < 1.0, elapsed
-    assert len(gaps) > 100 and np.percentile(gaps, 99) < 0.005 and gaps.max() < 0.02, (len(gaps), gaps.max())
+    # Ticks every ~1 ms (asyncio's own timer resolution) all through the 300 ms call: a loop
+    # blocked by the call would show one gap of ~300 ms; a poller that slept in long steps,
+    # a median far above 1 ms. The tail allows for the OS descheduling this process while
+    # the suite runs beside it (make test runs two test processes and the fuzzers).
+    assert len(gaps) > 100 and np.median(gaps) < 0.0015, (len(gaps), np.median(gaps))
+    assert np.percentile(gaps, 99) < 0.015 and gaps.max() < 0.05, (np.percentile(gaps, 99), gaps.max())
 
 
 def test_many_calls_in_flight_from_one_loop_each_get_their_own_reply(procs, name):

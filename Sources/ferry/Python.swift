@@ -159,6 +159,7 @@ final class Supervisor {
         self.extra = extra
         self.logger = logger
         self.holder = holder
+        joinedAtStart = holder?.workersJoined ?? 0
         self.maxRestarts = maxRestarts
         self.restartWindow = restartWindow
         self.maxBackoff = maxBackoff
@@ -243,7 +244,7 @@ final class Supervisor {
         guard let holder else { return }
         let start = Date()
         var said = false
-        while !holder.hasWorker {
+        while !aWorkerJoined {
             if stop?.requested == true { throw FerryError(.closed, "interrupted while the workers loaded the model") }
             try poll()
             if Date().timeIntervalSince(start) > timeout {
@@ -258,6 +259,16 @@ final class Supervisor {
         markReady()
     }
 
+    /// Workers that had attached to the channel before this supervisor started any.
+    private let joinedAtStart: UInt64
+
+    /// True once a worker attached since this supervisor started (its model loads), even if
+    /// it came and went between two looks.
+    private var aWorkerJoined: Bool {
+        guard let holder else { return false }
+        return holder.hasWorker || holder.workersJoined > joinedAtStart
+    }
+
     private func markReady() {
         if !everReady { everReady = true }
         holder?.setStatus("")
@@ -268,7 +279,7 @@ final class Supervisor {
     /// `restartWindow` seconds.
     func poll() throws {
         let now = Date()
-        if let holder, holder.hasWorker { markReady() }
+        if let holder, holder.hasWorker || (!everReady && aWorkerJoined) { markReady() }
         for i in workers.indices {
             if let at = restartAt[i] {
                 if now >= at {
@@ -284,7 +295,7 @@ final class Supervisor {
             // Let the reader thread drain the last lines before they are quoted.
             Thread.sleep(forTimeInterval: 0.05)
             let why = lastError(i)
-            if !everReady && holder?.hasWorker != true {
+            if !everReady && !aWorkerJoined {
                 // No worker ever attached: the model does not load. Restarting would loop.
                 holder?.setStatus("the model failed to load" + (why.map { ": \($0)" } ?? ""))
                 throw FerryError(.remote, "the model \(model) failed to load: the worker exited with \(how)"

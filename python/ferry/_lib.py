@@ -39,20 +39,21 @@ class FerryOptions(Structure):
     ]
 
 
-def _candidates() -> list[str]:
+def _candidates():
+    """Where libferry.so may be, most specific first. A generator: the system search
+    (ctypes.util.find_library runs ldconfig and a compiler, ~0.1 s) only happens when nothing
+    nearer loads, so it does not slow the start of every worker and client."""
     here = os.path.dirname(os.path.abspath(__file__))
     root = os.path.dirname(os.path.dirname(here))
-    out = []
     if os.environ.get("FERRY_LIBRARY"):
-        out.append(os.environ["FERRY_LIBRARY"])
-    out.append(os.path.join(here, "libferry.so"))
+        yield os.environ["FERRY_LIBRARY"]
+    yield os.path.join(here, "libferry.so")
     for build in ("release", "debug"):
-        out.append(os.path.join(root, ".build", build, "libferry.so"))
+        yield os.path.join(root, ".build", build, "libferry.so")
+    yield "libferry.so.0"  # the dynamic loader's own search (an installed library)
     found = ctypes.util.find_library("ferry")
     if found:
-        out.append(found)
-    out.append("libferry.so.0")
-    return out
+        yield found
 
 
 def _load() -> ctypes.CDLL:

@@ -29,6 +29,10 @@ public enum SegmentLayout {
     // restarts (by a supervisor), and a histogram of service times (worker took → answered):
     // bucket k counts times in [2^k, 2^(k+1)) ns, the last one everything longer.
     static let oAnswered = 384, oFailed = 392, oTimedOut = 448, oRestarts = 512
+    /// Serving processes that ever attached (each adds one as it takes its token): a worker
+    /// attaches once its model loaded, so a supervisor knows the model loads even when the
+    /// worker came and went between two of its looks.
+    static let oWorkersJoined = 520
     static let oServiceHistogram = 576, serviceBuckets = 40
     /// One byte per liveness token: 1 for a serving process, 2 for a client, 3 for a reader
     /// of statistics, 4 for a holder — a process that keeps the channel open for its workers
@@ -163,6 +167,7 @@ final class ShmSegment {
                 // 1 serves, 2 calls, 3 only reads statistics (`ferry stats`), 4 holds the
                 // channel for its workers: 3 and 4 take no requests and are not counted.
                 base.storeBytes(of: observer ? 3 : holder ? 4 : isServer ? 1 : 2, toByteOffset: SegmentLayout.oRoles + Int(id), as: UInt8.self)
+                if isServer && !observer && !holder { atomic64(SegmentLayout.oWorkersJoined).wrappingIncrement(ordering: .releasing) }
                 return
             }
         }

@@ -56,6 +56,10 @@ public final class Worker {
     /// True while some live process takes requests on the channel (a holder does not).
     public var hasWorker: Bool { channel.segment.hasWorker }
 
+    /// How many workers (serving processes) ever attached to the channel: one more each time
+    /// a worker's model loaded, however briefly it lived.
+    public var workersJoined: UInt64 { channel.segment.atomic64(SegmentLayout.oWorkersJoined).load(ordering: .acquiring) }
+
     /// Says why no worker serves the channel (a holder: e.g. the model's load error); clients
     /// add it to their `.noServer` error. "" clears it.
     public func setStatus(_ text: String) { channel.segment.setStatus(text) }
