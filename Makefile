@@ -136,18 +136,22 @@ demo-redis: build
 build-examples: build
 
 # The whole of `make test` is bound by CPU on a two-core machine, so nothing waits for
-# nothing: in front, the main build and then the suites (Swift tests, then pytest on two
-# processes); beside them from the start, at a lower priority so they take only the CPU the
+# nothing: in front, the main build and then the suites (pytest on two processes, and the
+# Swift tests — their build, then their run — beside it); beside them from the start, at a lower priority so they take only the CPU the
 # front leaves idle (package resolution, links, tests waiting on the processes they start),
 # the checks that only compute: the core-only demo build and run, the fuzzers, then — once
 # the main build is there — the wheels. Their output is printed when both are done; either
 # failing fails `make test`.
 SIDE_LOG := .build/side-checks.log
+SWIFT_LOG := .build/swift-tests.log
 BUILT_MARK := .build/side-checks.main-built
 test: check-tables setup
-	@mkdir -p .build && rm -f $(SIDE_LOG) $(SIDE_LOG).rc $(BUILT_MARK) $(BUILT_MARK).failed; \
+	@mkdir -p .build && rm -f $(SIDE_LOG) $(SIDE_LOG).rc $(SWIFT_LOG) $(SWIFT_LOG).rc $(BUILT_MARK) $(BUILT_MARK).failed; \
 	 (nice -n 10 $(MAKE) -s side-checks > $(SIDE_LOG) 2>&1; echo $$? > $(SIDE_LOG).rc) & \
-	 if $(MAKE) -s build build-examples; then touch $(BUILT_MARK); $(MAKE) -s test-swift && $(MAKE) -s test-python; rc=$$?; \
+	 if $(MAKE) -s build build-examples; then touch $(BUILT_MARK); \
+	   ($(MAKE) -s test-swift > $(SWIFT_LOG) 2>&1; echo $$? > $(SWIFT_LOG).rc) & swift=$$!; \
+	   $(MAKE) -s test-python; rc=$$?; wait $$swift; \
+	   echo "---- the Swift tests (beside pytest)"; cat $(SWIFT_LOG); test "$$(cat $(SWIFT_LOG).rc)" = 0 || rc=1; \
 	 else rc=1; touch $(BUILT_MARK).failed; fi; \
 	 wait; echo "---- beside the suites: core-only demo, fuzzers, wheels"; cat $(SIDE_LOG); \
 	 test $$rc -eq 0 || exit $$rc; test "$$(cat $(SIDE_LOG).rc)" = 0 || { echo "side checks failed" >&2; exit 1; }

@@ -403,6 +403,15 @@ def render_tcp(r: dict) -> str:
         if c and raw_f:
             ratio = c["throughput_per_s"] / raw_f["throughput_per_s"]
             check(f"frames ≥ 0.6× raw TCP throughput (C client, {tag})", ratio >= 0.6 and not c.get("wrong"), f"{ratio:.2f}×")
+    zmq_s, zmq_f = small.get("pyzmq REQ/REP tcp://, Python client"), frames.get("pyzmq REQ/REP tcp://, Python client")
+    py_s = small.get("Ferry tcp://, Python client (gateway spin, then sleep)")
+    py_f = frames.get("Ferry tcp://, Python client (gateway spin, then sleep)")
+    if zmq_s and py_s and "error" not in zmq_s:
+        ratio = py_s["p50_us"] / zmq_s["p50_us"]
+        check("issue 23: small p50 at or below pyzmq's (Python clients, default gateway)", ratio <= 1 and not py_s.get("wrong"), f"{ratio:.2f}×")
+    if zmq_f and py_f and "error" not in zmq_f:
+        ratio = py_f["p50_us"] / zmq_f["p50_us"]
+        check("issue 23: frames p50 at or below pyzmq's (Python clients, default gateway)", ratio <= 1 and not py_f.get("wrong"), f"{ratio:.2f}×")
     p = r.get("pipelined")
     if p:
         ratio = p["16 in flight"]["throughput_per_s"] / p["1 in flight"]["throughput_per_s"]
@@ -458,6 +467,11 @@ def render_redis(r: dict) -> str:
     if ferry_c and better and "error" not in better:
         lines.append(f"| for scale: the recipe improved with blocking pops (not the seed's; no target) | "
                      f"{better['p50_us'] / ferry_c['p50_us']:.2f}× faster (see the notes below) | |")
+    raw_py = small.get("raw round trip from Python: redis-py RPUSH + BLPOP → redis-py worker (BLPOP, RPUSH)")
+    ferry_py = small.get("Ferry redis://, Python client → node → Python worker")
+    if raw_py and ferry_py and "error" not in raw_py:
+        ratio = ferry_py["p50_us"] / raw_py["p50_us"]
+        check("issue 23: small p50 ≤ 1.5× the raw Python round trip (Python clients)", ratio <= 1.5 and not ferry_py.get("wrong"), f"{ratio:.2f}×")
     raw_get = cache.get("raw Redis GET of a 16-byte value, C hiredis")
     hit = cache.get("Ferry redis:// cache hit, C client (7 056-byte request hashed, 16-byte reply)")
     if raw_get and hit:

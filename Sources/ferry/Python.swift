@@ -241,7 +241,7 @@ final class Supervisor {
     /// Waits until a worker is ready (attached: its model loaded). Throws when the model
     /// fails to load (see `poll`) or on `stop`.
     func waitReady(stop: StopSignal? = nil, timeout: TimeInterval = .infinity) throws {
-        guard let holder else { return }
+        guard holder != nil else { return }
         let start = Date()
         var said = false
         while !aWorkerJoined {
