@@ -254,6 +254,9 @@ final class SubscriberCore {
             if segment.isBroken { throw segment.brokenError() }
         } catch {
             unpin(slot)
+            // A frame read from pages another process truncated is zeros, and fails to
+            // validate: the truncation is the cause to report, not the bytes it left.
+            if segment.isBroken { throw segment.brokenError() }
             throw error
         }
         received += 1
