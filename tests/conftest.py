@@ -153,6 +153,27 @@ def wait_served(url: str, proc: subprocess.Popen | None = None, timeout: float =
     raise TimeoutError(f"{url} not served within {timeout}s: {last}")
 
 
+def run_in_threads(fn, args_list, timeout: float = 120) -> list:
+    """Runs fn(*args) on one thread per entry of `args_list`, all at once; returns the
+    exceptions they raised (an empty list when every one finished cleanly)."""
+    import threading
+
+    errors = []
+
+    def run(*args):
+        try:
+            fn(*args)
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=a) for a in args_list]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return errors
+
+
 def call_in_thread(client, inputs, timeout):
     """Runs client.call in a thread; returns (thread, box) where box gets "value" or "error"
     and "seconds"."""

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import ferry
+from conftest import run_in_threads
 from test_conformance import Served
 
 MAGIC = 0x31595246
@@ -609,25 +610,16 @@ def test_large_requests_go_from_the_callers_memory_into_the_slot_exactly(big_gw)
             for n in (256 << 10, (256 << 10) - 1, 900_000):
                 y = rng.integers(0, 255, size=n, dtype=np.uint8)
                 np.testing.assert_array_equal(c.call(y, timeout=30), y)
-    errors = []
-
     def caller(seed):
         r = np.random.default_rng(seed)
-        try:
-            with ferry.Client(gw.url) as c:
-                for i in range(6):
-                    x = _large_mixed(r, i)
-                    out = c.call(x, timeout=60)
-                    for k in x:
-                        np.testing.assert_array_equal(out[k], x[k])
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
+        with ferry.Client(gw.url) as c:
+            for i in range(6):
+                x = _large_mixed(r, i)
+                out = c.call(x, timeout=60)
+                for k in x:
+                    np.testing.assert_array_equal(out[k], x[k])
 
-    threads = [threading.Thread(target=caller, args=(s,)) for s in range(12)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    errors = run_in_threads(caller, [(s,) for s in range(12)])
     assert not errors, errors[0]
     census = ferry.serving.census(f"shm://{gw.name}")
     assert census["free"] == sum(census.values()), census

@@ -449,24 +449,27 @@ public func ferry_writer_add_tensor(_ w: OpaquePointer?, _ name: UnsafePointer<C
 @_cdecl("ferry_writer_put_tensor")
 public func ferry_writer_put_tensor(_ w: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32,
                                     _ shape: UnsafePointer<Int64>?, _ data: UnsafeRawPointer?, _ nbytes: Int) -> Int32 {
-    status {
-        let h = try borrow(w, WriterHandle.self, "writer")
-        let n = try string(name, "name"), d = try dtype(dt), s = try shapeArray(ndim, shape)
-        guard d != .string else { throw invalid("use ferry_writer_put_strings for string tensors") }
-        guard nbytes >= 0, data != nil || nbytes == 0 else { throw invalid("data is NULL") }
-        try h.mutate { try $0.addTensor(name: n, dtype: d, shape: s, bytes: UnsafeRawBufferPointer(start: data, count: nbytes)) }
-    }
+    putTensor(w, name, dt, ndim, shape, data, nbytes, byReference: false)
 }
 
 @_cdecl("ferry_writer_put_tensor_ref")
 public func ferry_writer_put_tensor_ref(_ w: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32,
                                         _ shape: UnsafePointer<Int64>?, _ data: UnsafeRawPointer?, _ nbytes: Int) -> Int32 {
+    putTensor(w, name, dt, ndim, shape, data, nbytes, byReference: true)
+}
+
+/// The two put_tensor exports: the same checks; copied now, or read when the call is sent.
+private func putTensor(_ w: OpaquePointer?, _ name: UnsafePointer<CChar>?, _ dt: Int32, _ ndim: Int32, _ shape: UnsafePointer<Int64>?,
+                       _ data: UnsafeRawPointer?, _ nbytes: Int, byReference: Bool) -> Int32 {
     status {
         let h = try borrow(w, WriterHandle.self, "writer")
         let n = try string(name, "name"), d = try dtype(dt), s = try shapeArray(ndim, shape)
         guard d != .string else { throw invalid("use ferry_writer_put_strings for string tensors") }
         guard nbytes >= 0, data != nil || nbytes == 0 else { throw invalid("data is NULL") }
-        try h.mutate { try $0.addTensor(name: n, dtype: d, shape: s, referencing: UnsafeRawBufferPointer(start: data, count: nbytes)) }
+        let bytes = UnsafeRawBufferPointer(start: data, count: nbytes)
+        try h.mutate {
+            if byReference { try $0.addTensor(name: n, dtype: d, shape: s, referencing: bytes) } else { try $0.addTensor(name: n, dtype: d, shape: s, bytes: bytes) }
+        }
     }
 }
 
