@@ -132,13 +132,6 @@ public struct MessageWriter {
         references.append(Reference(offset: dst.baseAddress! - base, source: bytes.baseAddress!, length: bytes.count))
     }
 
-    /// Copies every referenced tensor into its place in the buffer (for a transport that must
-    /// see the whole message in one piece, e.g. to compress it).
-    package mutating func copyReferences() {
-        for r in references { (base + r.offset).copyMemory(from: r.source, byteCount: r.length) }
-        references.removeAll()
-    }
-
     /// The error for UTF-32 text holding a code unit that is not a Unicode scalar value.
     static func nonScalarError(tensor name: String, shape: [Int], _ bad: (index: Int, value: UInt32)) -> FerryError {
         FerryError(.invalidArgument, "tensor \"\(name)\": string \(bad.index / max(shape.last ?? 1, 1)) holds U+\(String(bad.value, radix: 16, uppercase: true)), "
