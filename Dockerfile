@@ -15,7 +15,7 @@ RUN apt-get update -qq \
 WORKDIR /src
 COPY . .
 # One release build (libferry.so, the command), then the wheel from it; both stripped.
-RUN swift build -c release -Xswiftc -gnone -Xcc -g0 --product ferry && swift build -c release -Xswiftc -gnone -Xcc -g0 --product ferry-cli \
+RUN swift build -c release -debug-info-format none --product ferry && swift build -c release -debug-info-format none --product ferry-cli \
  && strip --strip-unneeded .build/release/libferry.so -o /tmp/libferry.so \
  && strip --strip-unneeded .build/release/ferry-cli -o /tmp/ferry \
  && python3 -m venv --system-site-packages /tmp/wheel-venv \

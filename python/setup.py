@@ -33,7 +33,7 @@ def library() -> str:
         return given
     built = os.path.join(ROOT, ".build", "release", "libferry.so")
     if not os.path.exists(built):
-        subprocess.run(["swift", "build", "-c", "release", "-Xswiftc", "-gnone", "-Xcc", "-g0", "--product", "ferry"], cwd=ROOT, check=True)
+        subprocess.run(["swift", "build", "-c", "release", "-debug-info-format", "none", "--product", "ferry"], cwd=ROOT, check=True)
     return built
 
 
