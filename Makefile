@@ -94,21 +94,26 @@ wheel-pack:
 # each other interpreter in WHEEL_PYTHONS that exists here (default: the pyenv 3.9 and 3.12
 # of these machines): a venv of its own, numpy from PyPI, a wheel built by that interpreter
 # (its own compiled _fastcall), the same check.
+venv_pip = $(if $(VENV_PIP),$(PYTHON) -m pip --python $(1)/bin/python,$(1)/bin/python -m pip)
 WHEEL_PYTHONS ?= $(wildcard /root/.pyenv/versions/3.12.*/bin/python3 /root/.pyenv/versions/3.9.*/bin/python3)
 test-wheel: wheel
 	@$(MAKE) -s wheel-check
 
+# The venvs are made without pip (ensurepip costs seconds each) when this pip can install
+# into another interpreter's environment (`pip --python`, pip >= 22.3).
+# (Asked once, when first needed.)
+VENV_PIP = $(eval VENV_PIP := $$(shell $(PYTHON) -m pip --help 2>/dev/null | grep -q -- '--python <python>' && echo outer))$(VENV_PIP)
 wheel-check:
-	@rm -rf .build/wheel-venv && $(PYTHON) -m venv --system-site-packages .build/wheel-venv
-	@.build/wheel-venv/bin/python -m pip install -q --no-deps --disable-pip-version-check dist/ferry_ipc-*.whl
+	@rm -rf .build/wheel-venv && $(PYTHON) -m venv --system-site-packages $(if $(VENV_PIP),--without-pip) .build/wheel-venv
+	@$(call venv_pip,.build/wheel-venv) install -q --no-deps --disable-pip-version-check dist/ferry_ipc-*.whl
 	@cd /tmp && env -u PYTHONPATH -u FERRY_LIBRARY $(CURDIR)/.build/wheel-venv/bin/python $(CURDIR)/tests/wheel_check.py
 	@for py in $(WHEEL_PYTHONS); do \
 	  v=.build/wheel-venv-$$($$py -c 'import sys; print("%d%d" % sys.version_info[:2])'); rm -rf $$v dist/other && mkdir -p dist/other; \
-	  $$py -m venv $$v && $$v/bin/python -m pip install -q -U --disable-pip-version-check numpy "setuptools>=61" wheel \
+	  $$py -m venv $(if $(VENV_PIP),--without-pip) $$v && $(call venv_pip,$$v) install -q --disable-pip-version-check numpy "setuptools>=61" wheel \
 	    || { echo "note: no numpy for $$py from PyPI here; its wheel is not checked" >&2; continue; }; \
-	  FERRY_LIBRARY=$(CURDIR)/$(BUILD)/libferry.so $$v/bin/python -m pip wheel -q --no-deps --no-build-isolation --disable-pip-version-check -w dist/other python/ \
+	  FERRY_LIBRARY=$(CURDIR)/$(BUILD)/libferry.so $(call venv_pip,$$v) wheel -q --no-deps --no-build-isolation --disable-pip-version-check -w dist/other python/ \
 	    && rm -rf python/build python/*.egg-info \
-	    && $$v/bin/python -m pip install -q --no-deps --disable-pip-version-check dist/other/ferry_ipc-*.whl \
+	    && $(call venv_pip,$$v) install -q --no-deps --disable-pip-version-check dist/other/ferry_ipc-*.whl \
 	    && (cd /tmp && env -u PYTHONPATH -u FERRY_LIBRARY $(CURDIR)/$$v/bin/python $(CURDIR)/tests/wheel_check.py) || exit 1; \
 	done; rm -rf dist/other
 
@@ -186,8 +191,10 @@ fuzz:
 	  echo "fuzz $$t: no crash in $(FUZZ_SECONDS) s"; \
 	done
 
+# In `make test`: each fuzzer replays its corpus and mutates for a few seconds (a smoke
+# check on every run; `make fuzz` searches for a minute per target).
 fuzz-short:
-	@$(MAKE) -s fuzz FUZZ_SECONDS=15
+	@$(MAKE) -s fuzz FUZZ_SECONDS=8
 
 # The Swift tests under ThreadSanitizer and AddressSanitizer (separate build folders).
 sanitize: build
@@ -203,7 +210,7 @@ test-swift: build
 # start, so two at a time take half the time on two cores. PYTEST_WORKERS=0 runs them in one.
 PYTEST_WORKERS ?= 2
 test-python:
-	cd tests && PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q -n $(PYTEST_WORKERS) -p no:benchmark --durations=15 $(PYTEST_ARGS)
+	cd tests && PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup -p no:benchmark --durations=15 $(PYTEST_ARGS)
 
 bench-setup: setup
 	@scripts/setup.sh --bench

@@ -70,6 +70,32 @@ def no_leaked_segments():
 
 _session_segments: set = set()
 
+# The longest tests (and test_examples.py, one xdist group with its module fixtures) go
+# first, so the two xdist workers end together instead of one waiting out a long test at
+# the end. Order only: every test still runs.
+_LONG_FIRST = (
+    "test_examples.py::",
+    "test_races.py::test_deadlines_and_kills_at_every_step",
+    "test_redis.py::test_killed_node_holding_work",
+    "test_redis.py::test_killing_one_of_two_nodes",
+    "test_cli.py::test_demo_recognises_digits",
+    "test_redis.py::test_nodes_killed_under_load",
+    "test_tcp.py::test_a_half_sent_frame",
+    "test_redis.py::test_nodes_of_another_model",
+    "test_streams.py::test_stress_readers_killed",
+    "test_exact.py::test_arrow_tables_cross_exactly",
+    "test_interop.py::test_a_model_with_torch_tensors",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        for i, prefix in enumerate(_LONG_FIRST):
+            if item.nodeid.startswith(prefix):
+                return i
+        return len(_LONG_FIRST)
+    items.sort(key=rank)  # stable: the rest keep their order
+
 
 def pytest_sessionstart(session):
     if not _XDIST:

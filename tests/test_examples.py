@@ -12,6 +12,10 @@ import pytest
 
 from conftest import ROOT, env
 
+# One xdist worker runs this whole module (`--dist loadgroup`), so `make install` and the
+# sanitizer builds of the examples (module fixtures) happen once, not once per worker.
+pytestmark = pytest.mark.xdist_group("examples")
+
 EXAMPLES = os.path.join(ROOT, "examples")
 RELEASE = os.path.join(ROOT, ".build", "release")
 
