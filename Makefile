@@ -54,7 +54,7 @@ setup:
 # examples): products built with different flags rebuild each other's modules. Static linking
 # of the Swift runtime is set per product in Package.swift, not here, for the same reason.
 build: setup
-	@$(SWIFT) build $(SWIFT_FLAGS) 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
+	@$(SWIFT) build $(SWIFT_FLAGS) $(SWIFT_BUILD_EXTRA) 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
 	@ln -sf libferry.so $(BUILD)/libferry.so.0
 	@mkdir -p bin && ln -sf ../$(BUILD)/ferry-cli $(BIN)
 	@$(MAKE) -s python-ext
@@ -147,7 +147,8 @@ demo-redis: build
 build-examples: build
 
 # The whole of `make test` is bound by CPU on a two-core machine, so nothing waits for
-# nothing: in front, the main build and then the suites (pytest on two processes, and the
+# nothing: in front, the main build (the Swift tests' targets in it: they compile while the
+# command's last module and link keep only one core busy) and then the suites (pytest on two processes, and the
 # Swift tests — their build, then their run — beside it); beside them from the start, at a lower priority so they take only the CPU the
 # front leaves idle (package resolution, links, tests waiting on the processes they start),
 # the checks that only compute: the core-only demo build and run, the fuzzers, then — once
@@ -159,7 +160,7 @@ BUILT_MARK := .build/side-checks.main-built
 test: check-tables setup
 	@mkdir -p .build && rm -f $(SIDE_LOG) $(SIDE_LOG).rc $(SWIFT_LOG) $(SWIFT_LOG).rc $(BUILT_MARK) $(BUILT_MARK).failed; \
 	 (nice -n 10 $(MAKE) -s side-checks > $(SIDE_LOG) 2>&1; echo $$? > $(SIDE_LOG).rc) & \
-	 if $(MAKE) -s build build-examples; then touch $(BUILT_MARK); \
+	 if $(MAKE) -s build build-examples SWIFT_BUILD_EXTRA=--build-tests; then touch $(BUILT_MARK); \
 	   ($(MAKE) -s test-swift > $(SWIFT_LOG) 2>&1; echo $$? > $(SWIFT_LOG).rc) & swift=$$!; \
 	   $(MAKE) -s test-python; rc=$$?; wait $$swift; \
 	   echo "---- the Swift tests (beside pytest)"; cat $(SWIFT_LOG); test "$$(cat $(SWIFT_LOG).rc)" = 0 || rc=1; \
