@@ -40,7 +40,7 @@ def segments() -> set:
     return set(glob.glob("/dev/shm/ferry.*")) | set(glob.glob("/dev/shm/ferry-stream.*"))
 
 
-# Under pytest-xdist (`make test` runs the suite on two processes) other tests run at the same
+# Under pytest-xdist (`make test` runs the suite on several processes) other tests run at the same
 # time, so each test checks the segments of the channels it names (`name` is unique to this
 # process: t<pid>-<n>); the whole run is checked for every segment when it ends
 # (pytest_sessionfinish), so a leak under any other name still fails the run.
@@ -71,7 +71,7 @@ def no_leaked_segments():
 _session_segments: set = set()
 
 # The longest tests (and test_examples.py, one xdist group with its module fixtures) go
-# first, so the two xdist workers end together instead of one waiting out a long test at
+# first, so the xdist workers end together instead of one waiting out a long test at
 # the end. Order only: every test still runs.
 _LONG_FIRST = (
     "test_examples.py::",
