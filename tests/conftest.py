@@ -179,6 +179,26 @@ def wait_served(url: str, proc: subprocess.Popen | None = None, timeout: float =
     raise TimeoutError(f"{url} not served within {timeout}s: {last}")
 
 
+def sigstop(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP `pid` and return once every thread of it is stopped: kill(2) returns before the
+    stop takes effect, and a test that then expects no answer must not race a process that
+    is still running (seen under load: a stopped gateway answered one more call)."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            states = []
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    states.append(f.read().rsplit(")", 1)[1].split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            return  # gone: nothing runs either
+        if states and all(st in "Tt" for st in states):
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"process {pid} did not stop within {timeout} s")
+
+
 def run_in_threads(fn, args_list, timeout: float = 120) -> list:
     """Runs fn(*args) on one thread per entry of `args_list`, all at once; returns the
     exceptions they raised (an empty list when every one finished cleanly)."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import call_in_thread, seg_path, wait_served
+from conftest import call_in_thread, seg_path, sigstop, wait_served
 
 
 
@@ -34,7 +34,7 @@ def test_hung_worker_times_out_per_call_and_recovers(procs, name):
     url = f"shm://{name}"
     w = procs.worker(url)
     with ferry.Client(url) as c:
-        os.kill(w.pid, signal.SIGSTOP)
+        sigstop(w.pid)
         t0 = time.monotonic()
         with pytest.raises(ferry.Timeout):
             c.call(np.zeros(4), timeout=0.5)

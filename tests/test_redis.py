@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import FERRY, MODELS, RedisServer, env, free_port, wait_served
+from conftest import FERRY, MODELS, RedisServer, env, free_port, sigstop, wait_served
 
 MODEL = os.path.join(MODELS, "testmodel.py")
 
@@ -705,7 +705,7 @@ def test_calls_end_by_their_deadline_while_redis_is_stopped(cluster):
     pid = cluster.redis.proc.pid
     with ferry.Client(cluster.url) as c:
         assert int(c.call({"id": np.array([1]), "pad": np.zeros(1)})["id"][0]) == 1
-        os.kill(pid, signal.SIGSTOP)
+        sigstop(pid)
         try:
             for timeout in (0.2, 0.5, 0.2):
                 t0 = time.monotonic()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ferry
-from conftest import run_in_threads
+from conftest import run_in_threads, sigstop
 from test_conformance import Served
 
 MAGIC = 0x31595246
@@ -503,7 +503,7 @@ def test_calls_end_by_their_deadline_while_the_gateway_is_stopped(gw):
     call ends by its deadline, and so does a new client's first call."""
     with ferry.Client(gw.url) as c:
         assert c.call(np.arange(3)).tolist() == [0, 1, 2]
-        os.kill(gw.proc.pid, signal.SIGSTOP)
+        sigstop(gw.proc.pid)
         try:
             for timeout in (0.2, 0.5):
                 t0 = time.monotonic()
