@@ -13,7 +13,8 @@ BUILD := .build/release
 # `-Xswiftc -gnone -Xcc -g0`: SwiftPM puts its own `-g` after -Xcc flags, so C and C++
 # (BoringSSL: half of the first build) kept their debug info. The same flags for every build
 # of the main tree, so they share modules.
-SWIFT_FLAGS := -c release -debug-info-format none
+NO_DEBUG_INFO := -debug-info-format none
+SWIFT_FLAGS := -c release $(NO_DEBUG_INFO)
 # The shared-memory demo's build: the same sources without the Network trait (no SwiftNIO,
 # BoringSSL, swift-crypto, zstd, libjpeg-turbo or hiredis), in a folder of its own so that it
 # and the full build never rebuild each other.
@@ -123,8 +124,8 @@ demo: setup-demo build-demo
 	@FERRY_PYTHON=$(PYTHON) $(DEMO_BUILD)/ferry-cli demo
 
 build-demo:
-	@$(SWIFT) build -c $(DEMO_CONFIG) -debug-info-format none --scratch-path $(DEMO_SCRATCH) --disable-default-traits --product ferry-cli 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
-	@$(SWIFT) build -c $(DEMO_CONFIG) -debug-info-format none --scratch-path $(DEMO_SCRATCH) --disable-default-traits --product ferry 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
+	@$(SWIFT) build -c $(DEMO_CONFIG) $(NO_DEBUG_INFO) --scratch-path $(DEMO_SCRATCH) --disable-default-traits --product ferry-cli 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
+	@$(SWIFT) build -c $(DEMO_CONFIG) $(NO_DEBUG_INFO) --scratch-path $(DEMO_SCRATCH) --disable-default-traits --product ferry 2>&1 | grep -vE '$(SWIFT_NOISE)'; test $${PIPESTATUS[0]} -eq 0 || { echo "build failed" >&2; exit 1; }
 	@$(MAKE) -s python-ext
 
 # What `make demo` runs, built the way it builds it (core only), tested on every CI run: the
@@ -148,7 +149,7 @@ build-examples: build
 
 # The whole of `make test` is bound by CPU on a two-core machine, so nothing waits for
 # nothing: in front, the main build (the Swift tests' targets in it: they compile while the
-# command's last module and link keep only one core busy) and then the suites (pytest on two processes, and the
+# command's last module and link keep only one core busy) and then the suites (pytest on three processes, and the
 # Swift tests — their build, then their run — beside it); beside them from the start, at a lower priority so they take only the CPU the
 # front leaves idle (package resolution, links, tests waiting on the processes they start),
 # the checks that only compute: the core-only demo build and run, the fuzzers, then — once
