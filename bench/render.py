@@ -376,7 +376,9 @@ def render_tcp(r: dict) -> str:
            f"Placement: {r['placement']}. Every model reads every byte of its input and answers its checksum (bench/checksum_model.py); "
            "every reply is checked (`wrong` counts replies that did not match; a row with any is failed). "
            "\"Gateway spin, then sleep\" is `ferry serve`'s default wait (hybrid, 100 µs); \"sleeping\" is `--wait futex`, "
-           "like the raw socket and ZeroMQ rows, which sleep in the kernel.", ""]
+           "like the raw socket and ZeroMQ rows, which sleep in the kernel. The gateway gives each plain-TCP connection a thread "
+           "of its own (`--io threads`, the default); the rows marked `--io event-loop` are the SwiftNIO event loop that TLS "
+           "connections use (bench/notes.md says where the difference comes from).", ""]
     for group, title, unit in (("small", "Small requests (digits, 7 056 bytes → 16 bytes), one call at a time", "calls/s"),
                                ("frames", "1080p frames (6 220 800 bytes → 16 bytes), one at a time", "frames/s")):
         out += [f"### {title}", "", f"| system | p50 µs | p99 µs | {unit} | wrong |", "|---|---:|---:|---:|---:|"]

@@ -18,7 +18,9 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+# Before numpy: no OpenBLAS threads in this process (they would share the CPUs it measures).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -63,12 +65,12 @@ def build() -> None:
 class Gateway:
     """`ferry serve` of the checksum model with --listen, pinned to the server CPU."""
 
-    def __init__(self, wait="hybrid", slot_size="16M"):
-        self.name = f"bench-tcp-{os.getpid()}-{wait}"
+    def __init__(self, wait="hybrid", slot_size="16M", io="threads"):
+        self.name = f"bench-tcp-{os.getpid()}-{wait}-{io}"
         port = free_port()
         env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), OPENBLAS_NUM_THREADS="1")
         self.proc = subprocess.Popen(["taskset", "-c", str(SERVER_CPU), FERRY, "serve", MODEL, "--name", self.name,
-                                      "--listen", f"tcp://127.0.0.1:{port}", "--slot-size", slot_size, "--wait", wait],
+                                      "--listen", f"tcp://127.0.0.1:{port}", "--slot-size", slot_size, "--wait", wait, "--io", io],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"tcp://127.0.0.1:{port}/{self.name}"
         deadline = time.monotonic() + 60
@@ -260,6 +262,14 @@ def main() -> int:
                 res["pipelined"] = pipelined(gw.url, small_n)
         finally:
             gw.close()
+    # The event-loop I/O model (--io event-loop; what TLS connections use), for comparison.
+    gw = Gateway(io="event-loop")
+    try:
+        log("tcp: Ferry, gateway --io event-loop")
+        res["small"]["Ferry tcp://, Python client (gateway spin, then sleep; --io event-loop)"] = ferry_python(gw.url, SMALL, small_n, small_n // 10)
+        res["frames"]["Ferry tcp://, Python client (gateway spin, then sleep; --io event-loop)"] = ferry_python(gw.url, FRAME, frame_n, 10)
+    finally:
+        gw.close()
     log("tcp: pyzmq REQ/REP")
     try:
         res["small"]["pyzmq REQ/REP tcp://, Python client"] = pyzmq(SMALL, small_n, small_n // 10)

@@ -23,6 +23,9 @@ TRANSPORTS = ["shm", "tcp", "redis"]
 class Served:
     """`ferry serve` of the test model, reachable at `url` over one transport."""
 
+    #: The gateway's `--io` for tcp:// (None: its default); test_tcp.py runs every test with each.
+    gateway_io: str | None = None
+
     def __init__(self, transport: str, name: str, tmp_path, extra=(), workers: int = 2, model: str | None = None,
                  port: int = 0, query: str = "", slot_size: str = "1M"):
         self.transport, self.name = transport, name
@@ -32,6 +35,8 @@ class Served:
                 "--workers", str(workers), "--slot-size", slot_size, "--hang-timeout", "0", *extra]
         if transport == "tcp":
             args += ["--listen", f"tcp://127.0.0.1:{port}"]
+            if self.gateway_io:
+                args += ["--io", self.gateway_io]
         if transport == "redis":
             args += ["--redis", f"redis://127.0.0.1:{self.redis.port}/{name}"]  # the local channel gets a unique name
         else:

@@ -54,6 +54,14 @@ def raw(served) -> socket.socket:
     return s
 
 
+@pytest.fixture(autouse=True, params=["threads", "event-loop"])
+def gateway_io(request, monkeypatch):
+    """Every test here runs against both of the gateway's I/O models (`--io`): a thread per
+    plain-TCP connection (the default) and the SwiftNIO event loop (what TLS uses)."""
+    monkeypatch.setattr(Served, "gateway_io", request.param)
+    return request.param
+
+
 @pytest.fixture
 def gw(name, tmp_path):
     s = Served("tcp", name, tmp_path, workers=2)
@@ -86,6 +94,23 @@ def test_pipelined_requests_from_many_clients_are_matched(gw):
     for t in threads:
         t.join(120)
     assert not errors, errors
+
+
+def test_a_quick_call_is_not_held_behind_a_slow_one_on_the_same_connection(gw):
+    """Two calls in flight on one connection, two workers: the quick one, sent second,
+    is answered while the slow one still runs (the gateway keeps reading the connection
+    while it waits for a reply), and both answers are right."""
+    with ferry.Client(gw.url) as c:
+        c.call({"ping": np.zeros(1)})  # connected, workers warm
+        t0 = time.monotonic()
+        slow = c.send({"sleep": np.array(1.5), "id": np.array([1])})
+        time.sleep(0.05)  # the slow request is read and handed to a worker first
+        quick = c.send({"id": np.array([2]), "pad": np.zeros(1)})
+        assert int(quick.result(timeout=10)["id"][0]) == 2
+        quick_at = time.monotonic() - t0
+        assert int(slow.result(timeout=10)["id"][0]) == 1
+        slow_at = time.monotonic() - t0
+    assert quick_at < 1.0 < slow_at, (quick_at, slow_at)
 
 
 def test_garbage_bytes_close_only_that_connection(gw):

@@ -221,6 +221,57 @@ long cferry_sendv(int fd, const void *iov, int count) {
 
 long cferry_recv(int fd, void *buf, size_t len) { return (long)recv(fd, buf, len, MSG_DONTWAIT); }
 
+long cferry_recv_wait(int fd, void *buf, size_t len) { return (long)recv(fd, buf, len, 0); }
+
+int cferry_tcp_listen(const char *host, int port, int backlog, char *why, size_t why_len) {
+    struct addrinfo hints, *res = NULL, *ai;
+    char service[16];
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    snprintf(service, sizeof service, "%d", port);
+    int rc = getaddrinfo(host, service, &hints, &res);
+    if (rc != 0) {
+        if (why && why_len) snprintf(why, why_len, "%s", gai_strerror(rc));
+        return -2;
+    }
+    int last = EADDRNOTAVAIL;
+    for (ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) { last = errno; continue; }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, backlog) == 0) { freeaddrinfo(res); return fd; }
+        last = errno;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    errno = last;
+    return -1;
+}
+
+int cferry_local_port(int fd) {
+    struct sockaddr_storage a;
+    socklen_t len = sizeof a;
+    if (getsockname(fd, (struct sockaddr *)&a, &len) != 0) return -1;
+    if (a.ss_family == AF_INET) return ntohs(((struct sockaddr_in *)&a)->sin_port);
+    if (a.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&a)->sin6_port);
+    errno = EAFNOSUPPORT;
+    return -1;
+}
+
+int cferry_tcp_accept(int listen_fd, int timeout_ms) {
+    int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+    if (fd < 0) return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = { .tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
 // Defined by FerryNetwork (Transports+Network.swift) when it is linked into the same image.
 extern void cferry_network_register(void) __attribute__((weak));
 

@@ -42,6 +42,11 @@ public struct GatewayConfiguration: Sendable {
     /// published, before handing them to forwarder threads. A reply that comes within it costs
     /// no thread switch; 0 hands every reply off at once.
     public var spinNanos: UInt64 = 50_000
+    /// Plain-TCP connections each on a thread of their own that receives a request straight
+    /// into its slot and waits for the reply itself (Gateway+Direct.swift): the shortest
+    /// round trip. False: every connection on one SwiftNIO event loop with forwarder threads,
+    /// for many thousands of connections. TLS connections always use the event loop.
+    public var threadPerConnection = true
 
     /// A configuration for the channel `name` reached through `channelURL`.
     public init(name: String, channelURL: String) {
@@ -68,7 +73,9 @@ public final class Gateway: Sendable {
     let client: Client
     let group: MultiThreadedEventLoopGroup
     let pool: NIOThreadPool
-    let serverChannel: Channel
+    /// The event loop's listening channel, or the acceptor of thread-per-connection I/O.
+    let serverChannel: Channel?
+    let acceptor: DirectAcceptor?
     let shared: GatewayShared
     /// The bound port.
     public let port: Int
@@ -99,6 +106,20 @@ public final class Gateway: Sendable {
         pool.start()
         let shared = GatewayShared(config: config, client: client, pool: pool, maxRequest: maxRequest)
         self.shared = shared
+        if tlsContext == nil && config.threadPerConnection {
+            do {
+                acceptor = try DirectAcceptor(shared: shared, host: config.host, port: config.port)
+            } catch {
+                try? pool.syncShutdownGracefully()
+                try? group.syncShutdownGracefully()
+                client.close()
+                throw error
+            }
+            serverChannel = nil
+            port = acceptor!.port
+            return
+        }
+        acceptor = nil
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -120,14 +141,14 @@ public final class Gateway: Sendable {
                 }
             }
         do {
-            serverChannel = try bootstrap.bind(host: config.host, port: config.port).wait()
+            serverChannel = try bootstrap.bind(host: config.host, port: config.port).wait() as Channel
         } catch {
             try? pool.syncShutdownGracefully()
             try? group.syncShutdownGracefully()
             client.close()
             throw FerryError(.system, "cannot listen on \(config.host):\(config.port): \(error)")
         }
-        port = serverChannel.localAddress?.port ?? config.port
+        port = serverChannel?.localAddress?.port ?? config.port
     }
 
     /// Connections, requests in flight, rejections.
@@ -137,12 +158,15 @@ public final class Gateway: Sendable {
     /// for up to `grace`; then every connection gets an error frame saying the gateway is
     /// shutting down and is closed.
     public func shutdown(grace: Duration = .seconds(10)) {
-        try? serverChannel.close().wait()
+        try? serverChannel?.close().wait()
+        acceptor?.stop()
         shared.draining.store(true, ordering: .relaxed)
         let end = System.nowNanos() &+ grace.clampedNanoseconds
         while shared.inFlight.load(ordering: .relaxed) > 0 && System.nowNanos() < end {
             usleepNanos(5_000_000)
         }
+        // Thread-per-connection ones see this within a tick and do the same themselves.
+        shared.closingAll.store(true, ordering: .relaxed)
         let open = shared.channels.withLock { Array($0.values) }
         for ch in open {
             ch.eventLoop.execute {
@@ -177,6 +201,8 @@ final class GatewayShared: Sendable {
     let inFlight = ManagedAtomic<Int>(0)
     let rejected = ManagedAtomic<Int>(0)
     let draining = ManagedAtomic<Bool>(false)
+    /// Past the shutdown's grace: every connection is told and closed.
+    let closingAll = ManagedAtomic<Bool>(false)
     let channels = Locked<[ObjectIdentifier: Channel]>([:])
     /// Connections waiting for a slot (event-loop only).
     let waiters = Waiters()
@@ -204,6 +230,19 @@ final class GatewayShared: Sendable {
         }
         return n <= config.maxConnections && !draining.load(ordering: .relaxed)
     }
+
+    /// Counts a thread-per-connection connection in (true), or says it is one too many.
+    func admitDirect() -> Bool {
+        let n = connections.wrappingIncrementThenLoad(ordering: .relaxed)
+        guard n <= config.maxConnections && !draining.load(ordering: .relaxed) else {
+            connections.wrappingDecrement(ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    /// A thread-per-connection connection closed.
+    func leaveDirect() { connections.wrappingDecrement(ordering: .relaxed) }
 
     /// Appends an ERROR frame carrying `e`'s code and message.
     static func errorFrame(_ b: inout ByteBuffer, _ e: FerryError) {

@@ -136,6 +136,9 @@ final class TCPConnection: @unchecked Sendable {
     private static let stageSize = 1 << 16
     private var stageStart = 0, stageEnd = 0
     private var partial: (header: Frame.Header, buffer: RawBuffer, got: Int)?
+    /// The loan the reader is reading for (its reply needs no futex wake: its waiter is the
+    /// reader itself).
+    private var pumpingFor: TCPLoan?
 
     /// Connects and completes the handshake (HELLO, WELCOME, and AUTH when asked) by `until`.
     init(transport: TCPClientTransport, until: UInt64) throws {
@@ -326,9 +329,21 @@ final class TCPConnection: @unchecked Sendable {
 
     /// Reads frames and hands out replies until `loan` has its own or `until` passes.
     private func pump(for loan: TCPLoan, until: UInt64, spinNanos: UInt64) throws {
+        pumpingFor = loan
+        defer { pumpingFor = nil }
+        // A plain socket with nothing staged right after the request went: the reply cannot be
+        // there yet, so the first look is the poll that waits for it (one system call less).
+        // Over TLS a record may be buffered in BoringSSL where poll does not see it.
+        var waitFirst = spinNanos == 0 && endpoint.tls == nil && stageStart == stageEnd && partial == nil
         while true {
             try drainStage()
             if shared.withLock({ _ in loan.reply != nil }) { return }
+            if waitFirst {
+                waitFirst = false
+                if System.nowNanos() < until {
+                    guard try System.waitReady(fd, write: false, until: until) else { return }
+                }
+            }
             // Read: straight into a large body being received, else into the staging buffer.
             var n: Int
             if let p = partial, Int(p.header.length) - p.got >= TCPConnection.stageSize {
@@ -396,7 +411,11 @@ final class TCPConnection: @unchecked Sendable {
             l.reply = (p.buffer, p.got)
             return l
         }
-        if let target { target.signal() } else { buffers.give(p.buffer) }  // a call that gave up
+        if let target {
+            if target === pumpingFor { target.event.wrappingIncrement(ordering: .releasing) } else { target.signal() }
+        } else {
+            buffers.give(p.buffer)  // a call that gave up
+        }
     }
 }
 

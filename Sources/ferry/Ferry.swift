@@ -116,6 +116,8 @@ struct Serve: ParsableCommand {
     var tlsKey: String?
     @Option(name: .customLong("max-connections"), help: "With --listen: most connections at once.")
     var maxConnections: Int = 256
+    @Option(name: .customLong("io"), help: "With --listen: threads (each plain-TCP connection on its own thread: the shortest round trip; the default) or event-loop (all connections on one SwiftNIO event loop: for thousands of connections). TLS always uses the event loop.")
+    var io: String = "threads"
     @Option(name: .customLong("max-inflight"), help: "With --listen: most requests in flight per connection (the gateway stops reading a connection at the limit).")
     var maxInFlight: Int = 64
     @Option(name: .customLong("max-request"), help: "With --listen: largest request, e.g. 16M (default: what a slot takes).")
@@ -358,6 +360,8 @@ struct Serve: ParsableCommand {
         config.host = host
         config.port = port
         config.maxConnections = maxConnections
+        guard ["threads", "event-loop"].contains(io) else { throw ValidationError("--io takes threads or event-loop") }
+        config.threadPerConnection = io == "threads"
         config.maxInFlight = maxInFlight
         config.forwarders = forwarders
         guard (0...86_400).contains(frameTimeout), (0...86_400).contains(idleTimeout) else {

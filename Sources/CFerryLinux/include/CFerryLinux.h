@@ -93,6 +93,20 @@ long cferry_send(int fd, const void *buf, size_t len);
 long cferry_sendv(int fd, const void *iov, int count);
 /// recv(2), non-blocking. Returns bytes read, 0 at end of stream, or -1 with errno.
 long cferry_recv(int fd, void *buf, size_t len);
+/// recv(2) that waits, up to the socket's receive timeout (SO_RCVTIMEO; then -1 with EAGAIN):
+/// the gateway's connection threads block here, one system call per request.
+long cferry_recv_wait(int fd, void *buf, size_t len);
+
+/// A listening TCP socket bound to host:port (getaddrinfo with AI_PASSIVE; SO_REUSEADDR,
+/// close-on-exec, non-blocking: the acceptor waits with poll). Returns the fd, or -1 with
+/// errno, or -2 when the name did not resolve (its text in `why`).
+int cferry_tcp_listen(const char *host, int port, int backlog, char *why, size_t why_len);
+/// The local port a socket is bound to, or -1 with errno.
+int cferry_local_port(int fd);
+/// accept4(2) of one connection (close-on-exec, blocking) with TCP_NODELAY and send and
+/// receive timeouts of `timeout_ms` (the connection's thread wakes at least that often to
+/// look at its deadlines). Returns the fd, or -1 with errno (EAGAIN: none waiting).
+int cferry_tcp_accept(int listen_fd, int timeout_ms);
 
 
 /// Registers the client transports linked into this image beside the core: FerryNetwork

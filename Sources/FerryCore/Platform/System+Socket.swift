@@ -86,6 +86,42 @@ extension System {
         return (done, true)
     }
 
+    /// Sends `first` then `second` as one stream of bytes (a frame header and its payload):
+    /// `sendAll` of two pieces without building arrays, for a gateway's every reply.
+    package static func sendAll(_ fd: Int32, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, until: UInt64) throws -> (sent: Int, complete: Bool) {
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { v in
+            v[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count)
+            v[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count)
+            var i = 0, done = 0
+            while true {
+                while i < 2 && v[i].iov_len == 0 { i += 1 }
+                if i == 2 { return (done, true) }
+                let n = cferry_sendv(fd, v.baseAddress! + i, Int32(2 - i))
+                if n >= 0 {
+                    done += n
+                    var left = n
+                    while i < 2 && left >= v[i].iov_len {
+                        left -= v[i].iov_len
+                        v[i].iov_len = 0
+                        i += 1
+                    }
+                    if left > 0 {
+                        v[i].iov_base += left
+                        v[i].iov_len -= left
+                    }
+                    continue
+                }
+                let e = errno
+                if e == EINTR { continue }
+                if e == EAGAIN || e == EWOULDBLOCK {
+                    guard try waitReady(fd, write: true, until: until) else { return (done, false) }
+                    continue
+                }
+                throw FerryError(.disconnected, "the connection was lost while sending: \(String(cString: strerror(e)))")
+            }
+        }
+    }
+
     /// Reads what is there (non-blocking): bytes read, or 0 when nothing is there yet.
     /// Throws `.disconnected` at end of stream or on a socket error.
     package static func receive(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
@@ -109,6 +145,55 @@ extension System {
             guard try waitReady(fd, write: false, until: until) else {
                 throw FerryError(.timedOut, "the gateway did not answer the handshake in time")
             }
+        }
+    }
+
+    /// A listening TCP socket on `host:port` (port 0: any free one) and the port it got:
+    /// non-blocking, for an acceptor that waits with `waitReady`.
+    package static func tcpListen(host: String, port: Int, backlog: Int32 = 256) throws -> (fd: Int32, port: Int) {
+        var why = [CChar](repeating: 0, count: 256)
+        let fd = cferry_tcp_listen(host, Int32(port), backlog, &why, why.count)
+        if fd == -2 {
+            throw FerryError(.invalidArgument, "cannot resolve \"\(host)\": " + String(decoding: why.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        guard fd >= 0 else { throw FerryError(.system, "cannot listen on \(host):\(port): \(String(cString: strerror(errno)))") }
+        let bound = cferry_local_port(fd)
+        guard bound > 0 else {
+            let e = error("getsockname")
+            close(fd)
+            throw e
+        }
+        return (fd, Int(bound))
+    }
+
+    /// The next connection waiting on listening socket `fd` (nil: none now), blocking, with
+    /// TCP_NODELAY and send and receive timeouts of `tickMillis` (see `receiveWaiting`).
+    /// Out of descriptors is an error the caller may outlive (it backs off and tries again).
+    package static func tcpAccept(_ fd: Int32, tickMillis: Int32) throws -> Int32? {
+        while true {
+            let c = cferry_tcp_accept(fd, tickMillis)
+            if c >= 0 { return c }
+            let e = errno
+            switch e {
+            case EINTR: continue
+            // A connection that was reset before it was taken is simply gone.
+            case EAGAIN, EWOULDBLOCK, ECONNABORTED, EPROTO: return nil
+            default: throw error("accept", errno: e)
+            }
+        }
+    }
+
+    /// Reads what is there, waiting for it up to the socket's receive timeout: bytes read, or
+    /// 0 when the timeout passed with nothing. Throws `.disconnected` at end of stream.
+    package static func receiveWaiting(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        while true {
+            let n = cferry_recv_wait(fd, p, count)
+            if n > 0 { return n }
+            if n == 0 { throw FerryError(.disconnected, "the peer closed the connection") }
+            let e = errno
+            if e == EINTR { continue }
+            if e == EAGAIN || e == EWOULDBLOCK { return 0 }
+            throw FerryError(.disconnected, "the connection was lost: \(String(cString: strerror(e)))")
         }
     }
 
