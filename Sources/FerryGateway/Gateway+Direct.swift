@@ -99,6 +99,8 @@ final class DirectConnection: @unchecked Sendable {
     private var lastRead: UInt64
     /// Spins for the next request that found nothing, in a row (see `spinForRequest`).
     private var spinMisses = 0, spinSkipped = 0
+    /// The same for replies (see `answer`).
+    private var replySpinMisses = 0, replySpinSkipped = 0
 
     init(fd: Int32, shared: GatewayShared) {
         self.fd = fd
@@ -415,6 +417,29 @@ final class DirectConnection: @unchecked Sendable {
     /// Waits for the oldest call's reply (a slice at most, or until it came with
     /// `oldestWhole`), then sends every reply that is there.
     private func answer(oldestWhole: Bool = false) throws {
+        // With a hybrid wait, first look for the reply for the channel's spin time, yielding
+        // the CPU between looks from the start: the worker that will answer may share this
+        // CPU, and a spin that does not yield only delays it.
+        if config.spinNanos > 0 && replySpinMisses < 4 {
+            let end = System.nowNanos() &+ config.spinNanos
+            var found = false
+            while !found {
+                found = try poll(0, for: 0)
+                if found || System.nowNanos() >= end { break }
+                System.yieldCPU()
+            }
+            replySpinMisses = found ? 0 : replySpinMisses + 1
+            if found {
+                var i = 0
+                while i < awaiting.count {
+                    if try !poll(i, for: 0) { i += 1 }
+                }
+                return
+            }
+        } else if config.spinNanos > 0 {
+            replySpinSkipped &+= 1
+            if replySpinSkipped % 16 == 0 { replySpinMisses = 3 }  // one try in sixteen
+        }
         while true {
             let waited = System.nowNanos() &- awaiting[0].since
             var slice = DirectConnection.replySliceNanos
@@ -432,8 +457,10 @@ final class DirectConnection: @unchecked Sendable {
 
     /// True when the peer has not closed (looks without consuming what it sent).
     private func stillThere() throws -> Bool {
-        if tail == stage.count && head == 0 { return true }
         if head == tail { head = 0; tail = 0 }
+        // The stage is full of requests not read yet: nothing to look with (and the peer
+        // was there to send them).
+        if tail == stage.count { return true }
         let n: Int
         do { n = try System.receive(fd, into: stage.baseAddress! + tail, count: stage.count - tail) } catch { return false }
         tail += n
