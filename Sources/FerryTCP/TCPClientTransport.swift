@@ -86,9 +86,11 @@ package final class BufferPool: @unchecked Sendable {
 
     /// A buffer of at least `count` bytes, 64-byte aligned.
     package func take(_ count: Int) -> RawBuffer {
+        // The smallest kept buffer that is large enough (a loop: no array built per call).
         let found: RawBuffer? = free.withLock { list in
-            guard let i = list.indices.filter({ list[$0].capacity >= count }).min(by: { list[$0].capacity < list[$1].capacity }) else { return nil }
-            return list.remove(at: i)
+            var best = -1
+            for i in list.indices where list[i].capacity >= count && (best < 0 || list[i].capacity < list[best].capacity) { best = i }
+            return best < 0 ? nil : list.remove(at: best)
         }
         if let found { return found }
         let size = max(count, 4096)

@@ -55,13 +55,23 @@ extension System {
     /// Sends `pieces` in order as one stream of bytes (gathered writes: no copy into one
     /// buffer first), before `until`, like `sendAll` of one buffer.
     package static func sendAll(_ fd: Int32, _ pieces: [UnsafeRawBufferPointer], until: UInt64) throws -> (sent: Int, complete: Bool) {
-        var vecs = pieces.filter { $0.count > 0 }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        // The iovecs on the stack (a request is a few pieces): no array built per send.
+        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: max(1, pieces.count)) { v in
+            var count = 0
+            for p in pieces where p.count > 0 {
+                v[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: p.baseAddress), iov_len: p.count)
+                count += 1
+            }
+            return try sendAll(fd, UnsafeMutableBufferPointer(rebasing: v[0..<count]), until: until)
+        }
+    }
+
+    /// Sends the bytes `vecs` describe, in order (advancing them as they go).
+    private static func sendAll(_ fd: Int32, _ vecs: UnsafeMutableBufferPointer<iovec>, until: UInt64) throws -> (sent: Int, complete: Bool) {
         var first = 0, done = 0
         while first < vecs.count {
             // At most 512 pieces a call (IOV_MAX is 1024 on Linux).
-            let n = vecs.withUnsafeMutableBufferPointer { v in
-                cferry_sendv(fd, v.baseAddress! + first, Int32(min(v.count - first, 512)))
-            }
+            let n = cferry_sendv(fd, vecs.baseAddress! + first, Int32(min(vecs.count - first, 512)))
             if n >= 0 {
                 done += n
                 var left = n
@@ -90,35 +100,16 @@ extension System {
     /// `sendAll` of two pieces without building arrays, for a gateway's every reply.
     package static func sendAll(_ fd: Int32, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, until: UInt64) throws -> (sent: Int, complete: Bool) {
         try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { v in
-            v[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count)
-            v[1] = iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count)
-            var i = 0, done = 0
-            while true {
-                while i < 2 && v[i].iov_len == 0 { i += 1 }
-                if i == 2 { return (done, true) }
-                let n = cferry_sendv(fd, v.baseAddress! + i, Int32(2 - i))
-                if n >= 0 {
-                    done += n
-                    var left = n
-                    while i < 2 && left >= v[i].iov_len {
-                        left -= v[i].iov_len
-                        v[i].iov_len = 0
-                        i += 1
-                    }
-                    if left > 0 {
-                        v[i].iov_base += left
-                        v[i].iov_len -= left
-                    }
-                    continue
-                }
-                let e = errno
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK {
-                    guard try waitReady(fd, write: true, until: until) else { return (done, false) }
-                    continue
-                }
-                throw FerryError(.disconnected, "the connection was lost while sending: \(String(cString: strerror(e)))")
+            var count = 0
+            if first.count > 0 {
+                v[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count)
+                count += 1
             }
+            if second.count > 0 {
+                v[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count)
+                count += 1
+            }
+            return try sendAll(fd, UnsafeMutableBufferPointer(rebasing: v[0..<count]), until: until)
         }
     }
 
