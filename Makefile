@@ -278,6 +278,8 @@ SOAK_SECONDS ?= 180
 soak: build
 	$(PYTHON) tests/soak.py --seconds $(SOAK_SECONDS)
 	$(PYTHON) tests/stress.py --seconds $(SOAK_SECONDS)
+	$(PYTHON) tests/stress.py --seconds $(SOAK_SECONDS) --transport tcp
+	$(PYTHON) tests/stress.py --seconds $(SOAK_SECONDS) --transport tcp --io event-loop
 	cd tests && FERRY_FAILOVER_RUNS=50 PYTHONPATH=$(CURDIR)/python $(PYTHON) -m pytest -q test_redis.py -k killing_one_of_two
 	FERRY_EXPLORER_CALLS=2 $(SWIFT) test $(SWIFT_FLAGS) --disable-testable-imports --filter SlotMachineExplorerTests.testEveryInterleavingOfTwoClientsTwoWorkersTwoSlots 2>&1 | grep -E 'explorer:|error|Executed'; exit $${PIPESTATUS[0]}
 

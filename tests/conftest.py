@@ -76,6 +76,7 @@ _session_segments: set = set()
 _LONG_FIRST = (
     "test_examples.py::",
     "test_races.py::test_deadlines_and_kills_at_every_step",
+    "test_races.py::test_the_same_through_the_tcp_gateway",
     "test_redis.py::test_killed_node_holding_work",
     "test_redis.py::test_killing_one_of_two_nodes",
     "test_cli.py::test_demo_recognises_digits",

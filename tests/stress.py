@@ -9,6 +9,11 @@ it counts even if that client is killed a moment later.
 
     python3 tests/stress.py --seconds 10            # what make test runs (via test_races.py)
     python3 tests/stress.py --seconds 300           # make soak
+    python3 tests/stress.py --transport tcp         # the same through `ferry serve --listen`
+
+Over tcp:// the clients call through the gateway (a thread per connection): clients killed
+mid-call leave calls the gateway must give up, workers killed fail the calls they held, and
+every reply must still be its own.
 """
 from __future__ import annotations
 
@@ -82,26 +87,39 @@ def client(url: str, seconds: float, seed: int) -> int:
             time.sleep(0.01)
         except ferry.Busy:
             counts["busy"] += 1
-        except ferry.ChannelClosed:
+        except (ferry.ChannelClosed, ferry.Disconnected):
             c = None
             time.sleep(0.01)
     print(json.dumps(counts), flush=True)
     return 0
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def run(seconds: float, clients: int = 3, workers: int = 2, slots: int = 2, kill_every: float = 0.7,
-        name: str | None = None, seed: int = 1) -> dict:
+        name: str | None = None, seed: int = 1, transport: str = "shm", io: str = "threads") -> dict:
     """Runs the stress and returns totals; raises AssertionError on any wrong reply or leak."""
     rnd = random.Random(seed)
     name = name or f"stress{os.getpid()}"
-    url = f"shm://{name}?slots={slots}&wait=spin"
+    local = f"shm://{name}?slots={slots}&wait=spin"
+    listen = []
+    url = local
+    if transport == "tcp":
+        port = free_port()
+        listen = ["--listen", f"tcp://127.0.0.1:{port}", "--io", io]
+        url = f"tcp://127.0.0.1:{port}/{name}"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"), OPENBLAS_NUM_THREADS="1")
     procs: list[subprocess.Popen] = []
     totals = {"ok": 0, "timeouts": 0, "worker_died": 0, "no_server": 0, "busy": 0, "wrong": 0, "other": 0,
               "workers_killed": 0, "clients_killed": 0}
     wrong_lines: list[str] = []
     server = subprocess.Popen([FERRY, "serve", MODEL, "--name", name, "--workers", str(workers), "--slots", str(slots),
-                               "--hang-timeout", "0", "--max-restarts", "100000", "--max-backoff", "0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--hang-timeout", "0", "--max-restarts", "100000", "--max-backoff", "0.1", *listen], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -109,7 +127,7 @@ def run(seconds: float, clients: int = 3, workers: int = 2, slots: int = 2, kill
                 with ferry.Client(url) as c:
                     c.call({"ping": np.zeros(1)}, timeout=2)
                 break
-            except (ferry.NoServer, ferry.Timeout, ferry.ChannelClosed):
+            except (ferry.NoServer, ferry.Timeout, ferry.ChannelClosed, ferry.Disconnected):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("stress: the server did not start")
                 time.sleep(0.05)
@@ -146,7 +164,10 @@ def run(seconds: float, clients: int = 3, workers: int = 2, slots: int = 2, kill
                     for k, v in json.loads(line).items():
                         totals[k] += v
         # Every slot comes back: what killed processes held is recovered, nothing else is held.
-        census = ferry.census(url, recover=True)
+        if transport == "tcp":
+            # The gateway gives up what killed clients left in flight as it sees them go.
+            time.sleep(0.5)
+        census = ferry.census(local, recover=True)
         totals["census"] = census
         assert census["free"] == slots, f"slots not free after the run: {census}"
     finally:
@@ -173,10 +194,12 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--clients", type=int, default=3)
+    p.add_argument("--transport", choices=["shm", "tcp"], default="shm")
+    p.add_argument("--io", choices=["threads", "event-loop"], default="threads", help="the gateway's I/O model (tcp)")
     args = p.parse_args()
     if args.mode == "client":
         return client(args.url, args.seconds, args.seed)
-    totals = run(args.seconds, clients=args.clients, seed=args.seed)
+    totals = run(args.seconds, clients=args.clients, seed=args.seed, transport=args.transport, io=args.io)
     print(json.dumps(totals))
     return 0
 
