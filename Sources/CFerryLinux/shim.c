@@ -153,18 +153,27 @@ int cferry_privatize(void *addr, size_t len) {
     return 0;
 }
 
-int cferry_tcp_connect(const char *host, int port, int timeout_ms, char *why, size_t why_len) {
-    struct addrinfo hints, *res = NULL, *ai;
+/* getaddrinfo of host:port for a TCP stream (`passive`: addresses to listen on): 0, or -2
+ * with the resolver's reason in `why`. */
+static int cferry_resolve(const char *host, int port, int passive, struct addrinfo **res, char *why, size_t why_len) {
+    struct addrinfo hints;
     char service[16];
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
     snprintf(service, sizeof service, "%d", port);
-    int rc = getaddrinfo(host, service, &hints, &res);
+    int rc = getaddrinfo(host, service, &hints, res);
     if (rc != 0) {
         if (why && why_len) snprintf(why, why_len, "%s", gai_strerror(rc));
         return -2;
     }
+    return 0;
+}
+
+int cferry_tcp_connect(const char *host, int port, int timeout_ms, char *why, size_t why_len) {
+    struct addrinfo *res = NULL, *ai;
+    if (cferry_resolve(host, port, 0, &res, why, why_len) != 0) return -2;
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
     int last = ECONNREFUSED;
@@ -224,18 +233,8 @@ long cferry_recv(int fd, void *buf, size_t len) { return (long)recv(fd, buf, len
 long cferry_recv_wait(int fd, void *buf, size_t len) { return (long)recv(fd, buf, len, 0); }
 
 int cferry_tcp_listen(const char *host, int port, int backlog, char *why, size_t why_len) {
-    struct addrinfo hints, *res = NULL, *ai;
-    char service[16];
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    snprintf(service, sizeof service, "%d", port);
-    int rc = getaddrinfo(host, service, &hints, &res);
-    if (rc != 0) {
-        if (why && why_len) snprintf(why, why_len, "%s", gai_strerror(rc));
-        return -2;
-    }
+    struct addrinfo *res = NULL, *ai;
+    if (cferry_resolve(host, port, 1, &res, why, why_len) != 0) return -2;
     int last = EADDRNOTAVAIL;
     for (ai = res; ai; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);

@@ -97,10 +97,8 @@ final class DirectConnection: @unchecked Sendable {
     private var awaiting: [(id: UInt64, call: PendingCall, since: UInt64)] = []
     /// When the last byte came (for the idle timeout).
     private var lastRead: UInt64
-    /// Spins for the next request that found nothing, in a row (see `spinForRequest`).
-    private var spinMisses = 0, spinSkipped = 0
-    /// The same for replies (see `answer`).
-    private var replySpinMisses = 0, replySpinSkipped = 0
+    /// Whether spinning for the next request, and for a reply, pays (see `yieldSpin`).
+    private let requestAdvisor = SpinAdvisor(), replyAdvisor = SpinAdvisor()
 
     init(fd: Int32, shared: GatewayShared) {
         self.fd = fd
@@ -245,7 +243,7 @@ final class DirectConnection: @unchecked Sendable {
     private func send(_ kind: Frame.Kind, id: UInt64 = 0, argument: UInt64 = 0, _ payload: UnsafeRawBufferPointer) throws {
         Frame.Header(kind: kind, id: id, length: UInt64(payload.count), argument: argument).write(to: headerOut)
         let until = config.frameTimeout.map { System.nowNanos() &+ UInt64($0.nanoseconds) } ?? UInt64.max
-        guard let (_, complete) = try? System.sendAll(fd, UnsafeRawBufferPointer(start: headerOut, count: Frame.headerSize), payload, until: until),
+        guard let (_, complete) = try? System.sendAll(fd, [UnsafeRawBufferPointer(start: headerOut, count: Frame.headerSize), payload], until: until),
               complete else { throw Ending.hangUp }
     }
 
@@ -299,8 +297,10 @@ final class DirectConnection: @unchecked Sendable {
         while true {
             if shared.closingAll.load(ordering: .relaxed) { throw Ending.reject(FerryError(.closed, "the gateway is shutting down")) }
             if awaiting.isEmpty {
-                // Nothing in flight: wait for the next request (the idle timeout runs).
-                if !(try spinForRequest()) {
+                // Nothing in flight: wait for the next request (the idle timeout runs). A
+                // client calling in a loop sends it within microseconds of its reply: a
+                // request found spinning costs no wake-up.
+                if !(try yieldSpin(requestAdvisor, somethingToRead)) {
                     let until = config.idleTimeout.map { lastRead &+ UInt64($0.nanoseconds) } ?? UInt64.max
                     try fill(1, until: until, timeout: .hangUp)
                 }
@@ -313,29 +313,25 @@ final class DirectConnection: @unchecked Sendable {
         }
     }
 
-    /// With a hybrid wait (`spinNanos` > 0): looks for the next request for that long before
-    /// sleeping in the socket, yielding the CPU between looks (a worker may share it). A
-    /// client calling in a loop sends its next request within microseconds of its reply,
-    /// and a request found this way costs no wake-up. Spinning stops after four misses in a
-    /// row (a client that pauses between calls), but for one try in sixteen.
-    private func spinForRequest() throws -> Bool {
+    /// With a hybrid wait (`spinNanos` > 0): `look`s for that long, yielding the CPU between
+    /// looks from the first (a worker may share this CPU, and a spin that does not yield only
+    /// delays it). True when a look found what it looks for. Only while `advisor` says
+    /// spinning pays: after four misses in a row, one try in sixteen.
+    private func yieldSpin(_ advisor: SpinAdvisor, _ look: () throws -> Bool) rethrows -> Bool {
         let spin = config.spinNanos
-        guard spin > 0 else { return false }
-        if spinMisses >= 4 {
-            spinSkipped &+= 1
-            if spinSkipped % 16 != 0 { return false }
-        }
+        guard spin > 0, advisor.shouldSpin() else { return false }
         let end = System.nowNanos() &+ spin
         while true {
-            if try somethingToRead() {
-                spinMisses = 0
+            if try look() {
+                advisor.record(hit: true)
                 return true
             }
-            if System.nowNanos() >= end { break }
+            if System.nowNanos() >= end {
+                advisor.record(hit: false)
+                return false
+            }
             System.yieldCPU()
         }
-        spinMisses = min(spinMisses + 1, 4)
-        return false
     }
 
     /// Reads one REQUEST and publishes it (or answers it with an error at once).
@@ -417,37 +413,16 @@ final class DirectConnection: @unchecked Sendable {
     /// Waits for the oldest call's reply (a slice at most, or until it came with
     /// `oldestWhole`), then sends every reply that is there.
     private func answer(oldestWhole: Bool = false) throws {
-        // With a hybrid wait, first look for the reply for the channel's spin time, yielding
-        // the CPU between looks from the start: the worker that will answer may share this
-        // CPU, and a spin that does not yield only delays it.
-        if config.spinNanos > 0 && replySpinMisses < 4 {
-            let end = System.nowNanos() &+ config.spinNanos
-            var found = false
-            while !found {
-                found = try poll(0, for: 0)
-                if found || System.nowNanos() >= end { break }
-                System.yieldCPU()
+        if !(try yieldSpin(replyAdvisor, { try poll(0, for: 0) })) {
+            while true {
+                let waited = System.nowNanos() &- awaiting[0].since
+                var slice = DirectConnection.replySliceNanos
+                if awaiting.count == 1 || oldestWhole { slice = max(slice, min(waited / 8, DirectConnection.longestSliceNanos)) }
+                if try poll(0, for: slice) || !oldestWhole { break }
+                if shared.closingAll.load(ordering: .relaxed) { throw Ending.reject(FerryError(.closed, "the gateway is shutting down")) }
+                // Waited a while: the client may have left meanwhile.
+                if !(try stillThere()) { throw Ending.hangUp }
             }
-            replySpinMisses = found ? 0 : replySpinMisses + 1
-            if found {
-                var i = 0
-                while i < awaiting.count {
-                    if try !poll(i, for: 0) { i += 1 }
-                }
-                return
-            }
-        } else if config.spinNanos > 0 {
-            replySpinSkipped &+= 1
-            if replySpinSkipped % 16 == 0 { replySpinMisses = 3 }  // one try in sixteen
-        }
-        while true {
-            let waited = System.nowNanos() &- awaiting[0].since
-            var slice = DirectConnection.replySliceNanos
-            if awaiting.count == 1 || oldestWhole { slice = max(slice, min(waited / 8, DirectConnection.longestSliceNanos)) }
-            if try poll(0, for: slice) || !oldestWhole { break }
-            if shared.closingAll.load(ordering: .relaxed) { throw Ending.reject(FerryError(.closed, "the gateway is shutting down")) }
-            // Waited a while: the client may have left meanwhile.
-            if !(try stillThere()) { throw Ending.hangUp }
         }
         var i = 0
         while i < awaiting.count {

@@ -71,8 +71,9 @@ public struct GatewayCounters: Sendable {
 public final class Gateway: Sendable {
     let config: GatewayConfiguration
     let client: Client
-    let group: MultiThreadedEventLoopGroup
-    let pool: NIOThreadPool
+    /// The event loop and its forwarder threads (nil with thread-per-connection I/O).
+    let group: MultiThreadedEventLoopGroup?
+    let pool: NIOThreadPool?
     /// The event loop's listening channel, or the acceptor of thread-per-connection I/O.
     let serverChannel: Channel?
     let acceptor: DirectAcceptor?
@@ -101,25 +102,30 @@ public final class Gateway: Sendable {
             throw FerryError(.invalidArgument, "TLS needs both a certificate and a key file")
         }
         let tlsContext = tls
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        pool = NIOThreadPool(numberOfThreads: max(1, config.forwarders))
-        pool.start()
-        let shared = GatewayShared(config: config, client: client, pool: pool, maxRequest: maxRequest)
-        self.shared = shared
         if tlsContext == nil && config.threadPerConnection {
+            // No event loop, no forwarder threads.
+            let shared = GatewayShared(config: config, client: client, pool: nil, maxRequest: maxRequest)
+            self.shared = shared
+            group = nil
+            pool = nil
+            serverChannel = nil
             do {
                 acceptor = try DirectAcceptor(shared: shared, host: config.host, port: config.port)
             } catch {
-                try? pool.syncShutdownGracefully()
-                try? group.syncShutdownGracefully()
                 client.close()
                 throw error
             }
-            serverChannel = nil
             port = acceptor!.port
             return
         }
         acceptor = nil
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let pool = NIOThreadPool(numberOfThreads: max(1, config.forwarders))
+        pool.start()
+        self.group = group
+        self.pool = pool
+        let shared = GatewayShared(config: config, client: client, pool: pool, maxRequest: maxRequest)
+        self.shared = shared
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -177,8 +183,8 @@ public final class Gateway: Sendable {
         }
         let closeBy = System.nowNanos() &+ 1_000_000_000
         while shared.connections.load(ordering: .relaxed) > 0 && System.nowNanos() < closeBy { usleepNanos(5_000_000) }
-        try? pool.syncShutdownGracefully()
-        try? group.syncShutdownGracefully()
+        try? pool?.syncShutdownGracefully()
+        try? group?.syncShutdownGracefully()
         client.close()
     }
 }
@@ -195,7 +201,8 @@ final class GatewayShared: Sendable {
     /// The identity of the model the channel serves, told to clients (WELCOME, or READY after
     /// AUTH) so that `server_info` works over tcp:// too.
     var model: String { (try? client.serverInfo(timeout: .milliseconds(100)))?["model"] ?? "" }
-    let pool: NIOThreadPool
+    /// The event loop's forwarder threads (nil with thread-per-connection I/O, which has none).
+    let pool: NIOThreadPool?
     let maxRequest: Int
     let connections = ManagedAtomic<Int>(0)
     let inFlight = ManagedAtomic<Int>(0)
@@ -207,7 +214,7 @@ final class GatewayShared: Sendable {
     /// Connections waiting for a slot (event-loop only).
     let waiters = Waiters()
 
-    init(config: GatewayConfiguration, client: Client, pool: NIOThreadPool, maxRequest: Int) {
+    init(config: GatewayConfiguration, client: Client, pool: NIOThreadPool?, maxRequest: Int) {
         self.config = config
         self.client = client
         self.pool = pool
@@ -646,7 +653,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         let allocator = context.channel.allocator
         let arrival = System.nowNanos()
         let promise = context.eventLoop.makePromise(of: Expanded.self)
-        shared.pool.submit { _ in
+        shared.pool!.submit { _ in
             do {
                 let plain = try body.withUnsafeReadableBytes { src -> ByteBuffer in
                     let cap = min(try TensorCodec.expandedBound(src), shared.maxRequest)
@@ -806,7 +813,7 @@ final class GatewayHandler: ChannelDuplexHandler {
         for (id, call) in awaiting {
             let handed = HandedCall(call: call)
             let promise = context.eventLoop.makePromise(of: ByteBuffer.self)
-            shared.pool.submit { _ in promise.succeed(shared.finish(id: id, call: handed.call, allocator: allocator)) }
+            shared.pool!.submit { _ in promise.succeed(shared.finish(id: id, call: handed.call, allocator: allocator)) }
             deliver(context, promise.futureResult)
         }
         awaiting.removeAll()

@@ -190,8 +190,8 @@ class Client(Handle):
                 if code is not None and inputs.flags.c_contiguous and inputs.ndim <= MAX_DIMS:
                     if _fast is None:
                         return self._call_array(inputs, code, _DEFAULT_MS if timeout is None else _timeout_ms(timeout))
-                    # _call_array with _fastcall, inlined: every step of Python here runs on a
-                    # cold cache after the wait, so the common call takes one frame, not five.
+                    # The common call, here rather than in a helper: each step of Python runs
+                    # on a cold cache after the wait, so it takes as few frames as it can.
                     sc = self._tls.__dict__.get("s")
                     if sc is None:
                         sc = self._tls.s = _CallScratch()
@@ -199,22 +199,11 @@ class Client(Handle):
                     if reader._tensors is not sc.tensors:  # the reader grows its array for big replies
                         sc.tensors, sc.tensors_at = reader._tensors, addressof(reader._tensors)
                     ms = -1 if timeout is None else _timeout_ms(timeout).value
-                    lock = self._lock
-                    with lock:  # as _borrow
-                        ptr = self._ptr
-                        if not ptr:
-                            raise ValueError("Client is closed")
-                        self._begins += 1
+                    h = self._borrow()
                     try:
-                        rc = _fast(ptr.value, ms, _INPUT, code, inputs, 100, sc.call_at, sc.reply_at, sc.tensors_at, reader._cap, sc.count_at)
+                        rc = _fast(h.value, ms, _INPUT, code, inputs, 100, sc.call_at, sc.reply_at, sc.tensors_at, reader._cap, sc.count_at)
                     finally:
-                        with lock:  # as _give_back
-                            self._begins -= 1
-                            doomed = self._doomed if not self._begins else None
-                            if doomed:
-                                self._doomed = None
-                        if doomed:
-                            lib.ferry_client_free(doomed)
+                        self._give_back()
                     if type(rc) is not int:
                         return rc  # the reply array; the call is freed
                     return self._end_call(sc, rc)
@@ -226,27 +215,20 @@ class Client(Handle):
         return _result(tensors, meta)
 
     def _call_array(self, arr: ndarray, code: int, ms) -> Any:
-        """One plain array in: begin, copy in, send and first wait in one C call."""
+        """One plain array in: begin, copy in, send and first wait in one C call (through
+        ctypes, where the compiled _fastcall is not built; `call` uses it when it is)."""
         sc = self._tls.__dict__.get("s")
         if sc is None:
             sc = self._tls.s = _CallScratch()
         reader = sc.reader
-        if _fastcall is None:
-            shape = sc.shape
-            for i, d in enumerate(arr.shape):
-                shape[i] = d
-            addr = _address(arr)
-        elif reader._tensors is not sc.tensors:  # the reader grows its array for big replies
-            sc.tensors, sc.tensors_at = reader._tensors, addressof(reader._tensors)
+        shape = sc.shape
+        for i, d in enumerate(arr.shape):
+            shape[i] = d
+        addr = _address(arr)
         h = self._borrow()
         try:
-            if _fastcall is None:
-                rc = _call_array(h, ms, _INPUT, c_int(code), c_int(arr.ndim), shape, c_void_p(addr),
-                                 c_size_t(arr.nbytes), _STEP_MS, sc.call_ref, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
-            else:
-                rc = _fast(h.value, ms.value, _INPUT, code, arr, 100, sc.call_at, sc.reply_at, sc.tensors_at, reader._cap, sc.count_at)
-                if type(rc) is not int:
-                    return rc  # the reply array; the call is freed
+            rc = _call_array(h, ms, _INPUT, c_int(code), c_int(arr.ndim), shape, c_void_p(addr),
+                             c_size_t(arr.nbytes), _STEP_MS, sc.call_ref, sc.reply_ref, reader._tensors, reader._cap_c, sc.count_ref)
         finally:
             self._give_back()
         return self._end_call(sc, rc)

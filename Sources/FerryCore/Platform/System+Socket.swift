@@ -14,8 +14,13 @@ extension System {
         let ms = Int32(clamping: max(1, timeoutNanos / 1_000_000))
         let fd = cferry_tcp_connect(host, Int32(port), ms, &why, why.count)
         if fd >= 0 { return fd }
-        let text = fd == -2 ? "cannot resolve \"\(host)\": " + String(decoding: why.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self) : String(cString: strerror(errno))
+        let text = fd == -2 ? "cannot resolve \"\(host)\": " + resolverText(why) : String(cString: strerror(errno))
         throw FerryError(.disconnected, "cannot connect to \(host):\(port): \(text) (is `ferry serve --listen tcp://\(host):\(port)` running?)")
+    }
+
+    /// The resolver's reason the shim wrote into `why` (NUL-terminated).
+    private static func resolverText(_ why: [CChar]) -> String {
+        String(decoding: why.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     /// Waits until `fd` is readable (or writable) or `until` passes: true when ready.
@@ -96,23 +101,6 @@ extension System {
         return (done, true)
     }
 
-    /// Sends `first` then `second` as one stream of bytes (a frame header and its payload):
-    /// `sendAll` of two pieces without building arrays, for a gateway's every reply.
-    package static func sendAll(_ fd: Int32, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer, until: UInt64) throws -> (sent: Int, complete: Bool) {
-        try withUnsafeTemporaryAllocation(of: iovec.self, capacity: 2) { v in
-            var count = 0
-            if first.count > 0 {
-                v[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: first.baseAddress), iov_len: first.count)
-                count += 1
-            }
-            if second.count > 0 {
-                v[count] = iovec(iov_base: UnsafeMutableRawPointer(mutating: second.baseAddress), iov_len: second.count)
-                count += 1
-            }
-            return try sendAll(fd, UnsafeMutableBufferPointer(rebasing: v[0..<count]), until: until)
-        }
-    }
-
     /// Reads what is there (non-blocking): bytes read, or 0 when nothing is there yet.
     /// Throws `.disconnected` at end of stream or on a socket error.
     package static func receive(_ fd: Int32, into p: UnsafeMutableRawPointer, count: Int) throws -> Int {
@@ -145,7 +133,7 @@ extension System {
         var why = [CChar](repeating: 0, count: 256)
         let fd = cferry_tcp_listen(host, Int32(port), backlog, &why, why.count)
         if fd == -2 {
-            throw FerryError(.invalidArgument, "cannot resolve \"\(host)\": " + String(decoding: why.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw FerryError(.invalidArgument, "cannot resolve \"\(host)\": " + resolverText(why))
         }
         guard fd >= 0 else { throw FerryError(.system, "cannot listen on \(host):\(port): \(String(cString: strerror(errno)))") }
         let bound = cferry_local_port(fd)

@@ -56,21 +56,24 @@ public enum WaitStrategy: Sendable, Equatable, CustomStringConvertible {
 /// `missLimit` misses in a row, hybrid waits sleep at once, except every `probeEvery`-th,
 /// which spins in full: one hit there and spinning resumes. Small requests answered in
 /// microseconds never miss, so they keep spinning; a model that takes longer than the spin
-/// (1080p frames, a slow model, an idle worker) stops paying for it.
-final class SpinAdvisor: Sendable {
+/// (1080p frames, a slow model, an idle worker) stops paying for it. The tcp:// gateway's
+/// connection threads use one per kind of spin too.
+package final class SpinAdvisor: Sendable {
     static let missLimit = 4
     static let probeEvery = 16
     private let misses = ManagedAtomic<Int>(0)
     private let skipped = ManagedAtomic<Int>(0)
 
+    package init() {}
+
     /// Whether the next hybrid wait should spin.
-    func shouldSpin() -> Bool {
+    package func shouldSpin() -> Bool {
         if misses.load(ordering: .relaxed) < Self.missLimit { return true }
         return skipped.loadThenWrappingIncrement(ordering: .relaxed) % Self.probeEvery == Self.probeEvery - 1
     }
 
     /// Records how a wait that spun ended.
-    func record(hit: Bool) {
+    package func record(hit: Bool) {
         if hit {
             if misses.load(ordering: .relaxed) != 0 { misses.store(0, ordering: .relaxed) }
         } else if misses.load(ordering: .relaxed) < Self.missLimit {
